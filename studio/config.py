@@ -1,0 +1,177 @@
+"""Where things live, and one dataclass per job (augment, train, generate).
+
+The same dataclasses are filled by the CLI (``python -m studio …``) and by the UI, and are
+saved with each run, so a run can always be reproduced from its ``config.json``.
+Checks live in ``__post_init__`` and name the field that is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BASE = "xingjianll/midi-gpt2"
+POCKET_NAME = "pocket"
+POCKET_DIR = REPO_ROOT / "models" / "pocket-base"
+
+
+def data_dir() -> Path:
+    """Root of all writable state. ``STUDIO_DATA_DIR`` wins; a Space with storage uses /data."""
+    env = os.environ.get("STUDIO_DATA_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    if os.environ.get("SPACE_ID") and Path("/data").is_dir() and os.access("/data", os.W_OK):
+        return Path("/data/studio")
+    return REPO_ROOT
+
+
+def adapters_dir() -> Path:
+    return data_dir() / "adapters"
+
+
+def datasets_dir() -> Path:
+    return data_dir() / "datasets"
+
+
+def runs_dir() -> Path:
+    return data_dir() / "runs"
+
+
+def cache_dir() -> Path:
+    return data_dir() / "cache"
+
+
+def renders_dir() -> Path:
+    return data_dir() / "renders"
+
+
+def bundled_adapters_dir() -> Path:
+    """Adapters committed with the code (the demo adapter); read-only at run time."""
+    return REPO_ROOT / "adapters"
+
+
+class _Job:
+    """Shared helpers: JSON round trip, ignoring unknown keys from newer versions."""
+
+    def to_dict(self) -> dict:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def load(cls, path: str | Path):
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _check_positive(name: str, value, allow_zero: bool = False) -> None:
+    bad = value is None or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero)
+    if bad:
+        want = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {want}, got {value!r}")
+
+
+@dataclass
+class AugmentConfig(_Job):
+    input_dir: str
+    output_dir: str
+    transpose: list[int] = field(default_factory=lambda: [-2, -1, 1, 2])  # semitones
+    tempo: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])  # speed factors
+    include_original: bool = False  # also write each piece unchanged
+
+    def __post_init__(self) -> None:
+        self.transpose = [int(t) for t in self.transpose]
+        for t in self.transpose:
+            if abs(t) > 24:
+                raise ValueError(f"transpose: {t} semitones is more than two octaves")
+        self.tempo = [float(f) for f in self.tempo]
+        for f in self.tempo:
+            _check_positive("tempo factor", f)
+        if not self.transpose and not self.tempo and not self.include_original:
+            raise ValueError("transpose, tempo: nothing to do (no transpositions, no tempo factors)")
+
+
+@dataclass
+class TrainConfig(_Job):
+    data_dir: str
+    output_dir: str
+    model_name: str = DEFAULT_BASE
+    tokenizer_name: str | None = None  # None: the studio's PerTok config, built locally
+    max_seq_len: int = 1024  # tokens per training window (the base's context)
+    batch_size: int = 1
+    grad_accum_steps: int = 16
+    epochs: int = 6
+    num_workers: int = 0
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 20  # optimizer steps of linear warm-up
+    val_split: float = 0.1  # share of *source pieces* held out
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    resume: bool = False
+    # Early stopping (see studio/metrics.py): patience in epochs on validation loss (0 = off),
+    # and stop when samples copy the training pieces above this rate (0 = off).
+    patience: int = 2
+    copy_threshold: float = 0.5
+    samples_per_epoch: int = 2  # seeded samples per epoch, for copy rate (0 = off)
+    sample_tokens: int = 256
+    device: str = "auto"  # auto | cpu | cuda | mps
+    max_minutes: float = 0.0  # stop (and save) after this many minutes; 0 = no limit
+    extra_data_dirs: list[str] = field(default_factory=list)  # blended in (train split only)
+
+    def __post_init__(self) -> None:
+        for name in ("max_seq_len", "batch_size", "grad_accum_steps", "epochs", "lora_r", "lora_alpha"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.max_seq_len < 8:
+            raise ValueError(f"max_seq_len must be at least 8 tokens, got {self.max_seq_len}")
+        _check_positive("lr", self.lr)
+        _check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        _check_positive("max_grad_norm", self.max_grad_norm)
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if not 0 < self.val_split < 1:
+            raise ValueError(f"val_split must be between 0 and 1, got {self.val_split}")
+        if self.warmup_steps < 0 or self.num_workers < 0 or self.patience < 0:
+            raise ValueError("warmup_steps, num_workers and patience must be >= 0")
+        if not 0 <= self.copy_threshold <= 1:
+            raise ValueError(f"copy_threshold must be in [0, 1], got {self.copy_threshold}")
+        if self.device not in ("auto", "cpu", "cuda", "mps"):
+            raise ValueError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
+
+
+@dataclass
+class GenerateConfig(_Job):
+    output: str = "out.mid"
+    adapter_dir: str | None = None  # None: the base model alone
+    model_name: str | None = None  # None: the adapter's own base, else the default base
+    max_new_tokens: int = 1024
+    temperature: float = 1.0
+    top_p: float = 0.95
+    top_k: int = 50
+    seed: int | None = None  # None: a fresh seed, printed so the result can be reproduced
+    prompt_midi: str | None = None
+    audio: str | None = None  # also render to this .wav/.ogg/.flac
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+        _check_positive("temperature", self.temperature)
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
