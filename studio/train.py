@@ -1,0 +1,207 @@
+"""LoRA training as the guide describes it: peft on c_attn, c_proj, c_fc; adapter-best and -last.
+
+``train(cfg, on_event, should_stop)`` is the one entry point (CLI, app child process, tests).
+Output folder::
+
+    <output_dir>/adapter-best/     lowest validation loss (among epochs whose samples don't copy)
+    <output_dir>/adapter-last/     the latest state
+    <output_dir>/checkpoint/       optimizer, schedule and position, for --resume
+    <output_dir>/samples/          a few seeded samples per epoch (MIDI), to hear it evolve
+    <output_dir>/training_meta.json, tokenizer.json, generation_config.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from studio import checkpoint, loop
+from studio.config import DEFAULT_BASE, TrainConfig
+from studio.data import prepare
+from studio.models import load_base, pick_device, save_adapter
+from studio.tokenizer import fingerprint, load_tokenizer, save_tokenizer
+
+log = logging.getLogger(__name__)
+TARGET_MODULES = ["c_attn", "c_proj", "c_fc"]  # GPT-2: QKV, attention/MLP output, MLP input
+META = "training_meta.json"
+
+
+def lora_model(base, cfg: TrainConfig):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    lcfg = LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=TARGET_MODULES, bias="none", task_type=TaskType.CAUSAL_LM,
+        fan_in_fan_out=True,  # GPT-2's Conv1D stores weights as (in, out)
+    )
+    return get_peft_model(base, lcfg)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.replace(path)
+
+
+def generation_config(tok) -> dict:
+    return {"do_sample": True, "temperature": 1.0, "top_p": 0.95, "top_k": 50, "max_new_tokens": 1024,
+            "bos_token_id": tok["BOS_None"], "eos_token_id": tok["EOS_None"], "pad_token_id": tok["PAD_None"]}
+
+
+class LoraHooks(loop.Hooks):
+    """Saves adapters and the meta; samples each epoch and stops when they copy the album."""
+
+    def __init__(self, cfg: TrainConfig, tok, base_info, prepared, meta: dict, on_event):
+        self.cfg, self.tok, self.base, self.meta, self.on_event = cfg, tok, base_info, meta, on_event
+        self.out = Path(cfg.output_dir)
+        self.prepared = prepared
+        self._index = None
+
+    def _save(self, model, name: str) -> None:
+        folder = save_adapter(model, self.out / name, self.tok, self.base)
+        (folder / "generation_config.json").write_text(json.dumps(generation_config(self.tok), indent=2))
+
+    def save_best(self, model) -> None:
+        self._save(model, "adapter-best")
+
+    def save_last(self, model) -> None:
+        self._save(model, "adapter-last")
+
+    def save_checkpoint(self, model, optimizer, scheduler, state) -> None:
+        checkpoint.save(self.out, model, optimizer, scheduler, state.__dict__)
+        self.meta["history"] = state.history
+        write_json_atomic(self.out / META, self.meta)
+
+    def epoch_is_eligible(self, record: dict) -> bool:
+        rate = record.get("copy_rate")
+        return rate is None or not self.cfg.copy_threshold or rate <= self.cfg.copy_threshold
+
+    def after_epoch(self, model, state, record: dict) -> str:
+        if self.cfg.samples_per_epoch <= 0:
+            return ""
+        from studio.generate import sample
+
+        rates, files = [], []
+        sample_dir = self.out / "samples"
+        sample_dir.mkdir(parents=True, exist_ok=True)
+        model.eval()
+        for k in range(self.cfg.samples_per_epoch):
+            gen = sample(model, self.tok, [self.tok["BOS_None"]], self.cfg.sample_tokens, seed=self.cfg.seed + k)
+            if gen.n_notes == 0:
+                continue
+            path = sample_dir / f"epoch{record['epoch']:02d}_s{k}.mid"
+            gen.score.dump_midi(str(path))
+            files.append(str(path))
+            rates.append(self._copy_rate(gen.score))
+        model.train()
+        rates = [r for r in rates if r is not None]
+        record["samples"] = files
+        if rates:
+            record["copy_rate"] = float(sum(rates) / len(rates))
+            if self.cfg.copy_threshold and record["copy_rate"] > self.cfg.copy_threshold:
+                return (f"samples copy the training pieces (copy rate {record['copy_rate']:.2f} > "
+                        f"{self.cfg.copy_threshold:.2f}) at epoch {record['epoch']}")
+        return ""
+
+    def _copy_rate(self, score) -> float | None:
+        try:
+            from studio.metrics import ReferenceIndex
+        except ImportError:  # metrics not available in this build: no copy-based stopping
+            return None
+        if self._index is None:
+            from studio.midi import load_score
+
+            refs = {}
+            for p in self.prepared.split.train:
+                refs.setdefault(p.source, p.path)  # one file per source piece is enough
+            self._index = ReferenceIndex({s: load_score(f) for s, f in refs.items()})
+        return float(self._index.score(score).copy_rate)
+
+
+def _device_and_base(cfg: TrainConfig, tok, on_event):
+    device = pick_device(cfg.device)
+    base, info = load_base(cfg.model_name, tok, device, fallback=cfg.model_name == DEFAULT_BASE)
+    if info.fallback_reason:
+        on_event({"type": "info", "message": info.fallback_reason})
+    return device, base, info
+
+
+def train(cfg: TrainConfig, on_event: Callable[[dict], None] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> dict:
+    """Run (or resume) a LoRA training; returns training_meta as a dict."""
+    on_event = on_event or (lambda e: None)
+    should_stop = should_stop or (lambda: False)
+    started = time.time()
+    out = Path(cfg.output_dir)
+    if cfg.resume and not checkpoint.exists(out):
+        raise FileNotFoundError(f"{out}: nothing to resume (no checkpoint folder)")
+    loop.seed_everything(cfg.seed)
+    tok = load_tokenizer(cfg.tokenizer_name)
+    device, base, info = _device_and_base(cfg, tok, on_event)
+    seq_len = min(cfg.max_seq_len, int(base.config.n_positions))
+    if seq_len < cfg.max_seq_len:
+        on_event({"type": "info", "message": f"max_seq_len clipped to the base's context, {seq_len}"})
+    prepared = prepare(cfg.data_dir, tok, seq_len, cfg.val_split, cfg.seed, cfg.extra_data_dirs)
+    lcfg = loop.LoopConfig(cfg.epochs, cfg.batch_size, cfg.grad_accum_steps, cfg.lr, cfg.weight_decay,
+                           cfg.warmup_steps, cfg.max_grad_norm, cfg.seed, cfg.num_workers, cfg.max_minutes,
+                           cfg.patience)
+    per_epoch = loop.steps_per_epoch(len(prepared.train_windows), lcfg)
+    summary = prepared.summary()
+    on_event({"type": "data", **summary, "steps_per_epoch": per_epoch, "max_seq_len": seq_len,
+              "device": str(device), "base": info.name})
+    out.mkdir(parents=True, exist_ok=True)
+    save_tokenizer(tok, out)
+    (out / "generation_config.json").write_text(json.dumps(generation_config(tok), indent=2))
+    model = lora_model(base, cfg)
+    meta = _initial_meta(cfg, info, tok, prepared, summary, per_epoch, seq_len, device)
+    hooks = LoraHooks(cfg, tok, info, prepared, meta, on_event)
+    state, optimizer, scheduler = None, None, None
+    if cfg.resume:
+        optimizer, scheduler = loop.make_optimizer(model, lcfg, per_epoch * cfg.epochs, device)
+        saved = checkpoint.load(out, model, optimizer, scheduler)
+        state = loop.LoopState(**saved)
+        state.stop_reason = ""
+        on_event({"type": "info", "message": f"resumed at epoch {state.epoch + 1}, step {state.global_step}"})
+    state = loop.run(model, prepared.train_windows, prepared.val_windows, lcfg, device, hooks,
+                     on_event, should_stop, state, optimizer, scheduler)
+    meta.update(history=state.history, stop_reason=state.stop_reason, best_epoch=state.best_epoch,
+                best_val_loss=state.best_val if state.best_epoch else None, tokens_seen=state.tokens_seen,
+                timings={"train_seconds": round(state.train_seconds, 2),
+                         "wall_seconds": round(time.time() - started, 2),
+                         "tokens_per_s": round(state.tokens_seen / max(state.train_seconds, 1e-9), 1)},
+                finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    write_json_atomic(out / META, meta)
+    on_event({"type": "done", "reason": state.stop_reason, "best_epoch": state.best_epoch,
+              "best_val_loss": meta["best_val_loss"], "output_dir": str(out)})
+    return meta
+
+
+def _initial_meta(cfg, info, tok, prepared, summary, per_epoch, seq_len, device) -> dict:
+    import peft
+    import transformers
+
+    return {
+        "config": cfg.to_dict(),
+        "base": info.name,
+        "base_requested": info.requested,
+        "base_fallback_reason": info.fallback_reason,
+        "base_shape": info.shape,
+        "tokenizer": fingerprint(tok),
+        "data": summary,
+        "train_files": [str(p.path) for p in prepared.split.train],
+        "val_files": [str(p.path) for p in prepared.split.val],
+        "steps_per_epoch": per_epoch,
+        "max_seq_len": seq_len,
+        "device": str(device),
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "torch": torch.__version__, "transformers": transformers.__version__,
+                    "peft": peft.__version__, "threads": torch.get_num_threads()},
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "history": [],
+    }

@@ -1,0 +1,85 @@
+"""Shared fixtures: a tiny GPT-2 over the real PerTok vocabulary, and real MIDI built in code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from symusic import Note, Score, Tempo, Track
+
+# Nothing in the tests may write into the repository or reach the hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def make_piece(seed: int, n_notes: int = 48, tpq: int = 480, qpm: float = 100.0, drums: bool = False,
+               low: int = 55, high: int = 79) -> Score:
+    """A melody over a bass line: a seeded random walk in eighths and quarters."""
+    rng = np.random.default_rng(seed)
+    score = Score(tpq)
+    score.tempos.append(Tempo(0, qpm))
+    melody, bass = Track("melody", 0, False), Track("bass", 32, False)
+    t, pitch = 0, int(rng.integers(low + 5, high - 5))
+    for i in range(n_notes):
+        dur = int(rng.choice([tpq // 2, tpq, tpq // 2, tpq * 2]))
+        pitch = int(np.clip(pitch + rng.integers(-4, 5), low, high))
+        melody.notes.append(Note(t, dur, pitch, int(rng.integers(60, 110))))
+        if i % 4 == 0:
+            bass.notes.append(Note(t, tpq * 2, pitch - 24, 70))
+        t += dur
+    score.tracks.extend([melody, bass])
+    if drums:
+        kit = Track("drums", 0, True)
+        for k in range(0, t, tpq):
+            kit.notes.append(Note(k, tpq // 4, 36 if (k // tpq) % 2 == 0 else 38, 100))
+        score.tracks.append(kit)
+    return score
+
+
+def write_pieces(folder: Path, n: int, seed0: int = 0, **kw) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = folder / f"piece{i:02d}.mid"
+        make_piece(seed0 + i, **kw).dump_midi(str(p))
+        paths.append(p)
+    return paths
+
+
+def tiny_gpt2(tok, n_positions: int = 256, n_layer: int = 2, n_embd: int = 64, seed: int = 0):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=2,
+                     bos_token_id=tok["BOS_None"], eos_token_id=tok["EOS_None"], pad_token_id=tok["PAD_None"])
+    return GPT2LMHeadModel(cfg)
+
+
+@pytest.fixture(autouse=True)
+def _data_dir(tmp_path_factory, monkeypatch):
+    """Every test writes its state (token cache, runs) into a temporary data directory."""
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path_factory.mktemp("studio-data")))
+
+
+@pytest.fixture(scope="session")
+def tok():
+    from studio.tokenizer import build_tokenizer
+
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_base_dir(tmp_path_factory, tok) -> Path:
+    """A tiny GPT-2 saved as safetensors in a local folder, loadable with --model-name <folder>."""
+    folder = tmp_path_factory.mktemp("tiny-base")
+    tiny_gpt2(tok).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture()
+def midi_dir(tmp_path) -> Path:
+    folder = tmp_path / "album"
+    write_pieces(folder, 4)
+    return folder
