@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that live in their own modules: each exposes add_parser(sub) setting func=.
-EXTRA_COMMANDS: dict[str, str] = {}
+EXTRA_COMMANDS: dict[str, str] = {"pretrain-base": "studio.pretrain"}
 HANDLERS = {"augment": _augment, "train": _train, "generate": _generate, "render": _render}
 
 
