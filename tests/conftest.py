@@ -20,7 +20,7 @@ def make_piece(seed: int, n_notes: int = 48, tpq: int = 480, qpm: float = 100.0,
     score = Score(tpq)
     score.tempos.append(Tempo(0, qpm))
     melody, bass = Track("melody", 0, False), Track("bass", 32, False)
-    t, pitch = 0, int(rng.integers(low + 5, high - 5))
+    t, pitch = 0, (low + high) // 2
     for i in range(n_notes):
         dur = int(rng.choice([tpq // 2, tpq, tpq // 2, tpq * 2]))
         pitch = int(np.clip(pitch + rng.integers(-4, 5), low, high))
