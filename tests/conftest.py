@@ -47,13 +47,13 @@ def write_pieces(folder: Path, n: int, seed0: int = 0, **kw) -> list[Path]:
     return paths
 
 
-def tiny_gpt2(tok, n_positions: int = 256, n_layer: int = 2, n_embd: int = 64, seed: int = 0):
+def tiny_gpt2(tok, n_positions: int = 256, n_layer: int = 2, n_embd: int = 64, seed: int = 0, **extra):
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
     cfg = GPT2Config(vocab_size=len(tok), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=2,
-                     bos_token_id=tok["BOS_None"], eos_token_id=tok["EOS_None"], pad_token_id=tok["PAD_None"])
+                     bos_token_id=tok["BOS_None"], eos_token_id=tok["EOS_None"], pad_token_id=tok["PAD_None"], **extra)
     return GPT2LMHeadModel(cfg)
 
 
