@@ -82,9 +82,9 @@ def prompt_ids(tok, prompt_midi: str | Path | None) -> list[int]:
     """[BOS] alone, or [BOS] + the prompt piece's events (no EOS: the model should continue it)."""
     if not prompt_midi:
         return [tok["BOS_None"]]
-    from studio.midi import load_score
+    from studio.midi import safe_load  # a prompt may be a stranger's upload: parse it in a worker
 
-    return encode(tok, load_score(prompt_midi))[:-1]
+    return encode(tok, safe_load(prompt_midi))[:-1]
 
 
 @torch.no_grad()

@@ -87,8 +87,6 @@ def model_shape(config) -> dict:
 
 def load_base(name: str | None, tok, device: str | torch.device = "cpu", fallback: bool = False):
     """(model, BaseInfo). ``fallback``: if the hub base cannot be had, use the pocket base and say why."""
-    from transformers import AutoModelForCausalLM
-
     requested = name or DEFAULT_BASE
     reason = ""
     try:
@@ -100,6 +98,8 @@ def load_base(name: str | None, tok, device: str | torch.device = "cpu", fallbac
         log.warning(reason)
         canonical, folder = resolve_base(POCKET_NAME)
     _require_safetensors(folder, "base model")
+    from transformers import AutoModelForCausalLM  # heavy: only once a base is known to exist
+
     model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, trust_remote_code=False)
     check_model_config(model.config, tok, f"base model {canonical}")
     model.to(device).eval()
