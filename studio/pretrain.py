@@ -20,12 +20,36 @@ import torch
 
 from studio import loop
 from studio.config import POCKET_DIR, cache_dir
-from studio.data import pack_windows, split_by_source, collect_pieces, tokenize_pieces
+from studio.data import pack_windows, split_by_source, tokenize_pieces
 from studio.models import atomic_write_dir, pick_device
 from studio.tokenizer import build_tokenizer, fingerprint, save_tokenizer
 from studio.train import generation_config, write_json_atomic
 
 COLLECTIONS = ["palestrina", "ryansMammoth", "oneills1850", "trecento", "monteverdi", "essenFolksong"]
+# Tunes taken per collection (in the corpus' sorted order), so that converting and training fit
+# about an hour on a 2-core CPU; music21 parses abc and kern slowly.
+DEFAULT_CAPS = {"essenFolksong": 3000, "oneills1850": 1000, "ryansMammoth": 300, "palestrina": 150,
+                "trecento": 30, "monteverdi": 60}
+
+
+def corpus_pieces(corpus: Path, caps: dict[str, int], workers: int, on_event):
+    """Export (cached) the capped collections, then the MIDI files exactly those tasks produced."""
+    from studio.corpus import MANIFEST, _plan, export_collections
+    from studio.data import Piece
+
+    summary = export_collections(COLLECTIONS, corpus, workers=workers, caps=caps)
+    on_event(json.dumps({k: {"tunes": v.get("tunes_written"), "failed": v.get("files_failed")}
+                         for k, v in summary["collections"].items()}, default=str))
+    entries = json.loads((corpus / MANIFEST).read_text())["entries"]
+    pieces = []
+    for name in COLLECTIONS:
+        for task in _plan(name, caps.get(name)):
+            outputs = entries.get(task["key"], {}).get("outputs", [])
+            for out in outputs[: task["max_tunes"]]:
+                path = corpus / name / out["file"]
+                if path.is_file():
+                    pieces.append(Piece(path, f"{name}/{path.stem}"))
+    return pieces
 
 
 def gpt2(tok, n_layer: int, n_embd: int, n_head: int, n_positions: int):
@@ -86,12 +110,8 @@ def pretrain(args, on_event=print) -> dict:
     loop.seed_everything(args.seed)
     tok = build_tokenizer()
     corpus = Path(args.corpus_dir)
-    if not corpus.is_dir() or not any(corpus.iterdir()):
-        from studio.corpus import export_collections
-
-        on_event(f"exporting the music21 corpus to {corpus} (cached)")
-        export_collections(COLLECTIONS, corpus, workers=2)
-    pieces = [p for c in sorted(corpus.iterdir()) if c.is_dir() and c.name != "bach" for p in collect_pieces(c)]
+    caps = {**DEFAULT_CAPS, **_parse_caps(args.cap)}
+    pieces = corpus_pieces(corpus, caps, 2, on_event)
     split = split_by_source(pieces, args.val_split, args.seed)
     split.train = _cap_pieces(split.train, args.max_train_pieces, args.seed)
     train, val = tokenize_pieces(split.train, tok), tokenize_pieces(split.val, tok)
@@ -150,10 +170,21 @@ def sample_check(model, tok, n: int, tokens: int, seed: int) -> int:
     return sum(sample(model, tok, [tok["BOS_None"]], tokens, seed=seed + k).n_notes > 0 for k in range(n))
 
 
+def _parse_caps(items) -> dict[str, int]:
+    out = {}
+    for item in items or []:
+        name, _, value = item.partition("=")
+        if name not in COLLECTIONS or not value.isdigit():
+            raise ValueError(f"--cap {item!r}: expected COLLECTION=N with COLLECTION in {COLLECTIONS}")
+        out[name] = int(value)
+    return out
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("pretrain-base", help="train the small offline pocket base on the music21 corpus")
     p.add_argument("--corpus-dir", default=str(cache_dir() / "corpus"))
     p.add_argument("--out", default=str(POCKET_DIR))
+    p.add_argument("--cap", nargs="*", default=[], help=f"tunes per collection, default {DEFAULT_CAPS}")
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--n-embd", type=int, default=256)
     p.add_argument("--n-head", type=int, default=4)
