@@ -22,6 +22,7 @@ import json
 import os
 import re
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -280,17 +281,20 @@ def export_collections(names: list[str], out_dir: Path, workers: int = 2, limit:
             else:
                 todo.append(task)
     todo.sort(key=_cost, reverse=True)  # longest first, so no worker is left with a long tail
-    total = len(todo)
-    for done, entry in enumerate(_convert_all(todo, out_dir, workers), start=1):
-        entry["music21"] = version
-        entries[entry["key"]] = entry
-        stats[entry["collection"]]["files_converted"] += 1
-        _add_entry(stats[entry["collection"]], entry, entry["max_tunes"])
-        if done % 20 == 0 or done == total:
-            _save_manifest(out_dir, entries)
-        if progress is not None:
-            progress(done, total, f"{entry['key']}: {len(entry['outputs'])} tune(s)")
-    if not todo:
+    total, last_save = len(todo), time.time()
+    try:
+        for done, entry in enumerate(_convert_all(todo, out_dir, workers), start=1):
+            entry["music21"] = version
+            if not entry.get("transient"):  # a crashed worker says nothing about the file
+                entries[entry["key"]] = entry
+            stats[entry["collection"]]["files_converted"] += 1
+            _add_entry(stats[entry["collection"]], entry, entry["max_tunes"])
+            if time.time() - last_save > 10:  # a killed run keeps what it finished
+                _save_manifest(out_dir, entries)
+                last_save = time.time()
+            if progress is not None:
+                progress(done, total, f"{entry['key']}: {len(entry['outputs'])} tune(s)")
+    finally:
         _save_manifest(out_dir, entries)
     return {"music21": version, "out_dir": str(out_dir), "seconds": round(time.time() - start, 2),
             "collections": stats}
@@ -303,15 +307,25 @@ def _convert_all(tasks: list[dict], out_dir: Path, workers: int):
             yield _run_task(task, str(out_dir))
         return
     # max_tasks_per_child: music21 keeps caches per process; recycling bounds memory on long runs.
-    with ProcessPoolExecutor(max_workers=workers, max_tasks_per_child=200) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, max_tasks_per_child=200)
+    finished = False
+    try:
         futures = {pool.submit(_run_task, t, str(out_dir)): t for t in tasks}
         for fut in as_completed(futures):
             task = futures[fut]
             try:
                 yield fut.result()
             except Exception as e:  # a worker died (e.g. out of memory): record, keep going
-                yield {**task, "outputs": [], "tunes_attempted": 0, "seconds": 0.0,
+                yield {**task, "outputs": [], "tunes_attempted": 0, "seconds": 0.0, "transient": True,
                        "failed": [f"{Path(task['src']).name}: worker failed ({type(e).__name__}: {e})"]}
+        finished = True
+    finally:
+        if not finished:
+            # Ctrl-C/SIGTERM/closed early: don't wait for queued or running files, stop the
+            # workers now (the executor has no public way to do this; _processes is its own).
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
+        pool.shutdown(wait=finished, cancel_futures=not finished)
 
 
 # ---------------------------------------------------------------- Bach chorales
@@ -394,6 +408,8 @@ def main(argv=None) -> None:
     ba.add_argument("--offset", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "export":
+        # SIGTERM -> SystemExit, so export_collections saves its manifest before the process ends.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
         def report(done, total, message):
             print(f"[{done}/{total}] {message}", flush=True)
 
