@@ -201,7 +201,7 @@ class _Slot:
 
 def _c_function(fs, name: str, restype, *argtypes):
     """A libfluidsynth function from the library pyfluidsynth loaded, or None if it lacks it."""
-    func = getattr(fs._fl, name, None)
+    func = getattr(getattr(fs, "_fl", None), name, None)
     if func is not None:
         func.restype, func.argtypes = restype, list(argtypes)
     return func
@@ -429,8 +429,7 @@ def render_score(score: Score, out_path: str | Path, soundfont: str | Path | Non
                  name: str | None = None) -> RenderResult:
     """Render to ``out_path``; the suffix (.wav, .flac, .ogg) picks the format."""
     out_path = Path(out_path)
-    if out_path.suffix.lower() not in OUTPUT_FORMATS:
-        raise ValueError(f"{out_path}: unsupported audio suffix (use {', '.join(OUTPUT_FORMATS)})")
+    _audio_format(out_path)  # fail before rendering, not after
     renderer = Renderer(soundfont, sample_rate)
     audio = renderer.render(score, max_seconds, gain, name or out_path.name)
     write_audio(audio, renderer.sample_rate, out_path)
@@ -464,9 +463,7 @@ def write_audio(audio: np.ndarray, sample_rate: int, out_path: str | Path) -> Pa
     import soundfile as sf
 
     out_path = Path(out_path)
-    fmt = OUTPUT_FORMATS.get(out_path.suffix.lower())
-    if fmt is None:
-        raise ValueError(f"{out_path}: unsupported audio suffix (use {', '.join(OUTPUT_FORMATS)})")
+    fmt = _audio_format(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.stem}.{os.getpid()}.{threading.get_ident()}{out_path.suffix}")
     try:
@@ -482,3 +479,11 @@ def write_audio(audio: np.ndarray, sample_rate: int, out_path: str | Path) -> Pa
     finally:
         tmp.unlink(missing_ok=True)
     return out_path
+
+
+def _audio_format(path: Path) -> tuple[str, str]:
+    """(soundfile format, subtype) for the suffix, or ValueError naming the file."""
+    fmt = OUTPUT_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unsupported audio suffix (use {', '.join(OUTPUT_FORMATS)})")
+    return fmt
