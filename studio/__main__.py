@@ -7,10 +7,8 @@ dataclass the UI fills (studio/config.py). Errors print one line naming the file
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-from pathlib import Path
 
 from studio.config import DEFAULT_BASE, AugmentConfig, GenerateConfig, TrainConfig
 

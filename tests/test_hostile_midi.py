@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 from symusic import Note, Score, Tempo, Track
 
-from studio.midi import (MAX_NOTES, ReaderPool, list_midi, load_many, load_score,
+from studio.reader import ReaderPool
+from studio.midi import (MAX_NOTES, list_midi, load_many, load_score,
                          safe_load, scan_files)
 from studio.safezip import extract_midi_zip, safe_filename
 
