@@ -1,0 +1,115 @@
+"""The studio as one gr.Blocks: settings decided at start-up, four tabs, queue and launch options."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import gradio as gr
+
+from studio.config import DEFAULT_BASE, POCKET_NAME, renders_dir
+from studio.ui import adapters_tab, compare_tab, data_tab, train_tab
+from studio.ui.common import CSS, Settings, base_label, user_message
+
+log = logging.getLogger("studio.ui")
+MAX_FILE_SIZE = "200mb"  # per uploaded file; library.add_files limits the count and total
+DELETE_CACHE = (3600, 6 * 3600)  # every hour, drop gradio's cached uploads/outputs older than 6 h
+
+
+def choose_base(requested: str | None) -> tuple[str, str]:
+    """(base, note): the requested base, else the hub default if it loads, else the pocket base."""
+    from studio import hub
+    from studio.models import local_alternatives, resolve_base
+
+    if requested:
+        return requested, ""
+    try:
+        resolve_base(DEFAULT_BASE)
+        return DEFAULT_BASE, ""
+    except (hub.HubUnavailable, FileNotFoundError, OSError) as e:
+        if POCKET_NAME in local_alternatives():
+            return POCKET_NAME, f"{e}; the studio uses the bundled pocket base instead."
+        return DEFAULT_BASE, f"No base model can be loaded: {e}. Generation and training will fail until one is available."
+
+
+def is_public() -> bool:
+    return bool(os.environ.get("SPACE_ID")) or os.environ.get("STUDIO_PUBLIC", "").lower() in ("1", "true", "yes")
+
+
+def make_settings(base: str | None = None) -> Settings:
+    from studio.models import local_alternatives
+    from studio.render import fluidsynth_status
+
+    chosen, note = choose_base(base or os.environ.get("STUDIO_BASE"))
+    audio, audio_note = fluidsynth_status()
+    bases = list(dict.fromkeys([chosen, DEFAULT_BASE, *local_alternatives()]))
+    public = is_public()
+    limit = int(os.environ.get("STUDIO_COMPUTE_LIMIT", "1" if public else "2"))
+    return Settings(base=chosen, base_note=note, bases=bases, audio=audio,
+                    audio_note="" if audio else audio_note, local=not public, compute_limit=max(1, limit))
+
+
+def preload(settings: Settings) -> threading.Thread:
+    """Load the base in the background so the first Generate does not wait for it."""
+    from studio.compare import get_comparer
+
+    def run():
+        try:
+            get_comparer(settings.base).load()
+        except Exception as e:  # reported again, readably, when someone generates
+            log.warning("base %s not loaded: %s", settings.base, user_message(e))
+
+    t = threading.Thread(target=run, name="preload-base", daemon=True)
+    t.start()
+    return t
+
+
+def banners(settings: Settings) -> str:
+    parts = []
+    if not settings.audio:
+        parts.append("<b>Audio is off</b>: " + user_message(settings.audio_note) +
+                     ". MIDI downloads and piano rolls still work; restart the studio after installing.")
+    if settings.base_note:
+        parts.append(user_message(settings.base_note))
+    return "".join(f"<div class='studio-banner'>{p}</div>" for p in parts)
+
+
+def build_demo(settings: Settings) -> gr.Blocks:
+    with gr.Blocks(title="MIDI LoRA Studio", delete_cache=DELETE_CACHE) as demo:
+        gr.Markdown("# MIDI LoRA Studio\nTeach a small music model your style with a LoRA adapter, "
+                    f"then hear it next to the base. Base: `{base_label(settings.base)}`.")
+        gr.HTML(banners(settings), elem_id="banners")
+        with gr.Tabs():
+            with gr.Tab("Data", id="data") as t_data:
+                data = data_tab.build(settings)
+            with gr.Tab("Train", id="train") as t_train:
+                train = train_tab.build(settings, data_tab.dataset_names())
+            with gr.Tab("Listen & Compare", id="compare") as t_compare:
+                compare = compare_tab.build(settings)
+            with gr.Tab("Adapters", id="adapters") as t_adapters:
+                adapters = adapters_tab.build(settings)
+
+        def datasets_for_train(current):
+            names = data_tab.dataset_names()
+            return gr.update(choices=names, value=current if current in names else (names[0] if names else None))
+
+        t_train.select(datasets_for_train, [train["dataset"]], [train["dataset"]])
+        refresh, outs = compare["refresh"]
+        t_compare.select(refresh, outs, outs)
+        refresh_a, outs_a = adapters["refresh"]
+        t_adapters.select(refresh_a, None, outs_a)
+        t_data.select(data["show"], [data["dataset"]], [data["grid"], data["paths"], data["summary"]])
+        demo.load(data["show"], [data["dataset"]], [data["grid"], data["paths"], data["summary"]])
+        attach, train_outs = train["attach"]
+        demo.load(attach, None, train_outs, concurrency_id="watch", concurrency_limit=16)
+    return demo
+
+
+def launch(demo: gr.Blocks, settings: Settings, host: str, port: int, **kw):
+    """Queue (compute events share one limit, set per event) and serve only the renders folder."""
+    renders_dir().mkdir(parents=True, exist_ok=True)
+    demo.queue(default_concurrency_limit=4, max_size=64)
+    return demo.launch(server_name=host, server_port=port, max_file_size=MAX_FILE_SIZE,
+                       allowed_paths=[str(renders_dir())], theme=gr.themes.Soft(), css=CSS,
+                       show_error=False, **kw)

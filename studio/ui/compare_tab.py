@@ -1,0 +1,244 @@
+"""Listen & Compare tab: base and adapters side by side (A/B or A/B/C), one seed for all sides,
+an optional prompt, and a blind mode that hides and shuffles the sides and keeps a tally."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+import gradio as gr
+
+from studio import library
+from studio.compare import Knobs, get_comparer
+from studio.config import renders_dir
+from studio.ui.common import Settings, base_choices, handler, user_message
+
+BASE = "base alone"
+NONE = "(none)"
+NO_PROMPT = "(no prompt)"
+N_SIDES = 3
+SIDE_OUTPUTS = 6  # column, title, audio, roll, midi, info
+
+
+def adapter_names() -> list[str]:
+    return [e.name for e in library.list_adapters()]
+
+
+def side_choices() -> tuple[list[str], list[str]]:
+    """(choices for sides A and B, choices for side C)."""
+    names = adapter_names()
+    return [BASE, *names], [NONE, BASE, *names]
+
+
+def prompt_choices() -> list[str]:
+    """"dataset/file" for every MIDI file of every dataset (at most 500)."""
+    out = [NO_PROMPT]
+    for d in library.list_datasets():
+        out += [f"{d.name}/{p.relative_to(d.path).as_posix()}" for p in library.list_midi(d.path)]
+        if len(out) > 500:
+            break
+    return out[:501]
+
+
+def refresh_choices(a=BASE, b=BASE, c=NONE, picked=NO_PROMPT):
+    """New choices after training, renames or uploads; the session's picks stay when still valid."""
+    ab, c_choices = side_choices()
+    names = adapter_names()
+    a = a if a in ab else BASE
+    if b not in ab or (b == a and names):
+        b = next((n for n in names if n != a), BASE)
+    c = c if c in c_choices else NONE
+    prompts = prompt_choices()
+    return (gr.update(choices=ab, value=a), gr.update(choices=ab, value=b), gr.update(choices=c_choices, value=c),
+            gr.update(choices=prompts, value=picked if picked in prompts else NO_PROMPT))
+
+
+def prompt_path(uploaded, picked) -> Path | None:
+    """A clean copy (re-written by symusic) of the uploaded or picked prompt, or None."""
+    from studio.midi import safe_load
+
+    if uploaded:
+        src = Path(uploaded if isinstance(uploaded, str) else uploaded.name)
+    elif picked and picked != NO_PROMPT:
+        dataset, _, rel = picked.partition("/")
+        root = library.dataset_path(dataset, must_exist=True).resolve()
+        src = (root / rel).resolve()
+        if not src.is_relative_to(root) or not src.is_file():
+            raise FileNotFoundError(f"prompt {picked}: not found in dataset {dataset}")
+    else:
+        return None
+    score = safe_load(src)  # untrusted: parsed in a worker process with limits
+    out = renders_dir() / "prompts" / (hashlib.sha256(src.read_bytes()).hexdigest()[:16] + ".mid")
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        score.dump_midi(str(out))
+    return out
+
+
+def sides_from(a, b, c) -> list[str | None]:
+    picked = [s for s in (a, b, c) if s and s != NONE]
+    if len(picked) < 2:
+        raise ValueError("choose at least two sides to compare (A and B)")
+    if len(set(picked)) < len(picked):
+        raise ValueError("the same side is chosen twice; pick different adapters")
+    return [None if s == BASE else s for s in picked]
+
+
+def info_md(r, shown_label: str) -> str:
+    i = r.info
+    lines = [f"{i.get('new_tokens', 0)} new tokens (+{i.get('prompt_tokens', 0)} prompt) in {i.get('seconds', 0)} s "
+             f"· {i.get('tokens_per_s', 0)} tokens/s · {i.get('notes', 0)} notes · {i.get('music_seconds', 0)} s of music"]
+    if "copy_rate" in i:
+        lines.append(f"copy rate {i['copy_rate']:.2f} (longest copy {i['longest_copy_notes']} notes) · "
+                     f"style distance {i['style_distance']:.3f} — vs {i['compared_with']}")
+    elif "compared_with" in i:
+        lines.append(f"no copy rate: {i['compared_with']}")
+    for m in r.messages:
+        lines.append(f"⚠ {user_message(m).replace(r.label, shown_label)}")
+    return "\n\n".join(lines)
+
+
+def side_updates(results, titles) -> list:
+    out = []
+    for k in range(N_SIDES):
+        if k >= len(results):
+            out += [gr.update(visible=False), "", None, None, None, ""]
+            continue
+        r, title = results[k], titles[k]
+        out += [gr.update(visible=True), f"<span class='side-title'>{title}</span>",
+                str(r.audio) if r.audio else None, str(r.roll) if r.roll else None,
+                str(r.midi) if r.midi else None, info_md(r, title)]
+    return out
+
+
+def make_generate(settings: Settings):
+    @handler
+    def generate(base, a, b, c, uploaded, picked, max_new, temperature, top_p, top_k, seed, blind):
+        sides = sides_from(a, b, c)
+        knobs = Knobs(int(max_new), float(temperature), float(top_p), int(top_k))
+        seed = random.randrange(2**31) if seed is None or seed == "" else int(seed)
+        prompt = prompt_path(uploaded, picked)
+        comparer = get_comparer(base or settings.base)
+        reference = next((s for s in sides if s), None)  # chosen before the shuffle
+        if blind:
+            random.SystemRandom().shuffle(sides)
+        stems = [f"side{k + 1}" for k in range(len(sides))] if blind else None
+        results = comparer.generate(sides, prompt, knobs, seed, audio=settings.audio, stems=stems,
+                                     reference=reference)
+        labels = [r.label for r in results]
+        titles = [f"Side {k + 1}" for k in range(len(results))] if blind else labels
+        status = f"Seed **{seed}** for every side" + (f" · prompt `{Path(picked).name if not uploaded else 'uploaded'}`" if prompt else "")
+        if comparer.info and comparer.info.fallback_reason:
+            status += f"\n\n⚠ {user_message(comparer.info.fallback_reason)}"
+        blind_state = {"labels": labels, "voted": False} if blind else {}
+        vote = gr.update(choices=titles, value=None, visible=bool(blind))
+        return [status, seed, blind_state, vote, gr.update(visible=bool(blind)), *side_updates(results, titles)]
+    return generate
+
+
+def pairing(labels: list[str]) -> str:
+    return " vs ".join(sorted(labels))
+
+
+@handler
+def vote(choice, blind_state, tally):
+    """Count the listener's favourite for this pairing, then reveal which side was which."""
+    if not blind_state or not blind_state.get("labels"):
+        raise ValueError("generate in blind mode first")
+    if blind_state.get("voted"):
+        raise ValueError("already voted for this round; generate again for a new one")
+    if not choice:
+        raise ValueError("pick your favourite side first")
+    labels = blind_state["labels"]
+    winner = labels[int(choice.split()[-1]) - 1]
+    tally = {k: dict(v) for k, v in (tally or {}).items()}  # a new object: gr.State sees the change
+    counts = tally.setdefault(pairing(labels), {name: 0 for name in labels})
+    counts[winner] = counts.get(winner, 0) + 1
+    reveal = " · ".join(f"Side {k + 1} was **{name}**" for k, name in enumerate(labels))
+    return {**blind_state, "voted": True}, tally, f"You picked **{winner}**. {reveal}", tally_md(tally)
+
+
+def tally_md(tally: dict) -> str:
+    if not tally:
+        return ""
+    rows = ["| pairing | favourites |", "|---|---|"]
+    for key, counts in tally.items():
+        rows.append(f"| {key} | " + ", ".join(f"{n}: {c}" for n, c in sorted(counts.items(), key=lambda x: -x[1])) + " |")
+    return "\n".join(rows)
+
+
+def make_preview(settings: Settings):
+    @handler
+    def preview(uploaded, picked):
+        from studio.ui.data_tab import preview_files
+
+        path = prompt_path(uploaded, picked)
+        if path is None:
+            return None, None
+        ogg, png, _ = preview_files(path, settings.audio)
+        return ogg, png
+    return preview
+
+
+def build(settings: Settings) -> dict:
+    ab, c_choices = side_choices()
+    names = adapter_names()
+    blind_state = gr.State({})
+    tally = gr.State({})  # pairing -> {side name: favourite count}, for this session only
+    with gr.Row():
+        base = gr.Dropdown(base_choices(settings), value=settings.base, label="Base model",
+                           allow_custom_value=settings.local, scale=2)
+        a = gr.Dropdown(ab, value=BASE, label="Side A", scale=1, elem_id="side-a")
+        b = gr.Dropdown(ab, value=names[0] if names else BASE, label="Side B", scale=1, elem_id="side-b")
+        c = gr.Dropdown(c_choices, value=NONE, label="Side C (optional)", scale=1, elem_id="side-c")
+    with gr.Accordion("Prompt (optional): the sides continue it", open=False, elem_id="prompt-box"):
+        with gr.Row():
+            with gr.Column():
+                uploaded = gr.File(file_types=[".mid", ".midi"], label="Upload a prompt MIDI", height=100)
+                picked = gr.Dropdown(prompt_choices(), value=NO_PROMPT, label="…or a piece from a dataset",
+                                     elem_id="prompt-pick")
+            p_audio = gr.Audio(label="Prompt", type="filepath", interactive=False, visible=settings.audio)
+            p_roll = gr.Image(label="Prompt piano roll", type="filepath", interactive=False, height=160)
+    with gr.Row():
+        max_new = gr.Slider(32, 1024, value=512, step=32, label="Max new tokens", elem_id="max-new")
+        temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature",
+                                info="Higher = more surprise; the guide suggests more noise for artist-only adapters.")
+        top_p = gr.Slider(0.5, 1.0, value=0.95, step=0.01, label="Top-p")
+        top_k = gr.Slider(0, 200, value=50, step=1, label="Top-k (0 = off)")
+    with gr.Row():
+        seed = gr.Number(lambda: random.randrange(100_000), label="Seed (one for every side)", precision=0,
+                         elem_id="seed", info="Same seed, sides and knobs → the same music.")
+        dice = gr.Button("New seed", scale=0)
+        blind = gr.Checkbox(False, label="Blind: hide and shuffle the sides, then pick a favourite")
+        go = gr.Button("Generate", variant="primary", elem_id="generate-btn", scale=2)
+    status = gr.Markdown(elem_id="compare-status")
+    side_parts = []
+    with gr.Row(equal_height=False):
+        for k in range(N_SIDES):
+            with gr.Column(visible=k < 2) as col:
+                title = gr.Markdown(f"<span class='side-title'>Side {'ABC'[k]}</span>")
+                audio = gr.Audio(label="Audio", type="filepath", interactive=False, visible=settings.audio,
+                                 elem_classes=["side-audio"])
+                roll = gr.Image(label="Piano roll", type="filepath", interactive=False, height=200)
+                midi = gr.File(label="MIDI", interactive=False, height=70, elem_classes=["side-midi"])
+                info = gr.Markdown()
+            side_parts += [col, title, audio, roll, midi, info]
+    with gr.Group(visible=False) as vote_box:
+        with gr.Row():
+            favourite = gr.Radio([], label="Which side do you prefer?", visible=False)
+            vote_btn = gr.Button("Vote and reveal", scale=0)
+        reveal = gr.Markdown()
+        tally_view = gr.Markdown()
+
+    go.click(make_generate(settings),
+             [base, a, b, c, uploaded, picked, max_new, temperature, top_p, top_k, seed, blind],
+             [status, seed, blind_state, favourite, vote_box, *side_parts],
+             concurrency_id="compute", concurrency_limit=settings.compute_limit)
+    go.click(lambda: "", None, [reveal], queue=False)
+    dice.click(lambda: random.randrange(100_000), None, [seed], queue=False)
+    vote_btn.click(vote, [favourite, blind_state, tally], [blind_state, tally, reveal, tally_view])
+    preview = make_preview(settings)
+    uploaded.change(preview, [uploaded, picked], [p_audio, p_roll])
+    picked.change(preview, [uploaded, picked], [p_audio, p_roll])
+    return {"refresh": (refresh_choices, [a, b, c, picked])}

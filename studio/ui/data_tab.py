@@ -1,0 +1,193 @@
+"""Data tab: upload MIDI (files or a .zip) or import a server folder into a named dataset, see
+every file's stats or the reason it cannot be used, hear one, and augment into a new dataset."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from studio import library
+from studio.augment import augment_dir, source_of
+from studio.config import AugmentConfig, renders_dir
+from studio.ui.common import Settings, handler, md_list, parse_numbers
+
+COLUMNS = ["file", "duration_s", "tracks", "notes", "tokens", "status"]
+HEADERS = ["file", "duration (s)", "tracks", "notes", "tokens", "status"]
+
+
+@lru_cache(maxsize=1)
+def tokenizer():
+    """The studio's PerTok tokenizer (a process resource, built once)."""
+    from studio.tokenizer import build_tokenizer
+
+    return build_tokenizer()
+
+
+def dataset_names() -> list[str]:
+    return [d.name for d in library.list_datasets()]
+
+
+def table(dataset: str | None) -> tuple[pd.DataFrame, list[str], str]:
+    """(table, file paths in row order, one-line summary) for a dataset."""
+    if not dataset or not library.dataset_path(dataset).is_dir():
+        return pd.DataFrame(columns=HEADERS), [], "No dataset yet: upload MIDI files to create one."
+    rows = library.scan_dataset(dataset, tokenizer())
+    folder = library.dataset_path(dataset)
+    df = pd.DataFrame([[r[c] for c in COLUMNS] for r in rows], columns=HEADERS)
+    ok = [r for r in rows if r["status"] == "OK"]
+    tokens = sum(r["tokens"] or 0 for r in ok)
+    minutes = sum(r["duration_s"] or 0 for r in ok) / 60
+    summary = (f"**{dataset}**: {len(rows)} files, {len(ok)} usable, {minutes:.1f} min of music, "
+               f"{tokens:,} tokens.")
+    return df, [str(folder / r["file"]) for r in rows], summary
+
+
+@handler
+def show_dataset(dataset):
+    df, paths, summary = table(dataset)
+    return df, paths, summary
+
+
+def _after_add(dataset: str, res: library.AddResult):
+    df, paths, summary = table(dataset)
+    notes = f"Added {len(res.added)} file(s) to **{dataset}**."
+    if res.skipped:
+        notes += f" Skipped {len(res.skipped)}:\n" + md_list(res.skipped)
+    choices = dataset_names()
+    return df, paths, summary + "\n\n" + notes, gr.update(choices=choices, value=dataset), None
+
+
+@handler
+def upload(files, dataset):
+    """Uploaded files (paths from gr.File) go into ``dataset``; the table is refreshed."""
+    if not files:
+        raise ValueError("choose one or more .mid/.midi files or a .zip first")
+    dataset = (dataset or "").strip() or "my-album"
+    paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in files]
+    return _after_add(dataset, library.add_files(dataset, paths))
+
+
+@handler
+def import_folder(folder, dataset):
+    if not (folder or "").strip():
+        raise ValueError("type the path of a folder on this machine that holds MIDI files")
+    dataset = (dataset or "").strip() or Path(folder.rstrip("/")).name or "my-album"
+    return _after_add(dataset, library.import_folder(dataset, folder.strip()))
+
+
+def preview_files(midi_path: str | Path, audio: bool) -> tuple[str | None, str | None, str]:
+    """(ogg, png, caption) for one MIDI file; cached by content, parsed in a worker process."""
+    from studio.compare import render_ogg
+    from studio.midi import safe_load
+    from studio.pianoroll import piano_roll_png
+
+    midi_path = Path(midi_path)
+    score = safe_load(midi_path)
+    key = hashlib.sha256(midi_path.read_bytes()).hexdigest()[:16]
+    out = renders_dir() / "preview" / key
+    png = out.with_suffix(".png")
+    if not png.is_file():
+        piano_roll_png(score, png)
+    ogg, why = None, ""
+    if audio:
+        ogg_path = out.with_suffix(".ogg")
+        ogg, why = (ogg_path, "") if ogg_path.is_file() else render_ogg(score, ogg_path)
+    caption = f"**{midi_path.name}**" + (f" — {why}" if why else "")
+    return (str(ogg) if ogg else None), str(png), caption
+
+
+def make_select(settings: Settings):
+    @handler
+    def select(paths, evt: gr.SelectData):
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        if not paths or row is None or row >= len(paths):
+            return None, None, ""
+        return preview_files(paths[row], settings.audio)
+    return select
+
+
+@handler
+def augment(dataset, transpose_text, tempo_text, include_original, out_name):
+    if not dataset:
+        raise ValueError("pick a dataset to augment first")
+    out_name = (out_name or "").strip() or f"{dataset}-aug"
+    if out_name == dataset:
+        raise ValueError("the augmented dataset needs a name different from its source")
+    out = library.dataset_path(out_name)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"dataset {out_name!r} already exists; pick another name or delete it")
+    cfg = AugmentConfig(str(library.dataset_path(dataset, must_exist=True)), str(out),
+                        parse_numbers(transpose_text, int, "transpositions"),
+                        parse_numbers(tempo_text, float, "tempo factors"), bool(include_original))
+    summary = augment_dir(cfg)
+    pieces = len({source_of(n) for n in summary.written})
+    text = f"Wrote **{out_name}**: {len(summary.written)} files from {pieces} pieces ({summary.line()})."
+    if summary.skipped:
+        text += "\n\nSkipped variants (a note would leave the tokenizer's pitch range):\n" + md_list(summary.skipped, 6)
+    if summary.failed:
+        text += "\n\nFiles that could not be used:\n" + md_list(summary.failed, 6)
+    return text, gr.update(choices=dataset_names(), value=dataset)
+
+
+@handler
+def delete(dataset):
+    library.delete_dataset(dataset)
+    names = dataset_names()
+    df, paths, summary = table(names[0] if names else None)
+    return gr.update(choices=names, value=names[0] if names else None), df, paths, f"Deleted **{dataset}**. " + summary
+
+
+def build(settings: Settings) -> dict:
+    """Lay out the Data tab; returns the components other tabs listen to."""
+    names = dataset_names()
+    paths = gr.State([])  # this session's table rows -> files
+    gr.Markdown("Upload the MIDI files you want the adapter to learn from: several at once, or a .zip. "
+                "Each file is checked; the table says why a file cannot be used.")
+    with gr.Row():
+        with gr.Column(scale=1):
+            dataset = gr.Dropdown(names, value=names[0] if names else "my-album", allow_custom_value=True,
+                                  label="Dataset", info="Pick one, or type a new name to create it.",
+                                  elem_id="data-dataset")
+            files = gr.File(file_count="multiple", file_types=[".mid", ".midi", ".zip"], label="Upload MIDI files or a .zip",
+                            height=140, elem_id="data-upload")
+            with gr.Row(visible=settings.local):
+                folder = gr.Textbox(label="…or a folder on this machine", placeholder="~/music/album", scale=3)
+                import_btn = gr.Button("Import folder", scale=1)
+            delete_btn = gr.Button("Delete this dataset…", variant="stop", size="sm")
+            with gr.Row(visible=False) as confirm_row:
+                confirm_btn = gr.Button("Yes, delete it", variant="stop", size="sm")
+                cancel_btn = gr.Button("Cancel", size="sm")
+        with gr.Column(scale=2):
+            summary = gr.Markdown(elem_id="data-summary")
+            grid = gr.Dataframe(headers=HEADERS, interactive=False, max_height=320, wrap=True,
+                                label="Files (click a row to hear it)", elem_id="data-table")
+            with gr.Row():
+                audio = gr.Audio(label="Listen", type="filepath", interactive=False, visible=settings.audio)
+                roll = gr.Image(label="Piano roll", type="filepath", interactive=False, height=180, elem_id="data-roll")
+            caption = gr.Markdown()
+    with gr.Accordion("Augment: transpose and change tempo (recommended with ~15 files)", open=True):
+        with gr.Row():
+            transpose = gr.Textbox("-2 -1 1 2", label="Transpositions (semitones)",
+                                   info="The guide: ±2–3 semitones. Leave empty to keep every piece's key.")
+            tempo = gr.Textbox("0.9 1.0 1.1", label="Tempo factors", info="The guide: 0.9× to 1.1×.")
+            include = gr.Checkbox(True, label="Include the originals")
+            out_name = gr.Textbox(label="New dataset name", placeholder="<dataset>-aug")
+        augment_btn = gr.Button("Augment", variant="primary", elem_id="augment-btn")
+        augment_out = gr.Markdown(elem_id="augment-out")
+
+    outs = [grid, paths, summary, dataset, files]  # the upload box is emptied once its files are in
+    files.upload(upload, [files, dataset], outs)
+    if settings.local:
+        import_btn.click(import_folder, [folder, dataset], outs)
+    dataset.change(show_dataset, [dataset], [grid, paths, summary])
+    grid.select(make_select(settings), [paths], [audio, roll, caption])
+    augment_btn.click(augment, [dataset, transpose, tempo, include, out_name], [augment_out, dataset])
+    delete_btn.click(lambda: gr.update(visible=True), None, [confirm_row])
+    cancel_btn.click(lambda: gr.update(visible=False), None, [confirm_row])
+    confirm_btn.click(delete, [dataset], [dataset, grid, paths, summary]).then(
+        lambda: gr.update(visible=False), None, [confirm_row])
+    return {"dataset": dataset, "grid": grid, "paths": paths, "summary": summary, "show": show_dataset}

@@ -1,0 +1,357 @@
+"""Train tab: a preset plus every knob of the guide; Start launches the training child process
+and streams what it writes to its run folder (progress, loss plot, log, each epoch's sample).
+
+The stream only reads files, so a reload re-attaches (``attach``, on page load) and a closed
+browser leaves training running. One job at a time: jobs.start_training refuses a second one.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from studio import jobs, library
+from studio.augment import augment_dir
+from studio.config import AugmentConfig, TrainConfig, adapters_dir, renders_dir
+from studio.ui.common import Settings, base_choices, fmt_seconds, handler, user_message
+
+POLL_S = 1.0
+ARTIST, FLAVOR = "Artist style only", "Style flavor"
+# The guide: artist-style only = fewer epochs, smaller rank, more dropout; flavor = augmentation
+# (and optionally base-corpus pieces), slightly more epochs, more capacity.
+PRESETS = {
+    ARTIST: dict(epochs=4, lora_r=8, lora_alpha=16, lora_dropout=0.1, patience=1),
+    FLAVOR: dict(epochs=8, lora_r=16, lora_alpha=32, lora_dropout=0.05, patience=2),
+}
+PRESET_HELP = {
+    ARTIST: "Trains on the album alone: very consistent style, but a high risk of overfitting and "
+            "verbatim copying, so: rank 8, dropout 0.1, 4 epochs, early stop after 1 bad epoch. "
+            "Use stronger sampling noise (temperature) when listening.",
+    FLAVOR: "More variety and better generalisation, style a little less strict: the album is "
+            "augmented (±2 semitones, 0.9–1.1× tempo) if it is not already, and can be blended "
+            "with pieces of the base's own corpus; rank 16, 8 epochs.",
+}
+# (field, label, help from the guide); defaults come from TrainConfig, overridden by presets.
+KNOBS = [
+    ("epochs", "Epochs", "4–10 for small datasets; stop early if samples start copying."),
+    ("lora_r", "LoRA rank r", "8–16 for small datasets (higher = more capacity, more overfit). "
+                              "Conservative: 8; if outputs feel too generic: 32."),
+    ("lora_alpha", "LoRA alpha", "Scales the LoRA update; usually 2× the rank (32 for r=16, 64 for r=32)."),
+    ("lora_dropout", "LoRA dropout", "Regularises against overfitting, important with ~15 files; conservative: 0.1."),
+    ("lr", "Learning rate", "AdamW learning rate; 2e-4 is the usual LoRA value."),
+    ("batch_size", "Batch size", "CPU / Apple M1: 1 (with 16 accumulation steps); RTX 4090: 4 (with 4)."),
+    ("grad_accum_steps", "Gradient accumulation steps", "Batches summed per optimizer step: batch × this = effective batch."),
+    ("max_seq_len", "Max sequence length (tokens)", "1024 is the base's context; smaller is much faster for quick tries."),
+    ("warmup_steps", "Warm-up steps", "Optimizer steps of linear learning-rate warm-up."),
+    ("weight_decay", "Weight decay", "AdamW weight decay."),
+    ("val_split", "Validation share", "Share of source pieces held out; augmented variants stay with their piece."),
+    ("patience", "Early-stop patience (epochs)", "Stop when validation loss has not improved for this many epochs; 0 = off."),
+    ("copy_threshold", "Copy-rate stop", "Stop when the epoch's samples copy the training pieces above this rate (0–1); 0 = off."),
+    ("samples_per_epoch", "Samples per epoch", "Seeded samples after each epoch, to hear the adapter evolve and measure copying."),
+    ("sample_tokens", "Sample length (tokens)", "Tokens per epoch sample."),
+    ("seed", "Seed", "Same seed, data and settings → the same adapter."),
+    ("max_minutes", "Time limit (minutes)", "Stop and save after this long; 0 = no limit."),
+]
+INTS = {"epochs", "lora_r", "lora_alpha", "batch_size", "grad_accum_steps", "max_seq_len", "warmup_steps",
+        "patience", "samples_per_epoch", "sample_tokens", "seed"}
+KNOB_NAMES = [k for k, _, _ in KNOBS] + ["device", "resume"]
+
+
+def knob_defaults(preset: str) -> dict:
+    d = TrainConfig("", "").to_dict()
+    d.update(PRESETS.get(preset, {}))
+    return d
+
+
+def apply_preset(preset):
+    """Updates for the knobs (in KNOBS order) and the preset help."""
+    d = knob_defaults(preset)
+    return [gr.update(value=d[k]) for k, _, _ in KNOBS] + [PRESET_HELP.get(preset, ""), gr.update(visible=preset == FLAVOR)]
+
+
+# --- building the job --------------------------------------------------------------------------
+
+
+def _augmented(dataset: str, log: list[str]) -> str:
+    """The dataset itself if it is augmented, else ``<dataset>-aug`` (made with the guide's values)."""
+    src = library.dataset_path(dataset, must_exist=True)
+    if (src / "augment_manifest.json").is_file():
+        return dataset
+    name = f"{dataset}-aug"
+    out = library.dataset_path(name)
+    if not (out / "augment_manifest.json").is_file():
+        s = augment_dir(AugmentConfig(str(src), str(out), [-2, -1, 1, 2], [0.9, 1.0, 1.1], True))
+        log.append(f"augmented {dataset} into {name}: {s.line()}")
+    return name
+
+
+def build_config(dataset, base, name, preset, blend, knobs: dict) -> tuple[TrainConfig, list[str]]:
+    """The TrainConfig for a Start click, and notes on what was prepared for it."""
+    if not dataset:
+        raise ValueError("pick a dataset (make one in the Data tab)")
+    name = library.safe_adapter_name((name or "").strip() or f"{dataset}-lora")
+    notes: list[str] = []
+    if preset == FLAVOR:
+        dataset = _augmented(dataset, notes)
+    data = library.dataset_path(dataset, must_exist=True)
+    labels = {k: label for k, label, _ in KNOBS}
+    values = {}
+    for k, v in knobs.items():
+        if k not in labels:
+            continue
+        if v is None or v == "":
+            raise ValueError(f"{labels[k]}: empty; give it a value")
+        values[k] = int(v) if k in INTS else float(v)
+    out = adapters_dir() / name
+    resume = bool(knobs.get("resume"))
+    if resume and not (out / "checkpoint").is_dir():
+        raise ValueError(f"adapter {name!r} has no interrupted run to resume")
+    if not resume and (out.exists() or name in library.BUNDLED):
+        raise ValueError(f"adapter {name!r} already exists; choose another name (or tick Resume)")
+    extra = []
+    if preset == FLAVOR and blend and float(blend) > 0:
+        n_album = len(library.list_midi(data))
+        folder = library.make_blend(n_album, float(blend), int(values.get("seed", 42)))
+        if folder is not None:
+            extra.append(str(folder))
+            notes.append(f"blending {len(library.list_midi(folder))} base-corpus pieces with {n_album} album files")
+    cfg = TrainConfig(str(data), str(out), model_name=base, device=knobs.get("device") or "auto",
+                      resume=resume, extra_data_dirs=extra, **values)
+    return cfg, notes
+
+
+# --- showing a run -------------------------------------------------------------------------------
+
+
+def progress_html(view: jobs.RunView | None) -> str:
+    if view is None:
+        return "<div class='progress-text'>No training yet. Pick a dataset and press <b>Start</b>.</div>"
+    run = html.escape(view.run_dir.name)
+    step, data = view.last("step"), view.last("data")
+    pct = 100.0 * step["step"] / max(step["total_steps"], 1) if step else 0.0
+    if view.state in ("finished", "stopped"):
+        done = view.last("done") or view.last("stopped") or {}
+        best = done.get("best_val_loss")
+        reason = done.get("reason") or ""
+        best_txt = f"; best validation loss {best:.4f} (epoch {done.get('best_epoch')})" if best is not None else ""
+        text = f"<span class='state-{view.state}'>{view.state.capitalize()}</span>: {html.escape(reason)}{best_txt}"
+        pct = 100.0 if view.state == "finished" else pct
+    elif view.state == "failed":
+        text = f"<span class='state-failed'>Failed</span>: {html.escape(user_message(view.error or 'see the log'))}"
+    elif step:
+        text = (f"Epoch {step['epoch']}/{step['epochs']} · step {step['step']}/{step['total_steps']} · "
+                f"loss {step['loss']:.3f} · ETA {fmt_seconds(step['eta_s'])} · {step['tokens_per_s']:,.0f} tokens/s")
+    elif data:
+        text = (f"Data ready: {data['pieces']['train']} training / {data['pieces']['val']} validation pieces, "
+                f"{data['tokens']['train']:,} tokens, {data['steps_per_epoch']} steps per epoch on {data['device']}. "
+                "Training…")
+    else:
+        text = "Starting: loading the base model and tokenizing the dataset…"
+    return (f"<div><b>{run}</b></div><div class='progress-outer'><div class='progress-inner' "
+            f"style='width:{pct:.1f}%'></div></div><div class='progress-text'>{text}</div>")
+
+
+def loss_series(view: jobs.RunView | None) -> dict[str, list[tuple[float, float]]]:
+    """Train loss per optimizer step, validation loss and samples' copy rate per epoch
+    (validation at the epoch's last step, so both losses share the step axis)."""
+    if view is None:
+        return {"train": [], "validation": [], "copy": []}
+    return {
+        "train": [(e["step"], e["loss"]) for e in view.of_type("step")],
+        "validation": [(e["step"], e["val_loss"]) for e in view.of_type("epoch")],
+        "copy": [(e["epoch"], e["copy_rate"]) for e in view.of_type("epoch") if "copy_rate" in e],
+    }
+
+
+def loss_figure(view: jobs.RunView | None):
+    """The live plot: losses over optimizer steps; the epoch samples' copy rate beside it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    data = loss_series(view)
+    if not data["train"] and not data["validation"]:
+        return None
+    fig = Figure(figsize=(7.5, 3.2), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax, cx = fig.subplots(1, 2, width_ratios=[3, 1])
+    if data["train"]:
+        ax.plot(*zip(*data["train"]), color="#6366f1", linewidth=1.2, label="train")
+    if data["validation"]:
+        ax.plot(*zip(*data["validation"]), color="#f59e0b", marker="o", linewidth=1.8, label="validation")
+    ax.set(xlabel="optimizer step", ylabel="loss (cross-entropy)", title="Loss")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    if data["copy"]:
+        cx.plot(*zip(*data["copy"]), color="#dc2626", marker="o")
+    threshold = float(view.config.get("copy_threshold") or 0)
+    if threshold:
+        cx.axhline(threshold, color="0.5", linestyle="--", linewidth=1, label="stop above")
+        cx.legend(loc="upper right", fontsize=8)
+    cx.set(xlabel="epoch", ylabel="copy rate", title="Samples copying", ylim=(0, 1))
+    cx.grid(alpha=0.3)
+    if not data["copy"]:
+        cx.text(0.5, 0.8, "after each epoch", ha="center", va="center", transform=cx.transAxes, color="0.5")
+    for axis in (ax, cx):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
+
+
+def pretty_line(line: str) -> str:
+    """A log line of the run folder (``HH:MM:SS {event json}``) in words."""
+    stamp, _, rest = line.partition(" ")
+    try:
+        e = json.loads(rest)
+    except ValueError:
+        return line
+    if not isinstance(e, dict) or "type" not in e:
+        return line
+    kind = e["type"]
+    if kind == "data":
+        text = (f"data: {e['pieces']['train']} training / {e['pieces']['val']} validation pieces, "
+                f"{e['tokens']['train']:,} / {e['tokens']['val']:,} tokens, windows of {e['max_seq_len']}, "
+                f"{e['steps_per_epoch']} steps per epoch on {e['device']}, base {e['base']}")
+    elif kind == "epoch":
+        copy = f", copy rate {e['copy_rate']:.2f}" if "copy_rate" in e else ""
+        text = (f"epoch {e['epoch']}: train loss {e['train_loss']:.4f}, validation loss {e['val_loss']:.4f}"
+                f"{copy}{' (best so far)' if e.get('best') else ''}, {e.get('seconds', 0):.0f} s")
+    elif kind == "done":
+        best = e.get("best_val_loss")
+        text = f"done: {e.get('reason')}" + (f"; best validation loss {best:.4f} at epoch {e.get('best_epoch')}" if best is not None else "")
+    elif kind == "stopped":
+        text = f"stopped: {e.get('reason')}"
+    else:
+        text = e.get("message") or rest
+    return f"{stamp} {text}"
+
+
+def epoch_sample(view: jobs.RunView, audio: bool) -> tuple[str | None, str | None, str]:
+    """(ogg, mid, label) of the newest epoch that wrote a sample, rendered once per run."""
+    from studio.compare import render_ogg
+    from studio.midi import load_score
+
+    for e in reversed(view.of_type("epoch")):
+        samples = [Path(p) for p in e.get("samples") or [] if Path(p).is_file()]
+        if not samples:
+            continue
+        out = renders_dir() / "runs" / view.run_dir.name / f"epoch{e['epoch']:02d}"
+        mid = out.with_suffix(".mid")
+        if not mid.is_file():  # served files must live under renders/
+            mid.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(samples[0], mid)
+        ogg, why = None, ""
+        if audio:
+            ogg = out.with_suffix(".ogg")
+            if not ogg.is_file():
+                ogg, why = render_ogg(load_score(mid), ogg)
+        label = f"Sample after epoch {e['epoch']}" + (f" ({why})" if why else "")
+        return (str(ogg) if ogg else None), str(mid), label
+    return None, None, "Epoch samples appear here after each epoch."
+
+
+def outputs(view: jobs.RunView | None, audio: bool) -> tuple:
+    """(progress, loss plot, log, sample audio, sample file, run dir)."""
+    if view is None:
+        return (progress_html(None), None, "", None, None, None)
+    ogg, mid, label = epoch_sample(view, audio)
+    log = user_message("\n".join(pretty_line(line) for line in view.log_tail))
+    return (progress_html(view), loss_figure(view), log,
+            gr.update(value=ogg, label=label), mid, str(view.run_dir))
+
+
+def watch(run_dir: str | Path, audio: bool, poll_s: float = POLL_S):
+    """Yield outputs() as the run folder changes, until the run ends."""
+    reader = jobs.RunReader(run_dir)
+    seen = None
+    while True:
+        view = reader.poll()
+        key = (view.state, len(view.events), tuple(view.log_tail[-3:]))
+        if key != seen:
+            seen = key
+            yield outputs(view, audio)
+        if view.done:
+            return
+        time.sleep(poll_s)
+
+
+def make_handlers(settings: Settings):
+    @handler
+    def start(dataset, base, name, preset, blend, *knob_values):
+        knobs = dict(zip(KNOB_NAMES, knob_values))
+        cfg, notes = build_config(dataset, base or settings.base, name, preset, blend, knobs)
+        run_dir = jobs.start_training(cfg)
+        if notes:
+            gr.Info("; ".join(notes))
+        yield from watch(run_dir, settings.audio)
+
+    @handler
+    def attach():
+        """On page load: follow the running job, or show the last run as it ended."""
+        run = jobs.latest_run()
+        if run is None:
+            yield outputs(None, settings.audio)
+            return
+        yield from watch(run, settings.audio)
+
+    @handler
+    def stop(run_dir):
+        job = jobs.active_job()
+        target = run_dir or (job or {}).get("run_dir")
+        if not target or job is None or Path(job["run_dir"]) != Path(target):
+            raise ValueError("no training job is running")
+        jobs.stop_run(target)
+        gr.Info("Stopping after the current step; adapter-last will be saved.")
+
+    return start, attach, stop
+
+
+def build(settings: Settings, dataset_names: list[str]) -> dict:
+    start, attach, stop = make_handlers(settings)
+    defaults = knob_defaults(ARTIST)
+    run_state = gr.State(None)  # this session's run folder
+    with gr.Row():
+        with gr.Column(scale=2):
+            dataset = gr.Dropdown(dataset_names, value=dataset_names[0] if dataset_names else None, label="Dataset",
+                                  elem_id="train-dataset")
+            base = gr.Dropdown(base_choices(settings), value=settings.base, label="Base model",
+                               allow_custom_value=settings.local,
+                               info="The hub base when reachable, else the bundled pocket base.")
+            name = gr.Textbox(label="Adapter name", placeholder="<dataset>-lora",
+                              info="Letters, digits, '.', '_' or '-'. The adapter appears under this name.",
+                              elem_id="train-name")
+            preset = gr.Radio([ARTIST, FLAVOR], value=ARTIST, label="Preset")
+            preset_help = gr.Markdown(PRESET_HELP[ARTIST])
+            blend = gr.Slider(0, 0.75, value=0.0, step=0.05, visible=False, label="Base-corpus share",
+                              info="Share of training pieces taken from the base's own public-domain corpus (0 = album only).")
+            with gr.Accordion("Advanced: every knob of the guide", open=False, elem_id="train-advanced"):
+                knobs = []
+                for key, label, info in KNOBS:
+                    step = 1 if key in INTS else None
+                    knobs.append(gr.Number(defaults[key], label=label, info=info, precision=0 if key in INTS else None,
+                                           step=step or 0.01, elem_id=f"knob-{key}"))
+                device = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value="auto", label="Device")
+                resume = gr.Checkbox(False, label="Resume an interrupted run of this adapter name")
+            with gr.Row():
+                start_btn = gr.Button("Start", variant="primary", elem_id="start-btn")
+                stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
+        with gr.Column(scale=3):
+            progress = gr.HTML(progress_html(None), elem_id="train-progress")
+            loss_plot = gr.Plot(label="Loss and copy rate", show_label=False, format="png", elem_id="loss-plot")
+            with gr.Row():
+                sample_audio = gr.Audio(label="Epoch samples appear here after each epoch.", type="filepath",
+                                        interactive=False, visible=settings.audio)
+                sample_file = gr.File(label="Epoch sample (MIDI)", interactive=False, height=80)
+            log = gr.Textbox(label="Log", lines=10, max_lines=10, autoscroll=True, interactive=False,
+                             elem_id="train-log")
+
+    outs = [progress, loss_plot, log, sample_audio, sample_file, run_state]
+    preset.change(apply_preset, [preset], knobs + [preset_help, blend])
+    start_btn.click(start, [dataset, base, name, preset, blend, *knobs, device, resume], outs,
+                    concurrency_id="compute", concurrency_limit=settings.compute_limit)
+    stop_btn.click(stop, [run_state], None)
+    return {"dataset": dataset, "attach": (attach, outs)}

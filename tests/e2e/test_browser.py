@@ -1,0 +1,192 @@
+"""The studio in a real browser, as a new user: upload two MIDI files, augment, train one short
+epoch of a tiny model, watch the loss plot and the finished status, generate an A/B, and find two
+playable audio players and two MIDI downloads. Screenshots of each tab go to docs/screenshots/.
+
+Runs ``python app.py`` in a subprocess on a free port with a temporary data directory and a tiny
+GPT-2 base, and drives Debian's Chromium with Playwright.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import write_pieces
+
+REPO = Path(__file__).resolve().parents[2]
+SHOTS = REPO / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+playwright = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Chromium is not installed (.ci/run installs it)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"the app exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"the app did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, tiny_base_dir):
+    """The running studio: tiny base, empty data directory, audio on when FluidSynth is there."""
+    if os.environ.get("E2E_URL"):  # develop against an app you started yourself
+        yield os.environ["E2E_URL"]
+        return
+    data = tmp_path_factory.mktemp("e2e-data")
+    port = free_port()
+    log = data / "app.log"
+    env = {**os.environ, "STUDIO_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("SPACE_ID", None)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--base", str(tiny_base_dir)],
+                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", proc, log)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        # a training child outlives the app by design; this one is finished, but be sure
+        subprocess.run(["pkill", "-P", str(proc.pid)], check=False)
+
+
+@pytest.fixture()
+def page(app_url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.set_default_timeout(30_000)
+        yield pg
+        browser.close()
+
+
+def pick(page, elem_id: str, text: str) -> None:
+    """Choose ``text`` in a gr.Dropdown (typing filters the options, then click the match)."""
+    box = page.locator(f"#{elem_id} input").first
+    box.click()
+    box.fill(text)
+    page.get_by_role("option", name=text, exact=True).first.click()
+
+
+def set_number(page, elem_id: str, value) -> None:
+    """Type a value into a gr.Number/gr.Slider; retried once if the component re-mounts under us
+    (an accordion's children are mounted when it opens)."""
+    from playwright.sync_api import expect
+
+    box = page.locator(f"#{elem_id} input").first
+    for _ in range(2):
+        box.fill(str(value))
+        box.press("Tab")
+        page.wait_for_timeout(150)
+        if box.input_value() == str(value):
+            break
+    expect(box).to_have_value(str(value))
+
+
+# In the page: the audio's first bytes (the file the player got) and its duration once loaded.
+PLAYABLE = """async (el) => {
+    const head = new Uint8Array(await (await fetch(el.src)).arrayBuffer()).slice(0, 4);
+    if (el.readyState < 1) await new Promise((ok) => el.addEventListener('loadedmetadata', ok, {once: true}));
+    return [String.fromCharCode(...head), el.duration];
+}"""
+
+
+def fetch(page, url: str) -> bytes:
+    """Download what the browser would, through the page's own session."""
+    resp = page.request.get(url)
+    assert resp.ok, f"{url}: HTTP {resp.status}"
+    return resp.body()
+
+
+def test_new_user_trains_and_compares(page, app_url, tmp_path):
+    from playwright.sync_api import expect
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    files = write_pieces(tmp_path / "mine", 2, seed0=7, n_notes=64)
+    page.goto(app_url)
+
+    # Data: a new dataset from two uploaded files, then augmented
+    dataset = page.locator("#data-dataset input").first
+    dataset.fill("e2e-album")
+    dataset.press("Enter")
+    page.locator("#data-upload input[type=file]").set_input_files([str(f) for f in files])
+    table = page.locator("#data-table")
+    expect(page.locator("#data-summary")).to_contain_text("2 files, 2 usable", timeout=60_000)
+    expect(table).to_contain_text("piece00.mid")
+    page.locator("#augment-btn").click()
+    expect(page.locator("#augment-out")).to_contain_text("Wrote e2e-album-aug", timeout=60_000)
+    page.get_by_text("piece01.mid", exact=True).click()  # hear one file: audio + piano roll
+    expect(page.locator("#data-roll img")).to_be_visible(timeout=30_000)
+    page.screenshot(path=str(SHOTS / "data.png"), full_page=True)
+
+    # Train: one short epoch of the tiny base on the augmented set
+    page.get_by_role("tab", name="Train").click()
+    pick(page, "train-dataset", "e2e-album-aug")
+    page.locator("#train-name input, #train-name textarea").first.fill("e2e-lora")
+    page.locator("#train-advanced").get_by_text("Advanced").click()
+    expect(page.locator("#knob-epochs input").first).to_be_visible()
+    page.wait_for_timeout(500)  # let the accordion's inputs settle before typing
+    for key, value in {"epochs": 1, "max_seq_len": 64, "batch_size": 4, "grad_accum_steps": 1,
+                       "warmup_steps": 1, "samples_per_epoch": 1, "sample_tokens": 128}.items():
+        set_number(page, f"knob-{key}", value)
+    page.locator("#start-btn").click()
+    progress = page.locator("#train-progress")
+    expect(progress).to_contain_text("Finished", timeout=150_000)
+    expect(page.locator("#loss-plot img")).to_be_visible()  # the matplotlib plot, as an image
+    expect(page.locator("#train-log textarea")).to_have_value(re.compile(r"epoch 1: train loss [0-9.]+, validation loss"))
+    page.locator("#train-advanced").get_by_text("Advanced").click()  # fold it for the screenshot
+    page.screenshot(path=str(SHOTS / "train.png"), full_page=True)
+
+    # Listen & Compare: base vs the new adapter, continuing a piece of the dataset
+    page.get_by_role("tab", name="Listen & Compare").click()
+    expect(page.locator("#side-b input").first).to_have_value("e2e-lora", timeout=15_000)
+    page.locator("#prompt-box").get_by_text("Prompt (optional)").click()
+    pick(page, "prompt-pick", "e2e-album/piece00.mid")
+    set_number(page, "max-new", 64)
+    page.locator("#generate-btn").click()
+    expect(page.locator("#compare-status")).to_contain_text("Seed", timeout=90_000)
+    players = page.locator(".side-audio audio[src]")  # the waveform player's media element
+    expect(players).to_have_count(2, timeout=30_000)
+    for k in range(2):
+        head, seconds = players.nth(k).evaluate(PLAYABLE)
+        assert head == "OggS" and seconds > 0, (head, seconds)
+    links = page.locator(".side-midi a[data-testid=download-link]")
+    expect(links).to_have_count(2, timeout=30_000)
+    for k in range(2):
+        assert fetch(page, links.nth(k).get_attribute("href"))[:4] == b"MThd"
+    page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+
+    # Adapters: the new adapter is listed with its meta
+    page.get_by_role("tab", name="Adapters").click()
+    expect(page.locator("#adapters-table")).to_contain_text("e2e-lora", timeout=15_000)
+    page.screenshot(path=str(SHOTS / "adapters.png"), full_page=True)
