@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that live in their own modules: each exposes add_parser(sub) setting func=.
-EXTRA_COMMANDS: dict[str, str] = {"pretrain-base": "studio.pretrain"}
+EXTRA_COMMANDS: dict[str, str] = {"pretrain-base": "studio.pretrain", "eval": "studio.evaluate"}
 HANDLERS = {"augment": _augment, "train": _train, "generate": _generate, "render": _render}
 
 
