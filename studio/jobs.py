@@ -281,7 +281,7 @@ class RunReader:
             self._read_events()
             out = _tail(self.dir / CHILD_OUT, self.log_lines)
             state = "failed"
-            last = next((line for line in reversed(out + log) if line.strip()), "")
+            last = next((line for line in reversed(log + out) if line.strip()), "")  # stderr first
             error = f"the training process (pid {pid}) ended without finishing" + (f": {last.strip()}" if last else "")
             log = log + [line for line in out if line not in log]
             log = log[-self.log_lines:]
