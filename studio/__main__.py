@@ -49,8 +49,12 @@ def _train(args) -> int:
     with TrainProgress() as progress:
         meta = train(cfg, progress.on_event)
     best = meta.get("best_val_loss")
-    print(f"done: {meta['stop_reason']}; best val loss {best if best is None else round(best, 4)} "
-          f"-> {cfg.output_dir}/adapter-best, adapter-last")
+    if best is None:
+        print(f"done: {meta['stop_reason']}; no epoch qualified as best, adapter-best holds epoch "
+              f"{meta.get('fallback_best_epoch')} -> {cfg.output_dir}/adapter-best, adapter-last")
+    else:
+        print(f"done: {meta['stop_reason']}; best val loss {best:.4f} at epoch {meta['best_epoch']} "
+              f"-> {cfg.output_dir}/adapter-best, adapter-last")
     return 0
 
 

@@ -51,6 +51,7 @@ class LoopState:
     bad_epochs: int = 0  # epochs since the last improvement (patience)
     history: list = field(default_factory=list)  # one dict per epoch
     stop_reason: str = ""
+    fallback_best: int = 0  # epoch saved as best only because no eligible epoch exists yet
     tokens_seen: int = 0
     train_seconds: float = 0.0
 
@@ -195,12 +196,17 @@ def _end_epoch(model, val_windows, cfg, device, hooks, state, epoch, losses, sec
     record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
               "val_loss": val, "seconds": round(seconds, 2), "step": state.global_step}
     reason = hooks.after_epoch(model, state, record)
-    improved = val < state.best_val and hooks.epoch_is_eligible(record)
+    eligible = hooks.epoch_is_eligible(record)
+    improved = val < state.best_val and eligible
     if improved:
         state.best_val, state.best_epoch, state.bad_epochs = val, epoch + 1, 0
         hooks.save_best(model)
     else:
         state.bad_epochs += 1
+        if not eligible and not state.best_epoch and not state.fallback_best:
+            # an adapter-best must exist; an eligible epoch later still replaces this one
+            state.fallback_best = epoch + 1
+            hooks.save_best(model)
     record["best"] = improved
     state.history.append(record)
     state.epoch, state.step_in_epoch = epoch + 1, 0

@@ -91,17 +91,19 @@ class LoraHooks(loop.Hooks):
         sample_dir = self.out / "samples"
         sample_dir.mkdir(parents=True, exist_ok=True)
         model.eval()
-        for k in range(self.cfg.samples_per_epoch):
-            gen = sample(model, self.tok, [self.tok["BOS_None"]], self.cfg.sample_tokens, seed=self.cfg.seed + k)
-            if gen.n_notes == 0:
-                continue
-            path = sample_dir / f"epoch{record['epoch']:02d}_s{k}.mid"
-            gen.score.dump_midi(str(path))
-            files.append(str(path))
-            rates.append(self._copy_rate(gen.score))
+        with torch.random.fork_rng():  # seeded sampling must not reset the RNG behind dropout
+            for k in range(self.cfg.samples_per_epoch):
+                gen = sample(model, self.tok, [self.tok["BOS_None"]], self.cfg.sample_tokens, seed=self.cfg.seed + k)
+                if gen.n_notes == 0:
+                    continue
+                path = sample_dir / f"epoch{record['epoch']:02d}_s{k}.mid"
+                gen.score.dump_midi(str(path))
+                files.append(str(path))
+                rates.append(self._copy_rate(gen.score))
         model.train()
         rates = [r for r in rates if r is not None]
         record["samples"] = files
+        record["copy_rate"] = None  # no sample with notes: nothing to measure this epoch
         if rates:
             record["copy_rate"] = float(sum(rates) / len(rates))
             if self.cfg.copy_threshold and record["copy_rate"] > self.cfg.copy_threshold:
@@ -116,11 +118,16 @@ class LoraHooks(loop.Hooks):
             return None
         if self._index is None:
             from studio.midi import load_score
+            from studio.tokenizer import decode, encode
 
+            root = Path(self.cfg.data_dir).resolve()
             refs = {}
-            for p in self.prepared.split.train:
-                refs.setdefault(p.source, p.path)  # one file per source piece is enough
-            self._index = ReferenceIndex({s: load_score(f) for s, f in refs.items()})
+            for p in self.prepared.split.train:  # the album only, not blended corpus pieces
+                if p.path.resolve().is_relative_to(root):
+                    refs.setdefault(p.source, p.path)  # one file per source piece is enough
+            # compare with what the model saw: the pieces after the tokenizer's quantisation
+            self._index = ReferenceIndex({s: decode(self.tok, encode(self.tok, load_score(f)))
+                                          for s, f in refs.items()})
         return float(self._index.score(score).copy_rate)
 
 
@@ -172,6 +179,7 @@ def train(cfg: TrainConfig, on_event: Callable[[dict], None] | None = None,
                      on_event, should_stop, state, optimizer, scheduler)
     meta.update(history=state.history, stop_reason=state.stop_reason, best_epoch=state.best_epoch,
                 best_val_loss=state.best_val if state.best_epoch else None, tokens_seen=state.tokens_seen,
+                fallback_best_epoch=state.fallback_best or None,
                 timings={"train_seconds": round(state.train_seconds, 2),
                          "wall_seconds": round(time.time() - started, 2),
                          "tokens_per_s": round(state.tokens_seen / max(state.train_seconds, 1e-9), 1)},

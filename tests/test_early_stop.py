@@ -91,6 +91,8 @@ def test_training_stops_when_samples_copy_the_training_piece(album, overfit_base
     assert first["copy_rate"] > 0.5 and len(first["samples"]) == 2
     assert all((out / "samples" / f"epoch01_s{k}.mid").is_file() for k in range(2))
     assert first["best"] is False and meta["best_epoch"] == 0  # a copying epoch never becomes "best"
+    # ... but an adapter-best must exist: it holds that epoch until an eligible one replaces it
+    assert meta["fallback_best_epoch"] == 1 and (out / "adapter-best" / "adapter_model.safetensors").is_file()
     saved = json.loads((out / "training_meta.json").read_text())
     assert saved["stop_reason"] == reason and saved["history"][0]["copy_rate"] == first["copy_rate"]
     stopped = [e for e in events if e["type"] == "stopped"]
