@@ -121,8 +121,9 @@ def active_job() -> dict | None:
     lock = _read_json(_lock_path())
     if lock is None:
         return None
-    if pid_alive(lock.get("pid"), lock.get("create_time")):
-        return lock
+    status = _read_json(Path(lock.get("run_dir") or ".") / STATUS) or {}
+    if status.get("state") not in TERMINAL and pid_alive(lock.get("pid"), lock.get("create_time")):
+        return lock  # (a child that wrote its end is only tearing down: the slot is free)
     if lock.get("pid") is None and time.time() - lock.get("taken", 0) < 30:
         return lock  # another Start is launching its child right now
     _lock_path().unlink(missing_ok=True)

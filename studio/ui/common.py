@@ -11,13 +11,12 @@ import inspect
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
 
-from studio.config import REPO_ROOT, data_dir
+from studio.config import data_dir
 
 log = logging.getLogger("studio.ui")
 EXPECTED = (ValueError, FileNotFoundError, RuntimeError, OSError)  # engine errors with a message
@@ -47,12 +46,12 @@ def base_choices(settings: "Settings") -> list[tuple[str, str]]:
 
 
 def user_message(e: BaseException | str) -> str:
-    """The exception's text with server paths cut down to file names."""
+    """The exception's text with server paths cut down: relative to the data folder, else the
+    file name alone."""
     text = str(e) if not isinstance(e, str) else e
-    for root in sorted({str(data_dir()), str(REPO_ROOT), tempfile.gettempdir(), os.path.expanduser("~")},
-                       key=len, reverse=True):
-        if root and root != "/":
-            text = text.replace(root + os.sep, "").replace(root, ".")
+    root = str(data_dir())
+    if root != "/":
+        text = text.replace(root + os.sep, "").replace(root, ".")
     text = _ABS_PATH.sub(lambda m: m.group(1) or "/", text)
     return text.strip() or type(e).__name__
 
