@@ -1,0 +1,236 @@
+"""One function per figure: both sides, interleaved repeats, the verdict's inputs.
+
+Decoding (generation, A/B, the memory probe) runs with the same number of intra-op threads on
+both sides (``Sizes.decode_threads``, 1 by default): at batch 1, on a 2-core machine shared
+with other work, two threads made *both* sides 3–10× slower in trials (idle-spinning worker
+threads waiting for a core), which would measure the machine's load, not the pipelines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from bench import reference, studio_side
+from bench.common import Figure, interleaved, load1
+from bench.fixtures import Fixtures, ModelFix, Sizes
+
+log = logging.getLogger(__name__)
+SEED = 1234
+
+
+def _say(msg: str) -> None:
+    print(f"[bench] {msg}", flush=True)
+
+
+def data_share(fx: Fixtures, tok, sizes: Sizes) -> tuple[Figure, object, list]:
+    """Share of the training split's tokens and notes that one epoch trains on, per side."""
+    from studio.tokenizer import decode
+
+    prepared, cold = studio_side.prepare(fx.data_dir, tok, sizes.max_seq_len)
+    _, warm = studio_side.prepare(fx.data_dir, tok, sizes.max_seq_len)
+    files = [p.path for p in prepared.split.train]
+    fig = Figure("share", "Training data seen per epoch (share of the train split's tokens)", "%", True,
+                 target=None, target_text="studio 100 %", absolute_limit=99.99)
+    streams = []  # the studio's token stream per training piece, in split order
+    from studio.data import tokenize_pieces
+
+    for _, ids in tokenize_pieces(prepared.split.train, tok).pieces:
+        streams.append(ids)
+    total_tokens = sum(len(s) for s in streams)
+    total_notes = sum(int(decode(tok, s.tolist()).note_num()) for s in streams)
+    window_tokens = sum(len(w) for w in prepared.train_windows)
+    ref_items = reference.epoch_tokens(files, tok, sizes.max_seq_len)
+    ref_tokens = sum(len(x) for x in ref_items)
+    ref_notes = sum(int(decode(tok, x).note_num()) for x in ref_items)
+    merged_first = sum(min(len(s), sizes.max_seq_len) for s in streams)
+    fig.add("studio", 100.0 * window_tokens / total_tokens)
+    fig.add("reference", 100.0 * ref_tokens / total_tokens)
+    fig.add("studio, share of notes", 100.0, aux=True)
+    fig.add("reference, share of notes", 100.0 * ref_notes / total_notes, aux=True)
+    fig.notes += [
+        f"train split: {len(files)} files from {len(prepared.split.sources['train'])} chorales, "
+        f"{total_tokens} tokens, {total_notes} notes (all tracks); validation: "
+        f"{len(prepared.split.val)} files",
+        f"studio: {len(prepared.train_windows)} packed windows of ≤{sizes.max_seq_len} tokens hold "
+        f"{window_tokens} tokens = every token once; preparing the data took {cold:.1f} s the first "
+        f"time (tokenizing, cached) and {warm:.2f} s from the cache",
+        f"reference: DatasetMIDI gives {len(ref_items)} items of {min(map(len, ref_items))}–"
+        f"{max(map(len, ref_items))} tokens: with this tokenizer (no programs, one stream per track) "
+        f"it keeps only each file's first track (the soprano), then its first {sizes.max_seq_len} tokens",
+        f"had the reference merged the tracks first, its first-{sizes.max_seq_len}-token cut would still "
+        f"keep only {100.0 * merged_first / total_tokens:.1f} % of the tokens",
+    ]
+    fig.status = "measured"
+    return fig, prepared, files
+
+
+def training(fx: Fixtures, tok, sizes: Sizes, prepared, files: list) -> list[Figure]:
+    figs = []
+    for label, m in fx.models.items():
+        plan = sizes.train[label]
+        base = reference.load_base(m.base_dir)
+        seq = sizes.max_seq_len
+        if int(base.config.n_positions) < seq:
+            raise ValueError(f"{m.base_dir}: context {base.config.n_positions} < max_seq_len {seq}")
+        accum = plan["accum"]
+        fig = Figure(f"train-{label}", f"Training, useful tokens/s — {label}", "tok/s", True,
+                     headline=f"studio {plan['headline']}", target=1.5, target_text="≥ 1.5×")
+        fig.load = (load1(),)
+        variants = [f"studio {v}" for v in plan["variants"]]
+        sides = ["reference", *variants]
+        for rep, order in enumerate(interleaved(plan["repeats"], sides)):
+            for side in order:
+                if side == "reference":
+                    r = reference.train_steps(base, files, tok, seq, 1, accum, plan["ref_steps"])
+                else:
+                    r = studio_side.train_steps(base, prepared, side.split(" ", 1)[1], plan["studio_steps"])
+                fig.add(side, r["tokens"] / r["seconds"])
+                fig.add(f"{side} seconds", r["seconds"], aux=True)
+                _say(f"train {label} rep {rep + 1} {side}: {r['tokens']} tokens in {r['seconds']:.1f} s "
+                     f"= {r['tokens'] / r['seconds']:.0f} tok/s (load {load1()})")
+        fig.load += (load1(),)
+        fig.notes.append(
+            f"recipe: the guide's LoRA (r 16, alpha 32, dropout 0.05 on c_attn/c_proj/c_fc), AdamW lr 2e-4, "
+            f"20 warm-up steps, max_seq_len {seq}, {accum} sequences per optimizer step "
+            f"(reference: batch 1 × accumulation {accum}, {plan['ref_steps']} steps per repeat; studio: "
+            f"{plan['studio_steps']} step per repeat; 'AxB' = micro-batch A × accumulation B), float32, "
+            f"{os.cpu_count()} cores")
+        figs.append(fig)
+    return figs
+
+
+def generation(fx: Fixtures, tok, sizes: Sizes) -> list[Figure]:
+    from studio.fast import intra_op_threads
+
+    figs = []
+    for label, m in fx.models.items():
+        base = reference.load_base(m.base_dir)
+        n_new = min(sizes.gen_tokens, int(base.config.n_positions) - 1)
+        name, folder = next(iter(m.adapters.items()))
+        ref_model = reference.lora_copy(base, folder)
+        studio_model = studio_side.load_with_adapters(m.base_dir, {name: folder}, tok)
+        fig = Figure(f"gen-{label}", f"Generation, tokens/s, {n_new} new tokens, batch 1, with adapter — {label}",
+                     "tok/s", True, target=2.0, target_text="≥ 2×")
+        fig.load = (load1(),)
+        with intra_op_threads(sizes.decode_threads):
+            for rep, order in enumerate(interleaved(sizes.gen_repeats[label], ["reference", "studio"])):
+                for side in order:
+                    if side == "reference":
+                        sec, _ = reference.generate(ref_model, tok, n_new, SEED + rep)
+                    else:
+                        sec, _ = studio_side.generate(studio_model, name, tok, n_new, SEED + rep)
+                    fig.add(side, n_new / sec)
+                    _say(f"generate {label} rep {rep + 1} {side}: {n_new / sec:.1f} tok/s (load {load1()})")
+        fig.load += (load1(),)
+        fig.notes.append(f"both sides: top-k 50, top-p 0.95, temperature 1, EOS held off so each run makes "
+                         f"exactly {n_new} tokens after BOS (the model's context is {base.config.n_positions} tokens); "
+                         f"{sizes.decode_threads} intra-op thread(s) on both sides")
+        fig.notes.append("studio today (studio.generate.sample: HF generate on the PeftModel, adapter "
+                         "unmerged) is the reference's code path; 'studio' here is studio/fast.py")
+        figs.append(fig)
+    return figs
+
+
+def ab(fx: Fixtures, tok, sizes: Sizes) -> list[Figure]:
+    from studio.fast import intra_op_threads
+
+    figs = []
+    for label, m in fx.models.items():
+        base = reference.load_base(m.base_dir)
+        n_new = min(sizes.ab_tokens, int(base.config.n_positions) - 1)
+        name, folder = next(iter(m.adapters.items()))
+        lora = reference.lora_copy(base, folder)
+        studio_model = studio_side.load_with_adapters(m.base_dir, {name: folder}, tok)
+        fig = Figure(f"ab-{label}", f"A/B, seconds for one base + adapter pair, {n_new} tokens each — {label}",
+                     "s", False, target=1.8, target_text="≥ 1.8× faster")
+        fig.load = (load1(),)
+        sides = ["reference", "studio", "studio today"]
+        with intra_op_threads(sizes.decode_threads):
+            for rep, order in enumerate(interleaved(sizes.ab_repeats[label], sides)):
+                for side in order:
+                    if side == "reference":
+                        sec = reference.ab_pair(base, lora, tok, n_new, SEED + rep)
+                    elif side == "studio":
+                        sec = studio_side.ab_pair(studio_model, name, tok, n_new, SEED + rep)
+                    else:
+                        sec = studio_side.ab_pair_today(studio_model, name, tok, n_new, SEED + rep)
+                    fig.add(side, sec)
+                    _say(f"A/B {label} rep {rep + 1} {side}: {sec:.2f} s (load {load1()})")
+        fig.load += (load1(),)
+        fig.notes.append("reference: base copy then LoRA copy, each with HF generate; studio: both sides in "
+                         "one batch through studio.fast (row 0 base, row 1 adapter, one generator per row "
+                         "seeded alike); studio today: the Comparer's path (one model, disable_adapter for "
+                         "the base side, HF generate, adapter unmerged)")
+        figs.append(fig)
+    return figs
+
+
+def memory(fx: Fixtures, sizes: Sizes) -> list[Figure]:
+    figs = []
+    for label, m in fx.models.items():
+        fig = Figure(f"mem-{label}", f"Memory, compare setup (base + 2 adapters, a few tokens per side) — {label}",
+                     "MiB", False, target=1 / 0.6, target_text="≤ 0.6× (setup's own memory)")
+        fig.load = (load1(),)
+        for rep, order in enumerate(interleaved(sizes.mem_repeats, ["reference", "studio"])):
+            for side in order:
+                r = _probe(side, m, sizes.decode_threads)
+                fig.add(side, r["setup"] / 2**20)
+                fig.add(f"{side} peak RSS", r["peak"] / 2**20, aux=True)
+                fig.add(f"{side} after imports", r["after_imports"] / 2**20, aux=True)
+                _say(f"memory {label} rep {rep + 1} {side}: setup {r['setup'] / 2**20:.0f} MiB, "
+                     f"peak RSS {r['peak'] / 2**20:.0f} MiB")
+        fig.load += (load1(),)
+        fig.notes.append("each setup in a fresh process (python -m bench.memory_probe); 'setup' = peak RSS "
+                         "minus the RSS after the same imports on both sides; the verdict uses it, the total "
+                         "peak RSS is listed too")
+        figs.append(fig)
+    return figs
+
+
+def _probe(side: str, m: ModelFix, threads: int) -> dict:
+    cmd = [sys.executable, "-m", "bench.memory_probe", side, "--base", str(m.base_dir), "--threads", str(threads)]
+    for name, folder in m.adapters.items():
+        cmd += ["--adapter", f"{name}={folder}"]
+    root = Path(__file__).resolve().parent.parent
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    if res.returncode != 0:
+        raise RuntimeError(f"memory probe ({side}) failed: {res.stderr.strip()[-800:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def rendering(fx: Fixtures, sizes: Sizes) -> Figure:
+    from symusic import Score
+
+    from studio.render import find_soundfont, piece_seconds
+
+    sf2 = find_soundfont()
+    score = Score(str(fx.piece))
+    length = piece_seconds(score)
+    span = f"{length / 60:.0f}-minute" if length >= 60 else f"{length:.0f}-second"
+    fig = Figure("render", f"Rendering a {span} piece, × real time", "×", True,
+                 headline="studio (warm synth)", target=1.0, target_text="≥ 50× real time and faster than the reference",
+                 absolute_limit=50.0)
+    fig.load = (load1(),)
+    out = fx.work / "renders"
+    out.mkdir(parents=True, exist_ok=True)
+    sides = ["reference", "studio (cold synth)", "studio (warm synth)"]
+    for rep, order in enumerate(interleaved(sizes.render_repeats, sides)):
+        for side in order:
+            wav = out / f"{side.split()[0]}-{rep}.wav"
+            if side == "reference":
+                sec = reference.render_cli(fx.piece, wav, sf2)
+            else:
+                sec = studio_side.render(score, wav, sf2, cold="cold" in side)
+            fig.add(side, length / sec)
+            _say(f"render rep {rep + 1} {side}: {sec:.2f} s = {length / sec:.0f}× real time")
+    fig.load += (load1(),)
+    fig.notes.append(f"soundfont {sf2.name}, 44.1 kHz stereo, 16-bit WAV written on both sides; the CLI loads "
+                     "the soundfont on every run; the studio's synth stays loaded (cold = first render in a "
+                     "process, soundfont load included)")
+    return fig

@@ -1,0 +1,125 @@
+"""The studio's side of each figure, through the studio's own code paths.
+
+Training goes through ``studio.data.prepare`` (token cache, packed windows) and the shared loop
+``studio.loop.run`` with the LoRA model of ``studio.train.lora_model``: exactly what
+``python -m studio train`` runs, stopped after N optimizer steps by its own stop flag.
+Generation and A/B go through ``studio.fast`` (merged LoRA, lean decoder, batched sides) on a
+base loaded by ``studio.models`` with adapters attached by name, as the Comparer holds them.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import torch
+
+from studio.config import TrainConfig
+
+
+def prepare(data_dir: Path, tok, max_seq_len: int, seed: int = 42):
+    """(PreparedData, seconds): split by piece, tokens from the cache (tokenized once), windows."""
+    from studio.data import prepare as studio_prepare
+
+    start = time.perf_counter()
+    prepared = studio_prepare(data_dir, tok, max_seq_len, TrainConfig("", "").val_split, seed)
+    return prepared, time.perf_counter() - start
+
+
+def _variant(name: str) -> tuple[int, int, bool]:
+    """'16x1' -> (micro-batch 16, accumulation 1, attention dropout kept); '-noattndrop' drops it."""
+    shape, _, flag = name.partition("-")
+    micro, accum = (int(x) for x in shape.split("x"))
+    return micro, accum, flag != "noattndrop"
+
+
+def train_steps(base, prepared, variant: str, steps: int, seed: int = 42, epochs: int = 6) -> dict:
+    """``steps`` optimizer steps of the studio loop with a ``variant`` like '1x16' or '16x1'.
+
+    Every variant keeps the guide's optimisation: micro-batch × accumulation windows per step,
+    lr 2e-4, 20 warm-up steps, the guide's LoRA. '-noattndrop' also turns off dropout on the
+    frozen base's attention probabilities (LoRA dropout and residual dropout stay).
+    """
+    from studio import loop
+    from studio.train import lora_model
+
+    micro, accum, attn_drop = _variant(variant)
+    cfg = TrainConfig("", "", batch_size=micro, grad_accum_steps=accum, epochs=epochs, seed=seed)
+    loop.seed_everything(seed)
+    model = lora_model(copy.deepcopy(base), cfg)
+    if not attn_drop:
+        for block in model.get_base_model().transformer.h:
+            block.attn.attn_dropout.p = 0.0  # lets SDPA use its fused kernel instead of the math path
+    lcfg = loop.LoopConfig(cfg.epochs, micro, accum, cfg.lr, cfg.weight_decay, cfg.warmup_steps,
+                           cfg.max_grad_norm, seed)
+    done = {"steps": 0, "loss": float("nan")}
+
+    def on_event(e: dict) -> None:
+        if e.get("type") == "step":
+            done["steps"] += 1
+            done["loss"] = e["loss"]
+
+    start = time.perf_counter()
+    state = loop.run(model, prepared.train_windows, prepared.val_windows, lcfg, torch.device("cpu"),
+                     loop.Hooks(), on_event, lambda: done["steps"] >= steps)
+    seconds = time.perf_counter() - start
+    if done["steps"] < steps:
+        raise RuntimeError(f"studio loop stopped after {done['steps']} of {steps} steps: {state.stop_reason}")
+    return {"tokens": state.tokens_seen, "seconds": seconds, "loss": done["loss"]}
+
+
+def load_with_adapters(base_dir: Path, adapters: dict[str, Path], tok):
+    """The Comparer's setup: one base, every adapter attached by name (no copies)."""
+    from studio.models import attach_adapter, load_base
+
+    model, info = load_base(str(base_dir), tok, "cpu")
+    for name, folder in adapters.items():
+        model = attach_adapter(model, folder, name, tok, info)
+    return model.eval()
+
+
+@torch.no_grad()
+def generate(model, adapter: str, tok, n_new: int, seed: int) -> tuple[float, list[int]]:
+    """One side with ``adapter`` merged, through the lean decoder; (seconds, ids)."""
+    from studio.fast import decode, merged
+
+    model.set_adapter(adapter)
+    with merged(model):
+        start = time.perf_counter()
+        out = decode(model, [tok["BOS_None"]], n_new, [seed], eos_id=tok["EOS_None"], min_new_tokens=n_new)
+        return time.perf_counter() - start, out.rows[0]
+
+
+@torch.no_grad()
+def ab_pair(model, adapter: str, tok, n_new: int, seed: int) -> float:
+    """Base and ``adapter`` sides in one batch, same seed; seconds."""
+    from studio.fast import sample_pair
+
+    start = time.perf_counter()
+    sample_pair(model, adapter, [tok["BOS_None"]], n_new, seed, eos_id=tok["EOS_None"], min_new_tokens=n_new)
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def ab_pair_today(model, adapter: str, tok, n_new: int, seed: int) -> float:
+    """What the Comparer does today: ``studio.generate.sample`` per side (HF generate, adapter
+    unmerged, base side inside ``disable_adapter``), one side after the other."""
+    from bench.reference import generate as hf_generate
+
+    model.set_adapter(adapter)
+    with model.disable_adapter():
+        t_base, _ = hf_generate(model, tok, n_new, seed)
+    t_lora, _ = hf_generate(model, tok, n_new, seed)
+    return t_base + t_lora
+
+
+def render(score, wav: Path, soundfont: Path, cold: bool) -> float:
+    """studio.render with its long-lived synth; ``cold`` frees it first (soundfont load included)."""
+    from studio.render import close_synths, render_score
+
+    if cold:
+        close_synths()
+    start = time.perf_counter()
+    render_score(score, wav, soundfont=soundfont)
+    return time.perf_counter() - start
