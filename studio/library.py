@@ -245,6 +245,32 @@ def _extract_adapter(zip_path: Path, dest: Path) -> None:
                 raise ValueError(f"{zip_path.name}: corrupt member {info.filename!r} ({e})") from None
 
 
+RENDER_KINDS = ("compare", "preview", "prompts", "zips", "runs")  # what the studio writes under renders/
+
+
+def prune_renders(max_age_s: float = 24 * 3600, now: float | None = None) -> int:
+    """Delete rendered files and folders older than ``max_age_s``; returns how many went.
+
+    Renders are caches (audio, piano rolls, zips): the browser got its copy long ago and a new
+    request renders again. Only the studio's own sub-folders are touched.
+    """
+    now = time.time() if now is None else now
+    removed = 0
+    for kind in RENDER_KINDS:
+        folder = renders_dir() / kind
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            try:
+                if now - p.stat().st_mtime <= max_age_s:
+                    continue
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                removed += 1
+            except OSError:  # being written or already gone: next time
+                continue
+    return removed
+
+
 def training_pieces(entry: AdapterEntry, limit: int = 200) -> list[Path]:
     """The adapter's training files that still exist (for copy rate and style distance)."""
     files = [Path(p) for p in entry.meta.get("train_files") or []]

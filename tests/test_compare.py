@@ -255,3 +255,22 @@ def test_bad_adapter_zips_are_refused(tok, tiny_base_dir, tmp_path):
     with pytest.raises(ValueError, match="incompatible with base"):
         library.import_adapter_zip(z, "wide2", tok, BaseInfo("tiny", "tiny", str(tiny_base_dir), shape=info.shape))
     assert not any(p.name.startswith(".import") for p in adapters_dir().iterdir())  # nothing half-written
+
+
+def test_old_renders_are_pruned(tmp_path):
+    import os
+    import time
+
+    from studio.config import renders_dir
+
+    old, new = renders_dir() / "compare" / "old", renders_dir() / "compare" / "new"
+    for d in (old, new):
+        d.mkdir(parents=True)
+        (d / "0-base.ogg").write_bytes(b"OggS")
+    keep = renders_dir() / "elsewhere.txt"  # not one of the studio's render folders
+    keep.write_text("x")
+    past = time.time() - 2 * 86400
+    os.utime(old, (past, past))
+    os.utime(keep, (past, past))
+    assert library.prune_renders(86400) == 1
+    assert not old.exists() and new.exists() and keep.exists()

@@ -188,7 +188,12 @@ def test_epoch_sample_is_rendered_once(tmp_path, settings):
     if AUDIO:
         assert Path(ogg).read_bytes()[:4] == b"OggS"
     assert train_tab.loss_series(jobs.read_run(run))["copy"] == [(1, 0.2)]
-    line = '12:00:01 {"type": "epoch", "epoch": 2, "train_loss": 3.0, "val_loss": 3.25, "seconds": 4, "best": true}'
+    with open(run / jobs.METRICS, "a") as f:  # an epoch whose samples had no notes: no copy rate
+        f.write(json.dumps({"type": "epoch", "epoch": 2, "train_loss": 2.9, "val_loss": 3.0, "step": 8,
+                            "samples": [], "copy_rate": None}) + "\n")
+    assert train_tab.loss_series(jobs.read_run(run))["copy"] == [(1, 0.2)]
+    assert train_tab.loss_figure(jobs.read_run(run)) is not None
+    line = '12:00:01 {"type": "epoch", "epoch": 2, "train_loss": 3.0, "val_loss": 3.25, "seconds": 4, "best": true, "copy_rate": null}'
     assert train_tab.pretty_line(line) == "12:00:01 epoch 2: train loss 3.0000, validation loss 3.2500 (best so far), 4 s"
     assert train_tab.pretty_line("12:00:00 training started") == "12:00:00 training started"
 
@@ -266,8 +271,9 @@ def test_adapters_tab_rename_delete_download_upload(settings, adapters, tmp_path
     assert adapters_tab.select(names, evt) == "alpha"
     df, names, selected, msg = adapters_tab.rename("alpha", "gamma")
     assert selected == "gamma" and "gamma" in names and "Renamed" in msg
-    zip_path = adapters_tab.download("gamma")
-    assert Path(zip_path).is_relative_to(renders_dir()) and zipfile.is_zipfile(zip_path)
+    update = adapters_tab.download("gamma")
+    zip_path = update["value"]
+    assert update["visible"] and Path(zip_path).is_relative_to(renders_dir()) and zipfile.is_zipfile(zip_path)
     confirm, text = adapters_tab.ask_delete("gamma")
     assert confirm["visible"] and "cannot be undone" in text
     df, names, selected, msg, confirm = adapters_tab.delete("gamma")

@@ -69,7 +69,7 @@ def ask_delete(name):
 
 @handler
 def download(name):
-    return str(library.zip_adapter(_need(name)))
+    return gr.update(value=str(library.zip_adapter(_need(name))), visible=True)
 
 
 def make_upload(settings: Settings):
@@ -93,7 +93,7 @@ def build(settings: Settings) -> dict:
                         max_height=360, wrap=True, elem_id="adapters-table")
     with gr.Row():
         with gr.Column():
-            selected = gr.Textbox(label="Selected adapter", interactive=False)
+            selected = gr.Textbox(label="Selected adapter", interactive=False, elem_id="adapter-selected")
             with gr.Row():
                 new_name = gr.Textbox(label="New name", scale=3)
                 rename_btn = gr.Button("Rename", scale=1)
@@ -105,9 +105,9 @@ def build(settings: Settings) -> dict:
                 with gr.Row():
                     yes = gr.Button("Yes, delete it", variant="stop")
                     no = gr.Button("Cancel")
-            zip_out = gr.File(label="Adapter .zip", interactive=False, height=70, elem_id="adapter-zip")
+            zip_out = gr.File(label="Adapter .zip", interactive=False, visible=False, elem_id="adapter-zip")
         with gr.Column():
-            up = gr.File(file_types=[".zip"], label="Upload an adapter .zip", height=100)
+            up = gr.File(file_types=[".zip"], label="Upload an adapter .zip")
             up_name = gr.Textbox(label="Name for the uploaded adapter (default: the zip's name)")
             up_btn = gr.Button("Add adapter", variant="primary")
             gr.Markdown("Only safetensors weights are accepted; the adapter must match the studio's "

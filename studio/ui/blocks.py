@@ -8,6 +8,7 @@ import threading
 
 import gradio as gr
 
+from studio import library
 from studio.config import DEFAULT_BASE, POCKET_NAME, renders_dir
 from studio.ui import adapters_tab, compare_tab, data_tab, train_tab
 from studio.ui.common import CSS, Settings, base_label, user_message
@@ -109,6 +110,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
 def launch(demo: gr.Blocks, settings: Settings, host: str, port: int, **kw):
     """Queue (compute events share one limit, set per event) and serve only the renders folder."""
     renders_dir().mkdir(parents=True, exist_ok=True)
+    library.prune_renders()
     demo.queue(default_concurrency_limit=4, max_size=64)
     return demo.launch(server_name=host, server_port=port, max_file_size=MAX_FILE_SIZE,
                        allowed_paths=[str(renders_dir())], theme=gr.themes.Soft(), css=CSS,

@@ -116,6 +116,7 @@ def make_generate(settings: Settings):
     @handler
     def generate(base, a, b, c, uploaded, picked, max_new, temperature, top_p, top_k, seed, blind):
         sides = sides_from(a, b, c)
+        library.prune_renders()  # old comparisons go; this one is written next
         knobs = Knobs(int(max_new), float(temperature), float(top_p), int(top_k))
         seed = random.randrange(2**31) if seed is None or seed == "" else int(seed)
         prompt = prompt_path(uploaded, picked)
@@ -212,11 +213,12 @@ def build(settings: Settings) -> dict:
         dice = gr.Button("New seed", scale=0)
         blind = gr.Checkbox(False, label="Blind: hide and shuffle the sides, then pick a favourite")
         go = gr.Button("Generate", variant="primary", elem_id="generate-btn", scale=2)
-    status = gr.Markdown(elem_id="compare-status")
+    status = gr.Markdown("Press **Generate**: every side continues the same prompt with the same seed.",
+                         elem_id="compare-status")
     side_parts = []
     with gr.Row(equal_height=False):
         for k in range(N_SIDES):
-            with gr.Column(visible=k < 2) as col:
+            with gr.Column(visible=False) as col:  # shown by Generate
                 title = gr.Markdown(f"<span class='side-title'>Side {'ABC'[k]}</span>")
                 audio = gr.Audio(label="Audio", type="filepath", interactive=False, visible=settings.audio,
                                  elem_classes=["side-audio"])

@@ -153,7 +153,7 @@ def build(settings: Settings) -> dict:
                                   label="Dataset", info="Pick one, or type a new name to create it.",
                                   elem_id="data-dataset")
             files = gr.File(file_count="multiple", file_types=[".mid", ".midi", ".zip"], label="Upload MIDI files or a .zip",
-                            height=140, elem_id="data-upload")
+                            elem_id="data-upload")
             with gr.Row(visible=settings.local):
                 folder = gr.Textbox(label="…or a folder on this machine", placeholder="~/music/album", scale=3)
                 import_btn = gr.Button("Import folder", scale=1)
@@ -166,7 +166,8 @@ def build(settings: Settings) -> dict:
             grid = gr.Dataframe(headers=HEADERS, interactive=False, max_height=320, wrap=True,
                                 label="Files (click a row to hear it)", elem_id="data-table")
             with gr.Row():
-                audio = gr.Audio(label="Listen", type="filepath", interactive=False, visible=settings.audio)
+                audio = gr.Audio(label="Listen", type="filepath", interactive=False, visible=settings.audio,
+                                 elem_id="data-audio")
                 roll = gr.Image(label="Piano roll", type="filepath", interactive=False, height=180, elem_id="data-roll")
             caption = gr.Markdown()
     with gr.Accordion("Augment: transpose and change tempo (recommended with ~15 files)", open=True):

@@ -164,7 +164,7 @@ def loss_series(view: jobs.RunView | None) -> dict[str, list[tuple[float, float]
     return {
         "train": [(e["step"], e["loss"]) for e in view.of_type("step")],
         "validation": [(e["step"], e["val_loss"]) for e in view.of_type("epoch")],
-        "copy": [(e["epoch"], e["copy_rate"]) for e in view.of_type("epoch") if "copy_rate" in e],
+        "copy": [(e["epoch"], e["copy_rate"]) for e in view.of_type("epoch") if e.get("copy_rate") is not None],
     }
 
 
@@ -217,7 +217,7 @@ def pretty_line(line: str) -> str:
                 f"{e['tokens']['train']:,} / {e['tokens']['val']:,} tokens, windows of {e['max_seq_len']}, "
                 f"{e['steps_per_epoch']} steps per epoch on {e['device']}, base {e['base']}")
     elif kind == "epoch":
-        copy = f", copy rate {e['copy_rate']:.2f}" if "copy_rate" in e else ""
+        copy = f", copy rate {e['copy_rate']:.2f}" if e.get("copy_rate") is not None else ""
         text = (f"epoch {e['epoch']}: train loss {e['train_loss']:.4f}, validation loss {e['val_loss']:.4f}"
                 f"{copy}{' (best so far)' if e.get('best') else ''}, {e.get('seconds', 0):.0f} s")
     elif kind == "done":
@@ -258,10 +258,13 @@ def outputs(view: jobs.RunView | None, audio: bool) -> tuple:
     """(progress, loss plot, log, sample audio, sample file, run dir)."""
     if view is None:
         return (progress_html(None), None, "", None, None, None)
-    ogg, mid, label = epoch_sample(view, audio)
+    try:
+        ogg, mid, label = epoch_sample(view, audio)
+    except (ValueError, OSError) as e:  # a bad sample must not end the watch: training goes on
+        ogg, mid, label = None, None, f"Epoch sample not available: {user_message(e)}"
     log = user_message("\n".join(pretty_line(line) for line in view.log_tail))
     return (progress_html(view), loss_figure(view), log,
-            gr.update(value=ogg, label=label), mid, str(view.run_dir))
+            gr.update(value=ogg, label=label), gr.update(value=mid, visible=mid is not None), str(view.run_dir))
 
 
 def watch(run_dir: str | Path, audio: bool, poll_s: float = POLL_S):
@@ -345,7 +348,7 @@ def build(settings: Settings, dataset_names: list[str]) -> dict:
             with gr.Row():
                 sample_audio = gr.Audio(label="Epoch samples appear here after each epoch.", type="filepath",
                                         interactive=False, visible=settings.audio)
-                sample_file = gr.File(label="Epoch sample (MIDI)", interactive=False, height=80)
+                sample_file = gr.File(label="Epoch sample (MIDI)", interactive=False, visible=False)
             log = gr.Textbox(label="Log", lines=10, max_lines=10, autoscroll=True, interactive=False,
                              elem_id="train-log")
 

@@ -147,6 +147,8 @@ def test_new_user_trains_and_compares(page, app_url, tmp_path):
     expect(page.locator("#augment-out")).to_contain_text("Wrote e2e-album-aug", timeout=60_000)
     page.get_by_text("piece01.mid", exact=True).click()  # hear one file: audio + piano roll
     expect(page.locator("#data-roll img")).to_be_visible(timeout=30_000)
+    expect(page.locator("#data-audio audio[src]")).to_have_count(1, timeout=30_000)
+    page.wait_for_timeout(1000)  # the waveform is drawn
     page.screenshot(path=str(SHOTS / "data.png"), full_page=True)
 
     # Train: one short epoch of the tiny base on the augmented set
@@ -189,4 +191,10 @@ def test_new_user_trains_and_compares(page, app_url, tmp_path):
     # Adapters: the new adapter is listed with its meta
     page.get_by_role("tab", name="Adapters").click()
     expect(page.locator("#adapters-table")).to_contain_text("e2e-lora", timeout=15_000)
+    page.locator("#adapters-table").get_by_test_id("cell-0-0").click()
+    expect(page.locator("#adapter-selected input, #adapter-selected textarea").first).to_have_value("e2e-lora")
+    page.get_by_role("button", name="Download as .zip").click()
+    link = page.locator("#adapter-zip a[data-testid=download-link]")
+    expect(link).to_have_count(1, timeout=30_000)
+    assert fetch(page, link.get_attribute("href"))[:4] == b"PK\x03\x04"
     page.screenshot(path=str(SHOTS / "adapters.png"), full_page=True)
