@@ -61,7 +61,7 @@ def epoch_tokens(files: list[Path], tok, max_seq_len: int) -> list[list[int]]:
 
 
 def train_steps(base, files: list[Path], tok, max_seq_len: int, batch_size: int, accum: int, steps: int,
-                seed: int = 42, epochs: int = 6, lr: float = 2e-4, warmup: int = 20) -> dict:
+                seed: int = 42, epochs: int = 6, lr: float = 2e-4, warmup: int = 20, device: str = "cpu") -> dict:
     """``steps`` optimizer steps of the guide's loop on a fresh LoRA over a copy of ``base``.
 
     Returns tokens trained on (non-padding), seconds, and the last loss. The clock starts at
@@ -71,7 +71,7 @@ def train_steps(base, files: list[Path], tok, max_seq_len: int, batch_size: int,
     from transformers import get_linear_schedule_with_warmup
 
     torch.manual_seed(seed)
-    model = get_peft_model(copy.deepcopy(base), lora_config())
+    model = get_peft_model(copy.deepcopy(base), lora_config()).to(device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
@@ -82,6 +82,7 @@ def train_steps(base, files: list[Path], tok, max_seq_len: int, batch_size: int,
     start = time.perf_counter()
     while done < steps:
         for batch in data:
+            batch = {k: v.to(device) for k, v in batch.items()}
             out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
             (out.loss / accum).backward()
             tokens += int(batch["attention_mask"].sum())
@@ -95,6 +96,8 @@ def train_steps(base, files: list[Path], tok, max_seq_len: int, batch_size: int,
             done += 1
             if done == steps:
                 break
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
     return {"tokens": tokens, "seconds": time.perf_counter() - start, "loss": loss}
 
 
@@ -118,13 +121,14 @@ def generate(model, tok, n_new: int, seed: int) -> tuple[float, list[int]]:
     EOS is held off (min_new_tokens) so every run produces exactly ``n_new`` tokens and both
     sides time the same amount of work.
     """
-    ids = torch.tensor([[tok["BOS_None"]]])
+    ids = torch.tensor([[tok["BOS_None"]]], device=next(model.parameters()).device)
     torch.manual_seed(seed)
     start = time.perf_counter()
     out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0,
                          top_p=0.95, top_k=50, max_new_tokens=n_new, min_new_tokens=n_new,
                          pad_token_id=tok["PAD_None"], eos_token_id=tok["EOS_None"], bos_token_id=tok["BOS_None"])
-    return time.perf_counter() - start, out[0].tolist()
+    ids = out[0].tolist()  # on CUDA this waits for the last kernel, so the clock below is honest
+    return time.perf_counter() - start, ids
 
 
 def ab_pair(base, lora, tok, n_new: int, seed: int) -> float:

@@ -34,12 +34,15 @@ def _variant(name: str) -> tuple[int, int, bool]:
     return micro, accum, flag != "noattndrop"
 
 
-def train_steps(base, prepared, variant: str, steps: int, seed: int = 42, epochs: int = 6) -> dict:
+def train_steps(base, prepared, variant: str, steps: int, seed: int = 42, epochs: int = 6,
+                device: str = "cpu", compile: bool = False) -> dict:
     """``steps`` optimizer steps of the studio loop with a ``variant`` like '1x16' or '16x1'.
 
     Every variant keeps the guide's optimisation: micro-batch × accumulation windows per step,
     lr 2e-4, 20 warm-up steps, the guide's LoRA. '-noattndrop' also turns off dropout on the
     frozen base's attention probabilities (LoRA dropout and residual dropout stay).
+    On CUDA the loop itself adds bf16 autocast and fused AdamW; ``compile`` wraps the model in
+    torch.compile (its compile time lands in the first step).
     """
     from studio import loop
     from studio.train import lora_model
@@ -47,7 +50,7 @@ def train_steps(base, prepared, variant: str, steps: int, seed: int = 42, epochs
     micro, accum, attn_drop = _variant(variant)
     cfg = TrainConfig("", "", batch_size=micro, grad_accum_steps=accum, epochs=epochs, seed=seed)
     loop.seed_everything(seed)
-    model = lora_model(copy.deepcopy(base), cfg)
+    model = lora_model(copy.deepcopy(base), cfg).to(device)
     if not attn_drop:
         for block in model.get_base_model().transformer.h:
             block.attn.attn_dropout.p = 0.0  # lets SDPA use its fused kernel instead of the math path
@@ -60,9 +63,13 @@ def train_steps(base, prepared, variant: str, steps: int, seed: int = 42, epochs
             done["steps"] += 1
             done["loss"] = e["loss"]
 
+    runner = torch.compile(model) if compile else model
+    dev = torch.device(device)
     start = time.perf_counter()
-    state = loop.run(model, prepared.train_windows, prepared.val_windows, lcfg, torch.device("cpu"),
+    state = loop.run(runner, prepared.train_windows, prepared.val_windows, lcfg, dev,
                      loop.Hooks(), on_event, lambda: done["steps"] >= steps)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     if done["steps"] < steps:
         raise RuntimeError(f"studio loop stopped after {done['steps']} of {steps} steps: {state.stop_reason}")

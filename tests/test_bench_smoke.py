@@ -1,0 +1,95 @@
+"""The benchmarks keep working: ``python -m bench --smoke`` and ``python -m bench.gpu --device cpu
+--smoke`` run every figure at tiny sizes and write their results outside the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.common import Figure, Stats, interleaved
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bench-work")
+
+
+def test_bench_smoke_writes_every_figure(work, tmp_path):
+    committed = ROOT / "bench" / "RESULTS.md"
+    before = committed.stat().st_mtime if committed.exists() else None
+    out = tmp_path / "RESULTS.md"
+    res = _run(["bench", "--smoke", "--work", str(work), "--out", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    text = out.read_text()
+    for heading in ("## Machine", "## Summary", "## GPU", "## Scale-out", "Training data seen per epoch",
+                    "Training, useful tokens/s", "Generation, tokens/s", "A/B, seconds", "Memory, compare setup",
+                    "Rendering a", "Start-up"):
+        assert heading in text, heading
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "tok/s" in line and "|---" not in line]
+    assert rows, "no throughput rows in the summary"
+    assert "**met**" in text or "**missed**" in text  # every measured figure gets a verdict
+    assert "reference" in text and "× faster" in text  # A/B ratio written as a speed-up
+    after = committed.stat().st_mtime if committed.exists() else None
+    assert after == before, "the smoke run must not overwrite bench/RESULTS.md"
+
+
+def test_gpu_script_code_path_on_cpu(work, tmp_path):
+    out = tmp_path / "gpu.json"
+    res = _run(["bench.gpu", "--device", "cpu", "--smoke", "--work", str(work), "--out", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads(out.read_text())
+    raw = result["raw"]
+    assert result["device"] == "cpu" and result["smoke"] is True
+    rates = [v["tokens_per_s"] for v in raw["training"].values() if isinstance(v, dict)]
+    assert len(rates) == 2 and all(r > 0 for r in rates)  # the reference loop and one studio batch size
+    assert raw["training"]["flops_per_token"] > 0
+    (recipe,) = raw["full_recipe"].values()
+    assert recipe["epochs"] == 1 and recipe["tokens"] > 0
+    assert all(v["tokens_per_s"] > 0 for v in raw["generation"].values())
+
+
+def test_flops_per_token_counts_a_lora_step():
+    from types import SimpleNamespace
+
+    from bench.gpu import flops_per_token, peak_tflops
+
+    cfg = SimpleNamespace(n_embd=512, n_layer=6, vocab_size=292)
+    base = 6 * 12 * 512 * 512 + 292 * 512
+    assert flops_per_token(cfg, 0, 1024) == 4 * base + 12 * 6 * 1024 * 512
+    assert flops_per_token(cfg, 1000, 1024) - flops_per_token(cfg, 0, 1024) == 6000
+    assert peak_tflops("NVIDIA H100 80GB HBM3", None) == 989.0
+    assert peak_tflops("NVIDIA H100 PCIe", None) == 756.0
+    assert peak_tflops("Some New Card", None) is None and peak_tflops("x", 100.0) == 100.0
+
+
+def test_verdicts_use_paired_ratios_and_absolute_limits():
+    fast = Figure("gen-x", "g", "tok/s", True, target=2.0)
+    for ref, studio in ((10, 25), (5, 9), (10, 30)):
+        fast.add("reference", ref)
+        fast.add("studio", studio)
+    assert fast.ratios().values == [2.5, 1.8, 3.0]
+    assert fast.met() is True  # median of the paired ratios, 2.5
+    slow = Figure("ab-x", "a", "s", False, target=1.8)
+    slow.add("reference", 10)
+    slow.add("studio", 6)
+    assert slow.ratios().median == pytest.approx(10 / 6) and slow.met() is False
+    boot = Figure("startup", "s", "s", False, absolute_limit=15.0)
+    boot.add("studio", 12)
+    boot.add("studio", 20)
+    assert boot.met() is False  # median 16 s
+    assert Figure("startup", "s", "s", False, status="pending").met() is None
+    assert Stats([3.0, 1.0, 2.0]).fmt(1, " s") == "2.0 s (1.0–3.0)"
+    assert interleaved(3, ["a", "b"]) == [["a", "b"], ["b", "a"], ["a", "b"]]
