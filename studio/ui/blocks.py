@@ -29,8 +29,10 @@ def choose_base(requested: str | None) -> tuple[str, str]:
         resolve_base(DEFAULT_BASE)
         return DEFAULT_BASE, ""
     except (hub.HubUnavailable, FileNotFoundError, OSError) as e:
+        log.warning("hub base not available: %s", e)
         if POCKET_NAME in local_alternatives():
-            return POCKET_NAME, f"{e}; the studio uses the bundled pocket base instead."
+            return POCKET_NAME, (f"The hub base {DEFAULT_BASE} cannot be loaded (offline, or not cached), "
+                                 "so the studio uses the bundled pocket base.")
         return DEFAULT_BASE, f"No base model can be loaded: {e}. Generation and training will fail until one is available."
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import uuid
 from pathlib import Path
 
 import gradio as gr
@@ -68,11 +69,13 @@ def prompt_path(uploaded, picked) -> Path | None:
             raise FileNotFoundError(f"prompt {picked}: not found in dataset {dataset}")
     else:
         return None
-    score = safe_load(src)  # untrusted: parsed in a worker process with limits
     out = renders_dir() / "prompts" / (hashlib.sha256(src.read_bytes()).hexdigest()[:16] + ".mid")
-    if not out.is_file():
+    if not out.is_file():  # same bytes as a prompt checked before: its clean copy is reused
+        score = safe_load(src)  # untrusted: parsed in a worker process with limits
         out.parent.mkdir(parents=True, exist_ok=True)
-        score.dump_midi(str(out))
+        tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}")
+        score.dump_midi(str(tmp))
+        tmp.replace(out)
     return out
 
 
@@ -81,6 +84,8 @@ def sides_from(a, b, c) -> list[str | None]:
     if len(picked) < 2:
         raise ValueError("choose at least two sides to compare (A and B)")
     if len(set(picked)) < len(picked):
+        if not adapter_names():
+            raise ValueError("no adapters yet: train one in the Train tab or add one in the Adapters tab")
         raise ValueError("the same side is chosen twice; pick different adapters")
     return [None if s == BASE else s for s in picked]
 
@@ -123,7 +128,7 @@ def make_generate(settings: Settings):
         comparer = get_comparer(base or settings.base)
         reference = next((s for s in sides if s), None)  # chosen before the shuffle
         if blind:
-            random.SystemRandom().shuffle(sides)
+            sides = shuffled(sides)
         stems = [f"side{k + 1}" for k in range(len(sides))] if blind else None
         results = comparer.generate(sides, prompt, knobs, seed, audio=settings.audio, stems=stems,
                                      reference=reference)
@@ -136,6 +141,13 @@ def make_generate(settings: Settings):
         vote = gr.update(choices=titles, value=None, visible=bool(blind))
         return [status, seed, blind_state, vote, gr.update(visible=bool(blind)), *side_updates(results, titles)]
     return generate
+
+
+def shuffled(items: list, rng: random.Random | None = None) -> list:
+    """A shuffled copy: the listener must not know which side is which."""
+    out = list(items)
+    (rng or random.SystemRandom()).shuffle(out)
+    return out
 
 
 def pairing(labels: list[str]) -> str:
