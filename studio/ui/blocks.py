@@ -103,7 +103,12 @@ def build_demo(settings: Settings) -> gr.Blocks:
         refresh_a, outs_a = adapters["refresh"]
         t_adapters.select(refresh_a, None, outs_a)
         t_data.select(data["show"], [data["dataset"]], [data["grid"], data["paths"], data["summary"]])
-        demo.load(data["show"], [data["dataset"]], [data["grid"], data["paths"], data["summary"]])
+        def datasets_now(current):  # choices are built at start-up; a new page gets today's list
+            names = data_tab.dataset_names()
+            return gr.update(choices=names, value=current if current in names or not names else names[0])
+
+        demo.load(datasets_now, [data["dataset"]], [data["dataset"]]).then(
+            data["show"], [data["dataset"]], [data["grid"], data["paths"], data["summary"]])
         attach, train_outs = train["attach"]
         demo.load(attach, None, train_outs, concurrency_id="watch", concurrency_limit=16)
     return demo

@@ -134,6 +134,8 @@ def test_new_user_trains_and_compares(page, app_url, tmp_path):
     SHOTS.mkdir(parents=True, exist_ok=True)
     files = write_pieces(tmp_path / "mine", 2, seed0=7, n_notes=64)
     page.goto(app_url)
+    # the page's load events fill the dataset list and the table: let them land before typing
+    expect(page.locator("#data-summary")).to_contain_text("No dataset yet", timeout=30_000)
 
     # Data: a new dataset from two uploaded files, then augmented
     dataset = page.locator("#data-dataset input").first
@@ -163,10 +165,12 @@ def test_new_user_trains_and_compares(page, app_url, tmp_path):
         set_number(page, f"knob-{key}", value)
     page.locator("#start-btn").click()
     progress = page.locator("#train-progress")
+    expect(progress).to_contain_text("e2e-lora", timeout=30_000)
+    page.reload()  # a reloaded page re-attaches to the running job and follows it to the end
+    page.get_by_role("tab", name="Train").click()
     expect(progress).to_contain_text("Finished", timeout=150_000)
     expect(page.locator("#loss-plot img")).to_be_visible()  # the matplotlib plot, as an image
     expect(page.locator("#train-log textarea")).to_have_value(re.compile(r"epoch 1: train loss [0-9.]+, validation loss"))
-    page.locator("#train-advanced").get_by_text("Advanced").click()  # fold it for the screenshot
     page.screenshot(path=str(SHOTS / "train.png"), full_page=True)
 
     # Listen & Compare: base vs the new adapter, continuing a piece of the dataset
