@@ -74,8 +74,20 @@ def app_url(tmp_path_factory, tiny_base_dir):
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
-        # a training child outlives the app by design; this one is finished, but be sure
-        subprocess.run(["pkill", "-P", str(proc.pid)], check=False)
+        stop_training_children(data)
+
+
+def stop_training_children(data: Path) -> None:
+    """A training child outlives the app by design; after a failed test, end ours (by pid)."""
+    import json
+    import signal
+
+    from studio.jobs import pid_alive
+
+    for launch in data.glob("runs/*/launch.json"):
+        info = json.loads(launch.read_text())
+        if pid_alive(info.get("pid"), info.get("create_time")):
+            os.kill(info["pid"], signal.SIGTERM)
 
 
 @pytest.fixture()
