@@ -277,7 +277,8 @@ class RunReader:
         state = status.get("state") or "starting"
         log = _tail(self.dir / LOG, self.log_lines)
         error = status.get("error", "")
-        if state in ("starting", "running") and not pid_alive(pid, launch.get("create_time") if pid == launch.get("pid") else None):
+        create_time = launch.get("create_time") if pid == launch.get("pid") else None
+        if state in ("starting", "running") and not pid_alive(pid, create_time):
             # the process is gone but never wrote its end: killed, crashed, or failed to start
             self._read_events()
             out = _tail(self.dir / CHILD_OUT, self.log_lines)

@@ -76,7 +76,7 @@ def test_finished_run_reads_back(tmp_path, tiny_base_dir):
     assert jobs.read_run(run).events == view.events  # a fresh reader (a reloaded page) sees the same
 
 
-def fake_run(name: str, status: dict | None, log: list[str], child_out: str = "") -> "Path":
+def fake_run(name: str, status: dict | None, log: list[str], child_out: str = ""):
     run = runs_dir() / name
     run.mkdir(parents=True)
     (run / jobs.CONFIG).write_text(json.dumps({"epochs": 3}))

@@ -11,7 +11,7 @@ import gradio as gr
 import pytest
 
 from conftest import make_piece, write_pieces
-from studio import jobs, library
+from studio import jobs
 from studio.config import adapters_dir, cache_dir, datasets_dir, renders_dir
 from studio.render import fluidsynth_status
 from studio.ui import adapters_tab, blocks, compare_tab, data_tab, train_tab

@@ -134,7 +134,9 @@ def make_generate(settings: Settings):
                                      reference=reference)
         labels = [r.label for r in results]
         titles = [f"Side {k + 1}" for k in range(len(results))] if blind else labels
-        status = f"Seed **{seed}** for every side" + (f" · prompt `{Path(picked).name if not uploaded else 'uploaded'}`" if prompt else "")
+        status = f"Seed **{seed}** for every side"
+        if prompt:
+            status += f" · prompt `{'uploaded' if uploaded else Path(picked).name}`"
         if comparer.info and comparer.info.fallback_reason:
             status += f"\n\n⚠ {user_message(comparer.info.fallback_reason)}"
         blind_state = {"labels": labels, "voted": False} if blind else {}

@@ -222,7 +222,9 @@ def pretty_line(line: str) -> str:
                 f"{copy}{' (best so far)' if e.get('best') else ''}, {e.get('seconds', 0):.0f} s")
     elif kind == "done":
         best = e.get("best_val_loss")
-        text = f"done: {e.get('reason')}" + (f"; best validation loss {best:.4f} at epoch {e.get('best_epoch')}" if best is not None else "")
+        text = f"done: {e.get('reason')}"
+        if best is not None:
+            text += f"; best validation loss {best:.4f} at epoch {e.get('best_epoch')}"
     elif kind == "stopped":
         text = f"stopped: {e.get('reason')}"
     else:
