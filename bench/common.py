@@ -58,6 +58,7 @@ class Figure:
     load: tuple = ()  # load averages (1 min) before and after
     status: str = "measured"  # measured | pending | skipped
     aux: set = field(default_factory=set)  # variants that are details (seconds, totals), not sides
+    fraction: bool = False  # ratio = studio / reference, target is a ceiling (memory)
 
     def add(self, variant: str, value: float, aux: bool = False) -> None:
         self.values.setdefault(variant, []).append(float(value))
@@ -69,13 +70,15 @@ class Figure:
         return Stats(vals) if vals else None
 
     def ratios(self, variant: str | None = None) -> Stats | None:
-        """studio-over-reference advantage per repeat: >1 means the studio is better."""
+        """Per repeat: the studio's advantage (>1: better), or with ``fraction`` studio / reference."""
         variant = variant or self.headline
         a, b = self.values.get(variant), self.values.get(self.reference)
         if not a or not b:
             return None
-        pairs = list(zip(a, b))
-        return Stats([(s / r) if self.higher_is_better else (r / s) for s, r in pairs if s > 0 and r > 0])
+        pairs = [(s, r) for s, r in zip(a, b) if s > 0 and r > 0]
+        if self.fraction or self.higher_is_better:
+            return Stats([s / r for s, r in pairs])
+        return Stats([r / s for s, r in pairs])
 
     def met(self) -> bool | None:
         if self.status != "measured":
@@ -85,7 +88,7 @@ class Figure:
             r = self.ratios()
             if r is None:
                 return None
-            ok = r.median >= self.target
+            ok = r.median <= self.target if self.fraction else r.median >= self.target
         if self.absolute_limit is not None:
             s = self.stats(self.headline)
             if s is None:

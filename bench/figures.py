@@ -153,6 +153,8 @@ def ab(fx: Fixtures, tok, sizes: Sizes) -> list[Figure]:
         with intra_op_threads(sizes.decode_threads):
             for rep, order in enumerate(interleaved(sizes.ab_repeats[label], sides)):
                 for side in order:
+                    if side == "studio today" and rep > 0:
+                        continue  # shown once, for context: it is not the figure's subject
                     if side == "reference":
                         sec = reference.ab_pair(base, lora, tok, n_new, SEED + rep)
                     elif side == "studio":
@@ -164,8 +166,8 @@ def ab(fx: Fixtures, tok, sizes: Sizes) -> list[Figure]:
         fig.load += (load1(),)
         fig.notes.append("reference: base copy then LoRA copy, each with HF generate; studio: both sides in "
                          "one batch through studio.fast (row 0 base, row 1 adapter, one generator per row "
-                         "seeded alike); studio today: the Comparer's path (one model, disable_adapter for "
-                         "the base side, HF generate, adapter unmerged)")
+                         "seeded alike); studio today (first repeat only): the Comparer's current path (one "
+                         "model, disable_adapter for the base side, HF generate, adapter unmerged)")
         figs.append(fig)
     return figs
 
@@ -173,8 +175,9 @@ def ab(fx: Fixtures, tok, sizes: Sizes) -> list[Figure]:
 def memory(fx: Fixtures, sizes: Sizes) -> list[Figure]:
     figs = []
     for label, m in fx.models.items():
-        fig = Figure(f"mem-{label}", f"Memory, compare setup (base + 2 adapters, a few tokens per side) — {label}",
-                     "MiB", False, target=1 / 0.6, target_text="≤ 0.6× (setup's own memory)")
+        fig = Figure(f"mem-{label}", "Memory, compare setup (base + 2 adapters, a 32-token A/B pair with each) "
+                     f"— {label}", "MiB", False, target=0.6, fraction=True,
+                     target_text="≤ 0.6× (setup's own memory)")
         fig.load = (load1(),)
         for rep, order in enumerate(interleaved(sizes.mem_repeats, ["reference", "studio"])):
             for side in order:

@@ -2,7 +2,7 @@
 
 SIDE is ``reference`` (the base and one full LoRA model copy per adapter) or ``studio`` (one
 base, adapters attached by name). Both import the same modules before the first reading, then
-load the setup and sample a few tokens on every side (base and each adapter), and print one
+load the setup and run a short A/B pair against each adapter, each side's own way, and print one
 JSON line: RSS after imports, the peak RSS from then on (the kernel's VmHWM, reset after the
 imports through /proc/self/clear_refs; ``ru_maxrss`` where that is not available), and their
 difference, the memory the setup itself took.
@@ -29,25 +29,22 @@ def _imports() -> None:
 
 
 def reference_setup(base_dir: Path, adapters: dict[str, Path], tok, n_new: int) -> None:
+    """The base and one full LoRA model per adapter; an A/B pair against each adapter."""
     from bench import reference
 
     base = reference.load_base(base_dir)
     loras = [reference.lora_copy(base, folder) for folder in adapters.values()]
-    for i, model in enumerate([base, *loras]):
-        reference.generate(model, tok, n_new, seed=i)
+    for i, lora in enumerate(loras):
+        reference.ab_pair(base, lora, tok, n_new, seed=i)
 
 
 def studio_setup(base_dir: Path, adapters: dict[str, Path], tok, n_new: int) -> None:
-    import torch
-
+    """One base with every adapter attached by name; an A/B pair (one batch) against each."""
     from bench import studio_side
-    from studio.fast import decode
 
     model = studio_side.load_with_adapters(base_dir, adapters, tok)
-    with torch.no_grad(), model.disable_adapter():
-        decode(model, [tok["BOS_None"]], n_new, [0], eos_id=tok["EOS_None"], min_new_tokens=n_new)
-    for i, name in enumerate(adapters, start=1):
-        studio_side.generate(model, name, tok, n_new, seed=i)
+    for i, name in enumerate(adapters):
+        studio_side.ab_pair(model, name, tok, n_new, seed=i)
 
 
 def _reset_peak() -> bool:

@@ -50,8 +50,10 @@ def _ratio_text(fig: Figure, variant: str) -> str:
     r = fig.ratios(variant)
     if r is None:
         return "—"
-    word = "×" if fig.higher_is_better else "× less" if fig.key.startswith("mem") else "× faster"
-    return f"{r.fmt(2)}{word}"
+    word = "× the reference's" if fig.fraction else "×" if fig.higher_is_better else "× faster"
+    if len(r.values) == 1:
+        return f"{r.values[0]:.2f}{word}"
+    return f"{r.median:.2f}{word} ({r.min:.2f}–{r.max:.2f})"
 
 
 def _verdict(fig: Figure) -> str:

@@ -91,5 +91,9 @@ def test_verdicts_use_paired_ratios_and_absolute_limits():
     boot.add("studio", 20)
     assert boot.met() is False  # median 16 s
     assert Figure("startup", "s", "s", False, status="pending").met() is None
+    mem = Figure("mem-x", "m", "MiB", False, target=0.6, fraction=True)
+    mem.add("reference", 100)
+    mem.add("studio", 55)
+    assert mem.ratios().values == [0.55] and mem.met() is True
     assert Stats([3.0, 1.0, 2.0]).fmt(1, " s") == "2.0 s (1.0–3.0)"
     assert interleaved(3, ["a", "b"]) == [["a", "b"], ["b", "a"], ["a", "b"]]
