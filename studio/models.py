@@ -51,7 +51,8 @@ def local_alternatives() -> list[str]:
     out = [POCKET_NAME] if (POCKET_DIR / "config.json").is_file() else []
     models = REPO_ROOT / "models"
     if models.is_dir():
-        out += [str(p) for p in sorted(models.iterdir()) if p != POCKET_DIR and (p / "config.json").is_file()]
+        out += [str(p) for p in sorted(models.iterdir())
+                if p != POCKET_DIR and not p.name.endswith(".checkpoint") and (p / "config.json").is_file()]
     return out
 
 
