@@ -11,37 +11,41 @@ from bench.common import Figure, Stats
 # next to the writer so the text is regenerated with the numbers, never pasted by hand.
 WHY = {
     "train": (
-        "Per token, the reference's batch-1 steps are cheap because they are short: DatasetMIDI "
-        "hands it ~230-token soprano lines, while every studio window is a full 1024-token stream of "
-        "all four voices (attention cost per token grows with the sequence). The studio's gain comes "
-        "from bigger matrix products (micro-batch 16 instead of 1 × accumulation 16: the same 16 "
-        "sequences per optimizer step) and from not re-tokenizing every epoch. Dropout on the frozen "
-        "base's attention probabilities forces PyTorch's unfused attention path; turning it off "
-        "('-noattndrop': LoRA dropout stays) is what else is left on a CPU. On a GPU, bf16 autocast, "
-        "fused AdamW and larger batches apply (bench/gpu.py)."
+        "Per token, the reference's batch-1 steps are cheap because they are short: DatasetMIDI hands it "
+        "~230-token soprano lines, while every studio window is a full 1024-token stream of all four "
+        "voices, and attention work per token grows with the sequence. With dropout on the frozen base's "
+        "attention probabilities (GPT-2's default attn_pdrop 0.1, in train mode on both sides) PyTorch "
+        "cannot use its fused attention kernel and materialises every (1024 × 1024) score matrix, which "
+        "is what the long windows pay for. The studio's gains are the bigger products of micro-batch 16 "
+        "(the same 16 sequences per optimizer step as batch 1 × accumulation 16) and not re-tokenizing "
+        "each epoch. What reaches the target on this CPU: turning off the base's attention dropout during "
+        "LoRA training (the '16x1-noattndrop' row; LoRA dropout and residual dropout stay), which needs a "
+        "line in studio/train.py; and folding --grad-accum-steps into the micro-batch when memory allows. "
+        "On a GPU, bf16 autocast, fused AdamW and larger batches apply (bench/gpu.py)."
     ),
     "gen": (
-        "On this CPU a batch-1 step is a few small matrix-vector products per layer, so time goes to "
-        "memory traffic and per-op overhead. Merging the adapter removes the LoRA ops, and the lean "
-        "decoder removes the KV-cache copies and the sampling chain; what is left is the base "
-        "model's own arithmetic. Beyond that: int8 weights (the CPU has AVX-512 VNNI) or a "
-        "compiled decoder (torch.compile with a static cache) would cut the per-token cost further."
+        "Decoding one token is a few matrix-vector products per layer; on this shared CPU their cost "
+        "(reading every weight once per token) is the floor both sides share. Merging the adapter "
+        "removes the LoRA ops and the lean decoder removes the KV-cache copies and the sampling chain, "
+        "which matters most for small models; for the wider hub shape the base's own weight traffic "
+        "dominates. What would reach it: fewer bytes per weight for decoding (int8 weights: this CPU has "
+        "AVX-512 VNNI), or serving several listeners' sides in one batch (the decoder's rows)."
     ),
     "ab": (
-        "Both sides of the pair now share each step's ops, but the adapter row still adds its low-rank "
-        "products to every targeted layer, and on a contended CPU two rows cost more than one. A merged "
-        "copy of the adapter's weights for the adapter row (one extra set of the targeted weights while "
-        "the pair runs) would remove those products at a memory cost."
+        "Both sides share each step's base products, but the adapter row adds its low-rank products to "
+        "every targeted layer, and on a contended CPU two rows cost ~1.3× one. A merged copy of the "
+        "targeted weights for the adapter row would remove those products, at the cost of one extra set "
+        "of weights while the pair runs (the memory figure's budget)."
     ),
     "mem": (
-        "For a small model, the setup's own memory is dominated by what the first forward pass and "
-        "sampling allocate (allocator arenas, caches), which both sides pay alike; the copies the "
-        "reference holds only weigh much once the model does (the hub shape)."
+        "For a small model the setup's own memory is mostly what the first forward passes allocate "
+        "(allocator arenas, KV caches, generate's buffers), which both sides pay; the reference's extra "
+        "model copies only weigh once the model does (the hub shape)."
     ),
     "render": "The CLI pays the soundfont load on each file; the studio's synth stays loaded.",
     "startup": (
-        "Start-up is import time (gradio, torch, transformers) plus loading the base; a lazy "
-        "import of the engine and --no-preload would serve the first page before the model loads."
+        "Start-up is import time (gradio, torch, transformers) plus loading the base; importing the "
+        "engine lazily and --no-preload would serve the first page before the model loads."
     ),
 }
 

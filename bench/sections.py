@@ -58,8 +58,11 @@ def scale_out() -> list[str]:
              "proposed change (Accelerator for device placement, DDP wrapping, each process its own share "
              "of the windows, one stop decision for all processes, only the main process saving).")
     return ["## Scale-out (Hugging Face Accelerate)", "",
-            "`accelerate launch --num_processes 2 --cpu -m studio train --data-dir … --output-dir …` runs the "
-            "same training in two processes; tests/test_accelerate.py runs it on CPU and checks the adapter. "
+            "`accelerate launch --multi_gpu --num_processes 2 -m studio train … --device cpu` runs the same "
+            "training in two processes (on a machine without GPUs Accelerate runs them on the CPU over gloo, "
+            "its MULTI_CPU mode; `--cpu` alone starts a single process in Accelerate 1.x unless an MPI "
+            "hostfile is given). tests/test_accelerate.py runs it with two CPU processes and checks the "
+            "adapter (both processes' shares counted, one adapter-best/-last written, loadable, trained). "
             + state]
 
 
