@@ -10,7 +10,7 @@ python -m studio.corpus bach --out "$work/heldout" --n 10 --offset 15
 python -m studio augment --input-dir "$work/train" --output-dir "$work/train_aug" \
   --transpose -2 -1 1 2 --tempo 0.9 1.0 1.1 --include-original
 python -m studio train --data-dir "$work/train_aug" --output-dir adapters/bach-chorales \
-  --model-name pocket --batch-size 1 --grad-accum-steps 16 --epochs 6 --num-workers 0 \
+  --model-name pocket --batch-size 4 --grad-accum-steps 4 --epochs 3 --num-workers 0 \
   --lr ${LR:-1e-3} --warmup-steps 5 --val-split 0.15 --seed 0
 python -m studio eval --adapter-dir adapters/bach-chorales/adapter-best --data-dir "$work/heldout" \
   --samples 8 --max-new-tokens 512 --seed 0 --json adapters/bach-chorales/eval_heldout.json
