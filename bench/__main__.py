@@ -28,6 +28,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=None, help="folder for data, models, renders")
     p.add_argument("--only", default=",".join(FIGURES), help=f"comma-separated subset of {','.join(FIGURES)}")
     p.add_argument("--decode-threads", type=int, default=None, help="intra-op threads for decoding, both sides")
+    p.add_argument("--train-threads", type=int, default=None, help="intra-op threads for training, both sides")
     return p.parse_args(argv)
 
 
@@ -46,6 +47,8 @@ def main(argv=None) -> int:
     sizes = fixtures.SMOKE if args.smoke else fixtures.FULL
     if args.decode_threads:
         sizes.decode_threads = args.decode_threads
+    if args.train_threads:
+        sizes.train_threads = args.train_threads
     tmp = tempfile.TemporaryDirectory(prefix="bench-smoke-") if args.smoke and not args.work else None
     work = args.work or (Path(tmp.name) if tmp else ROOT / "bench" / "out")
     out = args.out or (work / "RESULTS.md" if args.smoke else ROOT / "bench" / "RESULTS.md")
@@ -96,6 +99,7 @@ def run(sizes, work: Path, out: Path, only: set[str], command: str) -> int:
     context = {
         "command": command, "mode": "smoke sizes" if sizes is fixtures.SMOKE else "full sizes",
         "wall_s": time.perf_counter() - started, "decode_threads": sizes.decode_threads,
+        "train_threads": sizes.train_threads,
         "load_start": load_start, "load_end": load1(),
         "load_note": (f"1-minute load average between {min(loads)} and {max(loads)} during the figures "
                       f"on {os.cpu_count()} cores (1.0 per core = fully busy)") if loads else "n/a",

@@ -1,9 +1,13 @@
 """One function per figure: both sides, interleaved repeats, the verdict's inputs.
 
-Decoding (generation, A/B, the memory probe) runs with the same number of intra-op threads on
-both sides (``Sizes.decode_threads``, 1 by default): at batch 1, on a 2-core machine shared
-with other work, two threads made *both* sides 3–10× slower in trials (idle-spinning worker
-threads waiting for a core), which would measure the machine's load, not the pipelines.
+Both sides always run with the same number of intra-op threads: ``Sizes.decode_threads`` for
+decoding (generation, A/B, the memory probe) and ``Sizes.train_threads`` for training, 1 by
+default. On a 2-core machine shared with other work, two threads made every small op wait for
+the other thread's core (an elementwise op on a (174, 256) tensor took ~6 ms instead of
+~20 µs): both sides got slower, the one with many small ops (batch 1, short sequences: the
+reference) several times more so. That measures the machine's load, not the pipelines; one
+thread per side does not have the problem (and, if anything, understates the studio's larger
+matrix products, which would use the second core best).
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ def data_share(fx: Fixtures, tok, sizes: Sizes) -> tuple[Figure, object, list]:
 
 
 def training(fx: Fixtures, tok, sizes: Sizes, prepared, files: list) -> list[Figure]:
+    from studio.fast import intra_op_threads
+
     figs = []
     for label, m in fx.models.items():
         plan = sizes.train[label]
@@ -83,23 +89,24 @@ def training(fx: Fixtures, tok, sizes: Sizes, prepared, files: list) -> list[Fig
         fig.load = (load1(),)
         variants = [f"studio {v}" for v in plan["variants"]]
         sides = ["reference", *variants]
-        for rep, order in enumerate(interleaved(plan["repeats"], sides)):
-            for side in order:
-                if side == "reference":
-                    r = reference.train_steps(base, files, tok, seq, 1, accum, plan["ref_steps"])
-                else:
-                    r = studio_side.train_steps(base, prepared, side.split(" ", 1)[1], plan["studio_steps"])
-                fig.add(side, r["tokens"] / r["seconds"])
-                fig.add(f"{side} seconds", r["seconds"], aux=True)
-                _say(f"train {label} rep {rep + 1} {side}: {r['tokens']} tokens in {r['seconds']:.1f} s "
-                     f"= {r['tokens'] / r['seconds']:.0f} tok/s (load {load1()})")
+        with intra_op_threads(sizes.train_threads):
+            for rep, order in enumerate(interleaved(plan["repeats"], sides)):
+                for side in order:
+                    if side == "reference":
+                        r = reference.train_steps(base, files, tok, seq, 1, accum, plan["ref_steps"])
+                    else:
+                        r = studio_side.train_steps(base, prepared, side.split(" ", 1)[1], plan["studio_steps"])
+                    fig.add(side, r["tokens"] / r["seconds"])
+                    fig.add(f"{side} seconds", r["seconds"], aux=True)
+                    _say(f"train {label} rep {rep + 1} {side}: {r['tokens']} tokens in {r['seconds']:.1f} s "
+                         f"= {r['tokens'] / r['seconds']:.0f} tok/s (load {load1()})")
         fig.load += (load1(),)
         fig.notes.append(
             f"recipe: the guide's LoRA (r 16, alpha 32, dropout 0.05 on c_attn/c_proj/c_fc), AdamW lr 2e-4, "
             f"20 warm-up steps, max_seq_len {seq}, {accum} sequences per optimizer step "
             f"(reference: batch 1 × accumulation {accum}, {plan['ref_steps']} steps per repeat; studio: "
             f"{plan['studio_steps']} step per repeat; 'AxB' = micro-batch A × accumulation B), float32, "
-            f"{os.cpu_count()} cores")
+            f"{sizes.train_threads} intra-op thread(s) on both sides (see the machine notes)")
         figs.append(fig)
     return figs
 

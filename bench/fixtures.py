@@ -37,6 +37,7 @@ class Sizes:
     render_repeats: int
     startup_repeats: int
     decode_threads: int = 1
+    train_threads: int = 1
 
 
 FULL = Sizes(

@@ -114,8 +114,10 @@ def write(path: Path, figs: list[Figure], machine: dict, context: dict, extra_se
         "## Machine",
         "",
         f"- CPU: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']} GiB RAM; GPU: {machine['cuda']}",
-        f"- {machine['platform']}, Python {machine['python']}, torch threads {machine['torch_threads']}, "
-        f"decode threads (both sides) {context['decode_threads']}",
+        f"- {machine['platform']}, Python {machine['python']}, torch's default threads "
+        f"{machine['torch_threads']}; used on both sides: {context['train_threads']} for training, "
+        f"{context['decode_threads']} for decoding (on this shared 2-core machine a second thread made "
+        "every small op wait for a busy core, which punished the side with more, smaller ops)",
         "- " + ", ".join(f"{k} {val}" for k, val in v.items()) + f"; fluidsynth CLI: {machine['fluidsynth_cli']}",
         f"- Load average (1 min) at start / end: {context['load_start']} / {context['load_end']}. The "
         f"machine was shared with other work during the run: {context['load_note']}",
