@@ -7,6 +7,8 @@ the bundled pocket base. Everything else lives in studio/ (engine) and studio/ui
 
 from __future__ import annotations
 
+from studio import zerogpu  # noqa: F401  (first: on ZeroGPU `spaces` must patch torch before anything imports it)
+
 import argparse
 import logging
 import os

@@ -74,7 +74,8 @@ class RunWriter:
 
 LOCK = "training.lock"  # in runs_dir(): {"pid", "create_time", "run_dir"} of the one running job
 CHILD_OUT = "child.out"  # the child's stdout/stderr (import errors land here, before log.txt exists)
-TERMINAL = ("finished", "stopped", "failed")
+LAUNCH = "launch.json"  # in the run folder: the lock's content plus the owner
+TERMINAL = ("finished", "stopped", "failed", "interrupted")
 _children: dict[int, subprocess.Popen] = {}  # so finished children are reaped, not left as zombies
 
 
@@ -152,11 +153,12 @@ def new_run_dir(label: str) -> Path:
     return _runs() / f"{stamp}-{label}"
 
 
-def start_training(cfg, run_dir: str | Path | None = None) -> Path:
+def start_training(cfg, run_dir: str | Path | None = None, owner: str | None = None) -> Path:
     """Launch ``python -m studio train`` as a child in its own session; returns the run folder.
 
     The child outlives the page (and the app, if the app is stopped), writes everything to the
-    run folder, and is the only training job: a second call raises JobRunning.
+    run folder, and is the only training job: a second call raises JobRunning. ``owner``: who
+    may stop it in public mode (a session key), kept in launch.json.
     """
     run_dir = Path(run_dir or new_run_dir(Path(cfg.output_dir).name))
     _take_lock(run_dir)
@@ -176,11 +178,16 @@ def start_training(cfg, run_dir: str | Path | None = None) -> Path:
         lock = {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "run_dir": str(run_dir),
                 "started": time.time()}
         _write_json_atomic(_lock_path(), lock)
-        _write_json_atomic(run_dir / "launch.json", lock)
+        _write_json_atomic(run_dir / LAUNCH, {**lock, "owner": owner})
     except BaseException:
         _lock_path().unlink(missing_ok=True)
         raise
     return run_dir
+
+
+def run_owner(run_dir: str | Path) -> str | None:
+    """The owner given to start_training (public mode: the session that may stop the run)."""
+    return (_read_json(Path(run_dir) / LAUNCH) or {}).get("owner")
 
 
 def stop_run(run_dir: str | Path) -> None:
@@ -224,7 +231,7 @@ class RunView:
     """What the Train tab shows about one run, read from its folder."""
 
     run_dir: Path
-    state: str  # starting | running | finished | stopped | failed
+    state: str  # starting | running | finished | stopped | failed | interrupted
     config: dict
     events: list[dict]  # every event so far (step events included)
     log_tail: list[str]
@@ -234,6 +241,12 @@ class RunView:
     @property
     def done(self) -> bool:
         return self.state in TERMINAL
+
+    @property
+    def resumable(self) -> bool:
+        """Interrupted or stopped with a checkpoint left: Resume (same adapter name) continues it."""
+        out = self.config.get("output_dir")
+        return self.state in ("interrupted", "stopped") and bool(out) and (Path(out) / "checkpoint").is_dir()
 
     def last(self, kind: str) -> dict | None:
         return next((e for e in reversed(self.events) if e.get("type") == kind), None)
@@ -272,17 +285,19 @@ class RunReader:
     def poll(self) -> RunView:
         self._read_events()
         status = _read_json(self.dir / STATUS) or {}
-        launch = _read_json(self.dir / "launch.json") or {}
+        launch = _read_json(self.dir / LAUNCH) or {}
         pid = status.get("pid") or launch.get("pid")
         state = status.get("state") or "starting"
         log = _tail(self.dir / LOG, self.log_lines)
         error = status.get("error", "")
         create_time = launch.get("create_time") if pid == launch.get("pid") else None
         if state in ("starting", "running") and not pid_alive(pid, create_time):
-            # the process is gone but never wrote its end: killed, crashed, or failed to start
+            # The process is gone but never wrote its end. Once it was training (status.json says
+            # running) it was interrupted (SIGKILL, out of memory, a restart): its checkpoint and
+            # adapter-best are on disk and Resume continues it. Before that it failed to start.
             self._read_events()
             out = _tail(self.dir / CHILD_OUT, self.log_lines)
-            state = "failed"
+            state = "interrupted" if state == "running" else "failed"
             last = next((line for line in reversed(log + out) if line.strip()), "")  # stderr first
             error = f"the training process (pid {pid}) ended without finishing" + (f": {last.strip()}" if last else "")
             log = log + [line for line in out if line not in log]

@@ -3,7 +3,8 @@
 Adapters: ``adapters_dir()/NAME/`` is either a training output folder (``adapter-best``,
 ``adapter-last``, ``training_meta.json``…) or a bare adapter (``adapter_config.json`` +
 ``adapter_model.safetensors``). The demo adapter committed with the code lives in
-``bundled_adapters_dir()`` and is read-only. Datasets: ``datasets_dir()/NAME/`` holds MIDI files.
+``bundled_adapters_dir()`` and is read-only. Datasets: ``ROOT/NAME/`` holds MIDI files, where ROOT
+is ``datasets_dir()`` or, in public mode, one session's folder (``root=``, see studio/public.py).
 
 Names become folder names and peft adapter keys, so every name goes through
 ``models.safe_adapter_name`` (letters, digits, ``._-``; nothing path-like). Errors are
@@ -297,17 +298,18 @@ class AddResult:
         return f"{len(self.added)} added, {len(self.skipped)} skipped"
 
 
-def dataset_path(name: str, must_exist: bool = False) -> Path:
+def dataset_path(name: str, must_exist: bool = False, root: Path | None = None) -> Path:
+    """``root/name`` (root: datasets_dir() unless given, e.g. a public session's folder)."""
     safe_adapter_name(name)  # the same rule as adapter names: one safe folder name
-    path = datasets_dir() / name
+    path = Path(root or datasets_dir()) / name
     if must_exist and not path.is_dir():
         raise FileNotFoundError(f"dataset {name!r}: not found")
     return path
 
 
-def list_datasets() -> list[DatasetEntry]:
+def list_datasets(root: Path | None = None) -> list[DatasetEntry]:
     out = []
-    for folder in _folders(datasets_dir()):
+    for folder in _folders(Path(root or datasets_dir())):
         try:
             safe_adapter_name(folder.name)
             n = len(list_midi(folder))
@@ -317,7 +319,8 @@ def list_datasets() -> list[DatasetEntry]:
     return out
 
 
-def add_files(name: str, paths, max_files: int = MAX_UPLOAD_FILES, max_bytes: int = MAX_UPLOAD_BYTES) -> AddResult:
+def add_files(name: str, paths, max_files: int = MAX_UPLOAD_FILES, max_bytes: int = MAX_UPLOAD_BYTES,
+              root: Path | None = None) -> AddResult:
     """Copy uploaded .mid/.midi files (and the MIDI files inside .zip files) into dataset ``name``.
 
     Files are kept whether or not they parse: the Data table shows each one's reason. Names are
@@ -329,7 +332,7 @@ def add_files(name: str, paths, max_files: int = MAX_UPLOAD_FILES, max_bytes: in
     total = sum(p.stat().st_size for p in paths if p.is_file())
     if total > max_bytes:
         raise ValueError(f"the upload holds {total / 2**20:.0f} MB (limit {max_bytes // 2**20} MB)")
-    dest = dataset_path(name)
+    dest = dataset_path(name, root=root)
     dest.mkdir(parents=True, exist_ok=True)
     res = AddResult()
     for p in paths:
@@ -366,7 +369,7 @@ def import_folder(name: str, folder: str | Path) -> AddResult:
 _scan_cache: dict[tuple[str, int, int], dict] = {}  # (path, mtime_ns, size) -> row: files don't change in place
 
 
-def scan_dataset(name: str, tok=None) -> list[dict]:
+def scan_dataset(name: str, tok=None, root: Path | None = None) -> list[dict]:
     """One row per MIDI file of dataset ``name``: file, duration, tracks, notes, tokens, status.
 
     Files are parsed in worker processes (midi.scan_files: untrusted uploads); ``tokens`` counts
@@ -374,7 +377,7 @@ def scan_dataset(name: str, tok=None) -> list[dict]:
     """
     from studio.midi import scan_files
 
-    folder = dataset_path(name, must_exist=True)
+    folder = dataset_path(name, must_exist=True, root=root)
     files = list_midi(folder)
     keys = {p: (str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files}
     todo = [p for p in files if keys[p] not in _scan_cache]
@@ -397,8 +400,8 @@ def _row(report, tok) -> dict:
     return row
 
 
-def delete_dataset(name: str) -> None:
-    path = dataset_path(name, must_exist=True)
+def delete_dataset(name: str, root: Path | None = None) -> None:
+    path = dataset_path(name, must_exist=True, root=root)
     trash = path.with_name(f".{name}.deleted-{time.time_ns()}")
     path.rename(trash)
     shutil.rmtree(trash, ignore_errors=True)

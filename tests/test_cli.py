@@ -91,7 +91,7 @@ def test_sigkill_mid_epoch_keeps_adapter_best_and_resume_continues(tmp_path, tin
     from studio.jobs import read_run
 
     view = read_run(run)
-    assert view.state == "failed" and "ended without" in view.error
+    assert view.state == "interrupted" and "ended without" in view.error and view.resumable
     r = studio(*train_args(tmp_path / "album", out, tiny_base_dir, "--epochs", "2", "--batch-size", "1",
                            "--grad-accum-steps", "1", "--val-split", "0.2", "--resume"))
     assert r.returncode == 0, r.stderr

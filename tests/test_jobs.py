@@ -87,12 +87,12 @@ def fake_run(name: str, status: dict | None, log: list[str], child_out: str = ""
     return run
 
 
-def test_dead_process_shows_as_failed_with_its_last_lines():
+def test_dead_process_shows_as_interrupted_with_its_last_lines():
     pid = dead_pid()
     run = fake_run("20260101-000000-killed", {"state": "running", "pid": pid},
                    ["12:00:00 training started", "12:00:05 epoch 1 done"], "Killed\n")
     view = jobs.read_run(run)
-    assert view.state == "failed" and view.done
+    assert view.state == "interrupted" and view.done and not view.resumable  # no output folder here
     assert f"pid {pid}" in view.error and "ended without finishing" in view.error and "Killed" in view.error
     assert "12:00:05 epoch 1 done" in view.log_tail
     # a child that died before writing status.json (an import error) fails too, with its output

@@ -94,12 +94,16 @@ def build(settings: Settings) -> dict:
     with gr.Row():
         with gr.Column():
             selected = gr.Textbox(label="Selected adapter", interactive=False, elem_id="adapter-selected")
-            with gr.Row():
+            # public mode: adapters are shared by every visitor, so nobody renames or deletes them
+            with gr.Row(visible=settings.local):
                 new_name = gr.Textbox(label="New name", scale=3)
                 rename_btn = gr.Button("Rename", scale=1)
             with gr.Row():
                 download_btn = gr.Button("Download as .zip")
-                delete_btn = gr.Button("Delete…", variant="stop")
+                delete_btn = gr.Button("Delete…", variant="stop", visible=settings.local)
+            if not settings.local:
+                gr.Markdown("On this public studio adapters are shared with every visitor and cannot be renamed "
+                            "or deleted here; download yours as a .zip.")
             with gr.Group(visible=False) as confirm:
                 confirm_text = gr.Markdown()
                 with gr.Row():
@@ -115,10 +119,11 @@ def build(settings: Settings) -> dict:
     message = gr.Markdown()
 
     grid.select(select, [names], [selected])
-    rename_btn.click(rename, [selected, new_name], [grid, names, selected, message])
-    delete_btn.click(ask_delete, [selected], [confirm, confirm_text])
-    no.click(lambda: gr.update(visible=False), None, [confirm])
-    yes.click(delete, [selected], [grid, names, selected, message, confirm])
+    if settings.local:  # not even an API endpoint in public mode
+        rename_btn.click(rename, [selected, new_name], [grid, names, selected, message])
+        delete_btn.click(ask_delete, [selected], [confirm, confirm_text])
+        no.click(lambda: gr.update(visible=False), None, [confirm])
+        yes.click(delete, [selected], [grid, names, selected, message, confirm])
     download_btn.click(download, [selected], [zip_out])
     up_btn.click(make_upload(settings), [up, up_name], [grid, names, selected, message],
                  concurrency_id="compute", concurrency_limit=settings.compute_limit)

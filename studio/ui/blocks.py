@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from pathlib import Path
 
 import gradio as gr
 
-from studio import library
-from studio.config import DEFAULT_BASE, POCKET_NAME, renders_dir
+from studio import library, public
+from studio.config import (DEFAULT_BASE, POCKET_NAME, REPO_ROOT, adapters_dir, bundled_adapters_dir, cache_dir,
+                           datasets_dir, renders_dir, runs_dir)
 from studio.ui import adapters_tab, compare_tab, data_tab, train_tab
-from studio.ui.common import CSS, Settings, base_label, user_message
+from studio.ui.common import CSS, DUPLICATE_NOTE, Settings, base_label, datasets_root, user_message
 
 log = logging.getLogger("studio.ui")
-MAX_FILE_SIZE = "200mb"  # per uploaded file; library.add_files limits the count and total
 DELETE_CACHE = (3600, 6 * 3600)  # every hour, drop gradio's cached uploads/outputs older than 6 h
 
 
@@ -37,7 +38,7 @@ def choose_base(requested: str | None) -> tuple[str, str]:
 
 
 def is_public() -> bool:
-    return bool(os.environ.get("SPACE_ID")) or os.environ.get("STUDIO_PUBLIC", "").lower() in ("1", "true", "yes")
+    return public.enabled()
 
 
 def make_settings(base: str | None = None) -> Settings:
@@ -47,10 +48,12 @@ def make_settings(base: str | None = None) -> Settings:
     chosen, note = choose_base(base or os.environ.get("STUDIO_BASE"))
     audio, audio_note = fluidsynth_status()
     bases = list(dict.fromkeys([chosen, DEFAULT_BASE, *local_alternatives()]))
+    from studio import public as studio_public
+
     public = is_public()
     limit = int(os.environ.get("STUDIO_COMPUTE_LIMIT", "1" if public else "2"))
-    return Settings(base=chosen, base_note=note, bases=bases, audio=audio,
-                    audio_note="" if audio else audio_note, local=not public, compute_limit=max(1, limit))
+    return Settings(base=chosen, base_note=note, bases=bases, audio=audio, audio_note="" if audio else audio_note,
+                    local=not public, compute_limit=max(1, limit), limits=studio_public.limits())
 
 
 def preload(settings: Settings) -> threading.Thread:
@@ -75,6 +78,8 @@ def banners(settings: Settings) -> str:
                      ". MIDI downloads and piano rolls still work; restart the studio after installing.")
     if settings.base_note:
         parts.append(user_message(settings.base_note))
+    if not settings.local:
+        parts.append(DUPLICATE_NOTE.replace("**", ""))
     return "".join(f"<div class='studio-banner'>{p}</div>" for p in parts)
 
 
@@ -93,8 +98,8 @@ def build_demo(settings: Settings) -> gr.Blocks:
             with gr.Tab("Adapters", id="adapters") as t_adapters:
                 adapters = adapters_tab.build(settings)
 
-        def datasets_for_train(current):
-            names = data_tab.dataset_names()
+        def datasets_for_train(current, request: gr.Request = None):
+            names = data_tab.dataset_names(datasets_root(request))
             return gr.update(choices=names, value=current if current in names else (names[0] if names else None))
 
         t_train.select(datasets_for_train, [train["dataset"]], [train["dataset"]])
@@ -103,22 +108,43 @@ def build_demo(settings: Settings) -> gr.Blocks:
         refresh_a, outs_a = adapters["refresh"]
         t_adapters.select(refresh_a, None, outs_a)
         t_data.select(data["show"], [data["dataset"]], [data["grid"], data["paths"], data["summary"]])
-        def datasets_now(current):  # choices are built at start-up; a new page gets today's list
-            names = data_tab.dataset_names()
+        def datasets_now(current, request: gr.Request = None):  # a new page gets today's list (its own, public)
+            if not settings.local:
+                public.cleanup_sessions(settings.limits.session_max_age_h * 3600)  # pages gone without unload
+            names = data_tab.dataset_names(datasets_root(request))
             return gr.update(choices=names, value=current if current in names or not names else names[0])
 
         demo.load(datasets_now, [data["dataset"]], [data["dataset"]]).then(
             data["show"], [data["dataset"]], [data["grid"], data["paths"], data["summary"]])
         attach, train_outs = train["attach"]
         demo.load(attach, None, train_outs, concurrency_id="watch", concurrency_limit=16)
+        if not settings.local:
+            demo.unload(end_session)
     return demo
+
+
+def end_session(request: gr.Request):
+    """A page was closed (public mode): its uploads go, unless its training job still reads them."""
+    try:
+        public.remove_session(getattr(request, "session_hash", None))
+    except OSError as e:  # never let cleanup disturb the server
+        log.warning("could not remove a closed page's datasets: %s", e)
+
+
+def private_folders() -> list[str]:
+    """Everything the studio keeps that must never be served, whatever gradio allows by default
+    (it serves files in the working directory and temp folder when a handler returns them)."""
+    folders = [datasets_dir(), runs_dir(), adapters_dir(), cache_dir(), bundled_adapters_dir(), REPO_ROOT / "models"]
+    return [str(f) for f in dict.fromkeys(Path(f).resolve() for f in folders)]
 
 
 def launch(demo: gr.Blocks, settings: Settings, host: str, port: int, **kw):
     """Queue (compute events share one limit, set per event) and serve only the renders folder."""
     renders_dir().mkdir(parents=True, exist_ok=True)
     library.prune_renders()
+    if not settings.local:
+        public.cleanup_sessions(settings.limits.session_max_age_h * 3600)
     demo.queue(default_concurrency_limit=4, max_size=64)
-    return demo.launch(server_name=host, server_port=port, max_file_size=MAX_FILE_SIZE,
-                       allowed_paths=[str(renders_dir())], theme=gr.themes.Soft(), css=CSS,
-                       show_error=False, **kw)
+    return demo.launch(server_name=host, server_port=port, max_file_size=settings.limits.gradio_max_file_size,
+                       allowed_paths=[str(renders_dir())], blocked_paths=private_folders(),
+                       theme=gr.themes.Soft(), css=CSS, show_error=False, **kw)

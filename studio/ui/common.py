@@ -16,6 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from studio import public
 from studio.config import data_dir
 
 log = logging.getLogger("studio.ui")
@@ -34,6 +35,21 @@ class Settings:
     audio_note: str = ""  # how to enable audio when it is not
     local: bool = True  # server folders may be browsed (never on a public Space)
     compute_limit: int = 2  # training jobs + generations running at once
+    limits: public.Limits = public.LOCAL  # upload and training limits (public mode: studio/public.py)
+
+
+DUPLICATE_NOTE = ("This is a shared public studio: training is limited and runs one job at a time for "
+                  "everyone. For private, unlimited training, **duplicate this Space** (⋮ menu → "
+                  "Duplicate this Space) and set its variable `STUDIO_PUBLIC` to `0`, or run the studio on "
+                  "your own machine.")
+
+
+def datasets_root(request: gr.Request | None) -> Path | None:
+    """Where this page's datasets live: in public mode its session's own folder, else None (the
+    shared datasets folder). A direct call (no request) uses the shared folder."""
+    if request is None or not public.enabled():
+        return None
+    return public.session_datasets(getattr(request, "session_hash", None))
 
 
 def base_label(name: str) -> str:
@@ -123,6 +139,7 @@ CSS = """
 .progress-inner {height: 100%; background: linear-gradient(90deg, #6366f1, #8b5cf6); transition: width .5s}
 .progress-text {font-size: 0.92em; margin-top: 4px}
 .state-failed {color: #b91c1c; font-weight: 600}
+.state-interrupted {color: #b45309; font-weight: 600}
 .state-finished, .state-stopped {color: #047857; font-weight: 600}
 .side-title {font-weight: 700; font-size: 1.1em}
 """

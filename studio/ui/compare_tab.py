@@ -13,12 +13,14 @@ import gradio as gr
 from studio import library
 from studio.compare import Knobs, get_comparer
 from studio.config import renders_dir
-from studio.ui.common import Settings, base_choices, handler, user_message
+from studio.ui.common import Settings, base_choices, datasets_root, handler, user_message
+from studio.zerogpu import gpu
 
 BASE = "base alone"
 NONE = "(none)"
 NO_PROMPT = "(no prompt)"
 N_SIDES = 3
+GPU_SECONDS = 120  # ZeroGPU: the longest one Generate may hold the GPU (3 sides of 1024 tokens + audio)
 SIDE_OUTPUTS = 6  # column, title, audio, roll, midi, info
 
 
@@ -32,17 +34,19 @@ def side_choices() -> tuple[list[str], list[str]]:
     return [BASE, *names], [NONE, BASE, *names]
 
 
-def prompt_choices() -> list[str]:
-    """"dataset/file" for every MIDI file of every dataset (at most 500)."""
+def prompt_choices(root: Path | None = None) -> list[str]:
+    """"dataset/file" for every MIDI file of every dataset under ``root`` (at most 500)."""
     out = [NO_PROMPT]
-    for d in library.list_datasets():
+    if root is not None and not root.is_dir():
+        return out
+    for d in library.list_datasets(root):
         out += [f"{d.name}/{p.relative_to(d.path).as_posix()}" for p in library.list_midi(d.path)]
         if len(out) > 500:
             break
     return out[:501]
 
 
-def refresh_choices(a=BASE, b=BASE, c=NONE, picked=NO_PROMPT):
+def refresh_choices(a=BASE, b=BASE, c=NONE, picked=NO_PROMPT, request: gr.Request = None):
     """New choices after training, renames or uploads; the session's picks stay when still valid."""
     ab, c_choices = side_choices()
     names = adapter_names()
@@ -50,20 +54,21 @@ def refresh_choices(a=BASE, b=BASE, c=NONE, picked=NO_PROMPT):
     if b not in ab or (b == a and names):
         b = next((n for n in names if n != a), BASE)
     c = c if c in c_choices else NONE
-    prompts = prompt_choices()
+    prompts = prompt_choices(datasets_root(request))
     return (gr.update(choices=ab, value=a), gr.update(choices=ab, value=b), gr.update(choices=c_choices, value=c),
             gr.update(choices=prompts, value=picked if picked in prompts else NO_PROMPT))
 
 
-def prompt_path(uploaded, picked) -> Path | None:
-    """A clean copy (re-written by symusic) of the uploaded or picked prompt, or None."""
+def prompt_path(uploaded, picked, datasets: Path | None = None) -> Path | None:
+    """A clean copy (re-written by symusic) of the uploaded or picked prompt, or None.
+    ``datasets``: where picked pieces are looked up (a public session's folder)."""
     from studio.midi import safe_load
 
     if uploaded:
         src = Path(uploaded if isinstance(uploaded, str) else uploaded.name)
     elif picked and picked != NO_PROMPT:
         dataset, _, rel = picked.partition("/")
-        root = library.dataset_path(dataset, must_exist=True).resolve()
+        root = library.dataset_path(dataset, must_exist=True, root=datasets).resolve()
         src = (root / rel).resolve()
         if not src.is_relative_to(root) or not src.is_file():
             raise FileNotFoundError(f"prompt {picked}: not found in dataset {dataset}")
@@ -117,28 +122,37 @@ def side_updates(results, titles) -> list:
     return out
 
 
+@gpu(duration=GPU_SECONDS)
+def generate_sides(base: str, sides, prompt, knobs: Knobs, seed: int, audio: bool, stems, reference):
+    """The model work of one Generate: on ZeroGPU it runs in a worker that holds the GPU, so it
+    takes and returns plain picklable values: (side results, the base's fallback note)."""
+    comparer = get_comparer(base)
+    results = comparer.generate(sides, prompt, knobs, seed, audio=audio, stems=stems, reference=reference)
+    return results, (comparer.info.fallback_reason if comparer.info else "")
+
+
 def make_generate(settings: Settings):
     @handler
-    def generate(base, a, b, c, uploaded, picked, max_new, temperature, top_p, top_k, seed, blind):
+    def generate(base, a, b, c, uploaded, picked, max_new, temperature, top_p, top_k, seed, blind,
+                 request: gr.Request = None):
         sides = sides_from(a, b, c)
         library.prune_renders()  # old comparisons go; this one is written next
         knobs = Knobs(int(max_new), float(temperature), float(top_p), int(top_k))
         seed = random.randrange(2**31) if seed is None or seed == "" else int(seed)
-        prompt = prompt_path(uploaded, picked)
-        comparer = get_comparer(base or settings.base)
+        prompt = prompt_path(uploaded, picked, datasets_root(request))
         reference = next((s for s in sides if s), None)  # chosen before the shuffle
         if blind:
             sides = shuffled(sides)
         stems = [f"side{k + 1}" for k in range(len(sides))] if blind else None
-        results = comparer.generate(sides, prompt, knobs, seed, audio=settings.audio, stems=stems,
-                                     reference=reference)
+        results, fallback = generate_sides(base or settings.base, sides, prompt, knobs, seed, settings.audio,
+                                           stems, reference)
         labels = [r.label for r in results]
         titles = [f"Side {k + 1}" for k in range(len(results))] if blind else labels
         status = f"Seed **{seed}** for every side"
         if prompt:
             status += f" · prompt `{'uploaded' if uploaded else Path(picked).name}`"
-        if comparer.info and comparer.info.fallback_reason:
-            status += f"\n\n⚠ {user_message(comparer.info.fallback_reason)}"
+        if fallback:
+            status += f"\n\n⚠ {user_message(fallback)}"
         blind_state = {"labels": labels, "voted": False} if blind else {}
         vote = gr.update(choices=titles, value=None, visible=bool(blind))
         return [status, seed, blind_state, vote, gr.update(visible=bool(blind)), *side_updates(results, titles)]
@@ -185,10 +199,10 @@ def tally_md(tally: dict) -> str:
 
 def make_preview(settings: Settings):
     @handler
-    def preview(uploaded, picked):
+    def preview(uploaded, picked, request: gr.Request = None):
         from studio.ui.data_tab import preview_files
 
-        path = prompt_path(uploaded, picked)
+        path = prompt_path(uploaded, picked, datasets_root(request))
         if path is None:
             return None, None
         ogg, png, _ = preview_files(path, settings.audio)
@@ -211,7 +225,7 @@ def build(settings: Settings) -> dict:
         with gr.Row():
             with gr.Column():
                 uploaded = gr.File(file_types=[".mid", ".midi"], label="Upload a prompt MIDI", height=100)
-                picked = gr.Dropdown(prompt_choices(), value=NO_PROMPT, label="…or a piece from a dataset",
+                picked = gr.Dropdown(prompt_choices() if settings.local else [NO_PROMPT], value=NO_PROMPT, label="…or a piece from a dataset",
                                      elem_id="prompt-pick")
             p_audio = gr.Audio(label="Prompt", type="filepath", interactive=False, visible=settings.audio)
             p_roll = gr.Image(label="Prompt piano roll", type="filepath", interactive=False, height=160)

@@ -10,10 +10,10 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from studio import library
+from studio import library, public
 from studio.augment import augment_dir, source_of
 from studio.config import AugmentConfig, renders_dir
-from studio.ui.common import Settings, handler, md_list, parse_numbers
+from studio.ui.common import Settings, datasets_root, handler, md_list, parse_numbers
 
 COLUMNS = ["file", "duration_s", "tracks", "notes", "tokens", "status"]
 HEADERS = ["file", "duration (s)", "tracks", "notes", "tokens", "status"]
@@ -27,16 +27,19 @@ def tokenizer():
     return build_tokenizer()
 
 
-def dataset_names() -> list[str]:
-    return [d.name for d in library.list_datasets()]
+def dataset_names(root: Path | None = None) -> list[str]:
+    """Datasets under ``root`` (a public session's folder), else the shared datasets folder."""
+    if root is not None and not root.is_dir():
+        return []
+    return [d.name for d in library.list_datasets(root)]
 
 
-def table(dataset: str | None) -> tuple[pd.DataFrame, list[str], str]:
+def table(dataset: str | None, root: Path | None = None) -> tuple[pd.DataFrame, list[str], str]:
     """(table, file paths in row order, one-line summary) for a dataset."""
-    if not dataset or not library.dataset_path(dataset).is_dir():
+    if not dataset or not library.dataset_path(dataset, root=root).is_dir():
         return pd.DataFrame(columns=HEADERS), [], "No dataset yet: upload MIDI files to create one."
-    rows = library.scan_dataset(dataset, tokenizer())
-    folder = library.dataset_path(dataset)
+    rows = library.scan_dataset(dataset, tokenizer(), root=root)
+    folder = library.dataset_path(dataset, root=root)
     df = pd.DataFrame([[r[c] for c in COLUMNS] for r in rows], columns=HEADERS)
     ok = [r for r in rows if r["status"] == "OK"]
     tokens = sum(r["tokens"] or 0 for r in ok)
@@ -47,28 +50,44 @@ def table(dataset: str | None) -> tuple[pd.DataFrame, list[str], str]:
 
 
 @handler
-def show_dataset(dataset):
-    df, paths, summary = table(dataset)
+def show_dataset(dataset, request: gr.Request = None):
+    df, paths, summary = table(dataset, datasets_root(request))
     return df, paths, summary
 
 
-def _after_add(dataset: str, res: library.AddResult):
-    df, paths, summary = table(dataset)
+def _after_add(dataset: str, res: library.AddResult, root: Path | None = None):
+    df, paths, summary = table(dataset, root)
     notes = f"Added {len(res.added)} file(s) to **{dataset}**."
     if res.skipped:
         notes += f" Skipped {len(res.skipped)}:\n" + md_list(res.skipped)
-    choices = dataset_names()
+    choices = dataset_names(root)
     return df, paths, summary + "\n\n" + notes, gr.update(choices=choices, value=dataset), None
 
 
+def upload_budget(root: Path | None, lim: public.Limits) -> tuple[int, int]:
+    """(files, bytes) one upload may bring: the per-upload limits, and in public mode what is left
+    of the session's share."""
+    max_bytes = lim.max_upload_mb * public.MB
+    if root is not None and lim.max_session_mb:
+        used = public.folder_bytes(root)
+        left = lim.max_session_mb * public.MB - used
+        if left <= 0:
+            raise ValueError(f"this page's datasets hold {used / public.MB:.0f} MB (limit {lim.max_session_mb} MB); "
+                             "delete a dataset first")
+        max_bytes = min(max_bytes, left)
+    return lim.max_upload_files, max_bytes
+
+
 @handler
-def upload(files, dataset):
+def upload(files, dataset, request: gr.Request = None):
     """Uploaded files (paths from gr.File) go into ``dataset``; the table is refreshed."""
     if not files:
         raise ValueError("choose one or more .mid/.midi files or a .zip first")
     dataset = (dataset or "").strip() or "my-album"
     paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in files]
-    return _after_add(dataset, library.add_files(dataset, paths))
+    root = datasets_root(request)
+    max_files, max_bytes = upload_budget(root, public.limits() if root is not None else public.LOCAL)
+    return _after_add(dataset, library.add_files(dataset, paths, max_files, max_bytes, root=root), root)
 
 
 @handler
@@ -111,18 +130,26 @@ def make_select(settings: Settings):
 
 
 @handler
-def augment(dataset, transpose_text, tempo_text, include_original, out_name):
+def augment(dataset, transpose_text, tempo_text, include_original, out_name, request: gr.Request = None):
     if not dataset:
         raise ValueError("pick a dataset to augment first")
+    root = datasets_root(request)
     out_name = (out_name or "").strip() or f"{dataset}-aug"
     if out_name == dataset:
         raise ValueError("the augmented dataset needs a name different from its source")
-    out = library.dataset_path(out_name)
+    out = library.dataset_path(out_name, root=root)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"dataset {out_name!r} already exists; pick another name or delete it")
-    cfg = AugmentConfig(str(library.dataset_path(dataset, must_exist=True)), str(out),
+    cfg = AugmentConfig(str(library.dataset_path(dataset, must_exist=True, root=root)), str(out),
                         parse_numbers(transpose_text, int, "transpositions"),
                         parse_numbers(tempo_text, float, "tempo factors"), bool(include_original))
+    if root is not None:  # public: the variants count against the session's share
+        variants = max(len(cfg.transpose), 1) * max(len(cfg.tempo), 1) + int(cfg.include_original)
+        _, left = upload_budget(root, public.limits())
+        need = public.folder_bytes(Path(cfg.input_dir)) * variants
+        if need > left:
+            raise ValueError(f"augmenting {dataset} would write about {need / public.MB:.0f} MB, more than the "
+                             f"{left / public.MB:.0f} MB left to this page; use fewer transpositions or tempos")
     summary = augment_dir(cfg)
     pieces = len({source_of(n) for n in summary.written})
     text = f"Wrote **{out_name}**: {len(summary.written)} files from {pieces} pieces ({summary.line()})."
@@ -130,23 +157,30 @@ def augment(dataset, transpose_text, tempo_text, include_original, out_name):
         text += "\n\nSkipped variants (a note would leave the tokenizer's pitch range):\n" + md_list(summary.skipped, 6)
     if summary.failed:
         text += "\n\nFiles that could not be used:\n" + md_list(summary.failed, 6)
-    return text, gr.update(choices=dataset_names(), value=dataset)
+    return text, gr.update(choices=dataset_names(root), value=dataset)
 
 
 @handler
-def delete(dataset):
-    library.delete_dataset(dataset)
-    names = dataset_names()
-    df, paths, summary = table(names[0] if names else None)
+def delete(dataset, request: gr.Request = None):
+    root = datasets_root(request)
+    library.delete_dataset(dataset, root=root)
+    names = dataset_names(root)
+    df, paths, summary = table(names[0] if names else None, root)
     return gr.update(choices=names, value=names[0] if names else None), df, paths, f"Deleted **{dataset}**. " + summary
 
 
 def build(settings: Settings) -> dict:
     """Lay out the Data tab; returns the components other tabs listen to."""
-    names = dataset_names()
+    names = dataset_names() if settings.local else []  # public: each page sees only its own uploads
     paths = gr.State([])  # this session's table rows -> files
     gr.Markdown("Upload the MIDI files you want the adapter to learn from: several at once, or a .zip. "
                 "Each file is checked; the table says why a file cannot be used.")
+    if not settings.local:
+        lim = settings.limits
+        gr.Markdown(f"On this public studio your uploads are private to this page and deleted when you close "
+                    f"it (at the latest {lim.session_max_age_h:g} h after your last change). Limits: "
+                    f"{lim.max_file_mb} MB per file, {lim.max_upload_files} files and {lim.max_upload_mb} MB per "
+                    f"upload, {lim.max_session_mb} MB in all.", elem_id="data-limits")
     with gr.Row():
         with gr.Column(scale=1):
             dataset = gr.Dropdown(names, value=names[0] if names else "my-album", allow_custom_value=True,

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio import jobs, library
-from studio.augment import augment_dir
+from studio import jobs, library, public
+from studio.augment import augment_dir, source_of
 from studio.config import AugmentConfig, TrainConfig, adapters_dir, renders_dir
-from studio.ui.common import Settings, base_choices, fmt_seconds, handler, user_message
+from studio.ui.common import DUPLICATE_NOTE, Settings, base_choices, datasets_root, fmt_seconds, handler, user_message
 
 POLL_S = 1.0
 ARTIST, FLAVOR = "Artist style only", "Style flavor"
@@ -62,43 +62,55 @@ INTS = {"epochs", "lora_r", "lora_alpha", "batch_size", "grad_accum_steps", "max
 KNOB_NAMES = [k for k, _, _ in KNOBS] + ["device", "resume"]
 
 
-def knob_defaults(preset: str) -> dict:
+def knob_defaults(preset: str, limits: public.Limits = public.LOCAL) -> dict:
     d = TrainConfig("", "").to_dict()
     d.update(PRESETS.get(preset, {}))
+    if limits.max_epochs:
+        d["epochs"] = min(d["epochs"], limits.max_epochs)
+    if limits.max_minutes:
+        d["max_minutes"] = limits.max_minutes
     return d
 
 
-def apply_preset(preset):
+def apply_preset(preset, limits: public.Limits = public.LOCAL):
     """Updates for the knobs (in KNOBS order) and the preset help."""
-    d = knob_defaults(preset)
+    d = knob_defaults(preset, limits)
     return [gr.update(value=d[k]) for k, _, _ in KNOBS] + [PRESET_HELP.get(preset, ""), gr.update(visible=preset == FLAVOR)]
 
 
 # --- building the job --------------------------------------------------------------------------
 
 
-def _augmented(dataset: str, log: list[str]) -> str:
+def _augmented(dataset: str, log: list[str], root: Path | None = None) -> str:
     """The dataset itself if it is augmented, else ``<dataset>-aug`` (made with the guide's values)."""
-    src = library.dataset_path(dataset, must_exist=True)
+    src = library.dataset_path(dataset, must_exist=True, root=root)
     if (src / "augment_manifest.json").is_file():
         return dataset
     name = f"{dataset}-aug"
-    out = library.dataset_path(name)
+    out = library.dataset_path(name, root=root)
     if not (out / "augment_manifest.json").is_file():
         s = augment_dir(AugmentConfig(str(src), str(out), [-2, -1, 1, 2], [0.9, 1.0, 1.1], True))
         log.append(f"augmented {dataset} into {name}: {s.line()}")
     return name
 
 
-def build_config(dataset, base, name, preset, blend, knobs: dict) -> tuple[TrainConfig, list[str]]:
-    """The TrainConfig for a Start click, and notes on what was prepared for it."""
+def build_config(dataset, base, name, preset, blend, knobs: dict, root: Path | None = None,
+                 limits: public.Limits = public.LOCAL) -> tuple[TrainConfig, list[str]]:
+    """The TrainConfig for a Start click, and notes on what was prepared for it. ``root``: where
+    the datasets are (a public session's folder); ``limits``: clamp epochs and minutes."""
     if not dataset:
         raise ValueError("pick a dataset (make one in the Data tab)")
     name = library.safe_adapter_name((name or "").strip() or f"{dataset}-lora")
     notes: list[str] = []
+    if limits.max_dataset_files:  # counted before augmentation: pieces, not their variants
+        src = library.dataset_path(dataset, must_exist=True, root=root)
+        pieces = len({source_of(p.name) for p in library.list_midi(src, max_files=100_000)})
+        if pieces > limits.max_dataset_files:
+            raise ValueError(f"dataset {dataset}: {pieces} pieces, the public limit is {limits.max_dataset_files}; "
+                             "use fewer files (or duplicate the Space for no limit)")
     if preset == FLAVOR:
-        dataset = _augmented(dataset, notes)
-    data = library.dataset_path(dataset, must_exist=True)
+        dataset = _augmented(dataset, notes, root)
+    data = library.dataset_path(dataset, must_exist=True, root=root)
     labels = {k: label for k, label, _ in KNOBS}
     values = {}
     for k, v in knobs.items():
@@ -122,7 +134,8 @@ def build_config(dataset, base, name, preset, blend, knobs: dict) -> tuple[Train
             notes.append(f"blending {len(library.list_midi(folder))} base-corpus pieces with {n_album} album files")
     cfg = TrainConfig(str(data), str(out), model_name=base, device=knobs.get("device") or "auto",
                       resume=resume, extra_data_dirs=extra, **values)
-    return cfg, notes
+    cfg, clamped = public.clamp_training(cfg, limits, 0)  # pieces were checked above
+    return cfg, notes + clamped
 
 
 # --- showing a run -------------------------------------------------------------------------------
@@ -141,6 +154,12 @@ def progress_html(view: jobs.RunView | None) -> str:
         best_txt = f"; best validation loss {best:.4f} (epoch {done.get('best_epoch')})" if best is not None else ""
         text = f"<span class='state-{view.state}'>{view.state.capitalize()}</span>: {html.escape(reason)}{best_txt}"
         pct = 100.0 if view.state == "finished" else pct
+    elif view.state == "interrupted":
+        name = html.escape(Path(view.config.get("output_dir") or "").name)
+        how = (f"tick <b>Resume</b> with the adapter name <b>{name}</b> and press Start to continue from its "
+               "last checkpoint" if view.resumable else "no checkpoint was saved yet, so start it again")
+        text = (f"<span class='state-interrupted'>Interrupted</span>: the training process stopped without "
+                f"finishing (killed, out of memory or a restart); {how}.")
     elif view.state == "failed":
         text = f"<span class='state-failed'>Failed</span>: {html.escape(user_message(view.error or 'see the log'))}"
     elif step:
@@ -284,15 +303,27 @@ def watch(run_dir: str | Path, audio: bool, poll_s: float = POLL_S):
         time.sleep(poll_s)
 
 
+def _session(request: gr.Request | None) -> str | None:
+    """Who owns a job started from this page (public mode), by a key of its session."""
+    if request is None or not public.enabled():
+        return None
+    return public.session_key(getattr(request, "session_hash", None))
+
+
 def make_handlers(settings: Settings):
     @handler
-    def start(dataset, base, name, preset, blend, *knob_values):
+    def start(dataset, base, name, preset, blend, *knob_values, request: gr.Request | None = None):
         knobs = dict(zip(KNOB_NAMES, knob_values))
-        cfg, notes = build_config(dataset, base or settings.base, name, preset, blend, knobs)
-        run_dir = jobs.start_training(cfg)
+        root = datasets_root(request)
+        cfg, notes = build_config(dataset, base or settings.base, name, preset, blend, knobs, root, settings.limits)
+        run_dir = jobs.start_training(cfg, owner=None if settings.local else _session(request))
         if notes:
             gr.Info("; ".join(notes))
         yield from watch(run_dir, settings.audio)
+
+    def start_event(request: gr.Request, dataset, base, name, preset, blend, *knob_values):
+        """What the Start button calls: gradio passes the page's request first (its session)."""
+        yield from start(dataset, base, name, preset, blend, *knob_values, request=request)
 
     @handler
     def attach():
@@ -304,20 +335,31 @@ def make_handlers(settings: Settings):
         yield from watch(run, settings.audio)
 
     @handler
-    def stop(run_dir):
+    def stop(run_dir, request: gr.Request = None):
         job = jobs.active_job()
         target = run_dir or (job or {}).get("run_dir")
         if not target or job is None or Path(job["run_dir"]) != Path(target):
             raise ValueError("no training job is running")
+        if not settings.local and jobs.run_owner(target) != _session(request):
+            raise ValueError("this job was started from another page; only that page can stop it "
+                             f"(it stops by itself after {settings.limits.max_minutes:g} minutes)")
         jobs.stop_run(target)
         gr.Info("Stopping after the current step; adapter-last will be saved.")
 
+    start.event = start_event  # the gradio-facing form (request first)
     return start, attach, stop
+
+
+def limits_note(settings: Settings) -> str:
+    if settings.local:
+        return ""
+    return f"**Public limits**: {public.describe(settings.limits)}.\n\n{DUPLICATE_NOTE}"
 
 
 def build(settings: Settings, dataset_names: list[str]) -> dict:
     start, attach, stop = make_handlers(settings)
-    defaults = knob_defaults(ARTIST)
+    lim = settings.limits
+    defaults = knob_defaults(ARTIST, lim)
     run_state = gr.State(None)  # this session's run folder
     with gr.Row():
         with gr.Column(scale=2):
@@ -329,16 +371,21 @@ def build(settings: Settings, dataset_names: list[str]) -> dict:
             name = gr.Textbox(label="Adapter name", placeholder="<dataset>-lora",
                               info="Letters, digits, '.', '_' or '-'. The adapter appears under this name.",
                               elem_id="train-name")
+            if not settings.local:
+                gr.Markdown(limits_note(settings), elem_id="train-limits")
             preset = gr.Radio([ARTIST, FLAVOR], value=ARTIST, label="Preset")
             preset_help = gr.Markdown(PRESET_HELP[ARTIST])
             blend = gr.Slider(0, 0.75, value=0.0, step=0.05, visible=False, label="Base-corpus share",
                               info="Share of training pieces taken from the base's own public-domain corpus (0 = album only).")
             with gr.Accordion("Advanced: every knob of the guide", open=False, elem_id="train-advanced"):
                 knobs = []
+                caps = {"epochs": lim.max_epochs or None, "max_minutes": lim.max_minutes or None}
                 for key, label, info in KNOBS:
                     step = 1 if key in INTS else None
+                    if caps.get(key):
+                        info += f" Public limit: {caps[key]:g}."
                     knobs.append(gr.Number(defaults[key], label=label, info=info, precision=0 if key in INTS else None,
-                                           step=step or 0.01, elem_id=f"knob-{key}"))
+                                           step=step or 0.01, maximum=caps.get(key), elem_id=f"knob-{key}"))
                 device = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value="auto", label="Device")
                 resume = gr.Checkbox(False, label="Resume an interrupted run of this adapter name")
             with gr.Row():
@@ -355,8 +402,8 @@ def build(settings: Settings, dataset_names: list[str]) -> dict:
                              elem_id="train-log")
 
     outs = [progress, loss_plot, log, sample_audio, sample_file, run_state]
-    preset.change(apply_preset, [preset], knobs + [preset_help, blend])
-    start_btn.click(start, [dataset, base, name, preset, blend, *knobs, device, resume], outs,
+    preset.change(lambda p: apply_preset(p, lim), [preset], knobs + [preset_help, blend])
+    start_btn.click(start.event, [dataset, base, name, preset, blend, *knobs, device, resume], outs,
                     concurrency_id="compute", concurrency_limit=settings.compute_limit)
     stop_btn.click(stop, [run_state], None)
     return {"dataset": dataset, "attach": (attach, outs)}
