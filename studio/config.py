@@ -20,12 +20,19 @@ POCKET_DIR = REPO_ROOT / "models" / "pocket-base"
 
 
 def data_dir() -> Path:
-    """Root of all writable state. ``STUDIO_DATA_DIR`` wins; a Space with storage uses /data."""
+    """Root of all writable state (datasets, runs, adapters, renders, cache).
+
+    ``STUDIO_DATA_DIR`` wins. On a Space (``SPACE_ID`` set): the persistent /data when the Space
+    has storage, else a folder in the home directory, outside the app's checkout. Locally: the
+    repository itself, whose state folders are git-ignored.
+    """
     env = os.environ.get("STUDIO_DATA_DIR")
     if env:
         return Path(env).expanduser().resolve()
-    if os.environ.get("SPACE_ID") and Path("/data").is_dir() and os.access("/data", os.W_OK):
-        return Path("/data/studio")
+    if os.environ.get("SPACE_ID"):
+        if Path("/data").is_dir() and os.access("/data", os.W_OK):
+            return Path("/data/studio")
+        return Path.home() / ".cache" / "midi-lora-studio"  # lost on restart, like the Space's disk
     return REPO_ROOT
 
 

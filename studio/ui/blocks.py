@@ -92,7 +92,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
             with gr.Tab("Data", id="data") as t_data:
                 data = data_tab.build(settings)
             with gr.Tab("Train", id="train") as t_train:
-                train = train_tab.build(settings, data_tab.dataset_names())
+                train = train_tab.build(settings, data_tab.dataset_names() if settings.local else [])
             with gr.Tab("Listen & Compare", id="compare") as t_compare:
                 compare = compare_tab.build(settings)
             with gr.Tab("Adapters", id="adapters") as t_adapters:

@@ -1,0 +1,173 @@
+"""The repository as a Hugging Face Space: the README's front matter, packages.txt, and the app
+started the way a Space starts it (a fresh clone, the Space's variables, ``python app.py``):
+it answers with the studio page in public mode and leaves the clone exactly as cloned."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SPACE_ENV = {"SPACE_ID": "someone/midi-lora-studio", "SPACE_AUTHOR_NAME": "someone", "SPACE_REPO_NAME": "midi-lora-studio",
+             "SYSTEM": "spaces", "GRADIO_SERVER_NAME": "0.0.0.0"}
+
+
+def free_port(preferred: int = 7860) -> int:
+    """``preferred`` when nothing listens there (a Space uses 7860), else any free port."""
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise OSError("no free port")
+
+
+def app_env(data_dir: Path | None, **extra) -> dict:
+    """The test's environment without studio/Space variables of its own, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("STUDIO_", "SPACE_", "GRADIO_")) and k != "SYSTEM"}
+    env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False")
+    if data_dir is not None:
+        env["STUDIO_DATA_DIR"] = str(data_dir)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+@contextmanager
+def running_app(cwd: Path, env: dict, args=(), log: Path | None = None, timeout: float = 120):
+    """``python app.py ARGS`` in ``cwd``; yields its base URL once ``/`` answers 200; stops it after."""
+    port = int(env.get("GRADIO_SERVER_PORT") or free_port())
+    env = {**env, "GRADIO_SERVER_PORT": str(port)}
+    log = log or cwd.parent / f"app-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "app.py", *map(str, args)], cwd=cwd, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"the app exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(url + "/", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline:
+                raise AssertionError(f"the app did not answer in {timeout} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def front_matter() -> dict:
+    text = (REPO / "README.md").read_text()
+    m = re.match(r"---\n(.*?)\n---\n", text, re.S)
+    assert m, "README.md must start with the Space's YAML front matter between --- lines"
+    return yaml.safe_load(m.group(1))
+
+
+def test_readme_front_matter_and_packages_make_a_gradio_space():
+    meta = front_matter()
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s#]+)", (REPO / "requirements.txt").read_text(), re.M))
+    assert meta["sdk"] == "gradio" and str(meta["sdk_version"]) == pins["gradio"]
+    assert (REPO / meta["app_file"]).is_file() and meta["app_file"] == "app.py"
+    assert meta.get("title") and meta.get("emoji")
+    assert len(meta.get("short_description", "")) <= 60  # the Hub refuses longer ones
+    packages = (REPO / "packages.txt").read_text().split()
+    assert {"fluidsynth", "libfluidsynth3", "fluid-soundfont-gm"} <= set(packages)
+    from studio.render import SYSTEM_SOUNDFONTS
+
+    # fluid-soundfont-gm installs FluidR3_GM here, the first place the renderer looks
+    assert SYSTEM_SOUNDFONTS[0] == Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+
+
+def test_data_dir_on_a_space(monkeypatch, tmp_path):
+    from studio import config
+
+    monkeypatch.delenv("STUDIO_DATA_DIR")
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert config.data_dir() == config.REPO_ROOT  # local: the repository's git-ignored folders
+    monkeypatch.setenv("SPACE_ID", "someone/studio")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    expected = Path("/data/studio") if os.access("/data", os.W_OK) else tmp_path / ".cache" / "midi-lora-studio"
+    assert config.data_dir() == expected  # never inside the checkout
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "d"))
+    assert config.data_dir() == tmp_path / "d"
+
+
+def test_zerogpu_decorator_is_transparent_without_spaces():
+    from studio import zerogpu
+
+    def work(x):
+        return x + 1
+
+    if zerogpu.available():
+        pytest.skip("the spaces package is installed here")
+    assert zerogpu.gpu(work) is work and zerogpu.gpu(duration=30)(work) is work
+    assert not zerogpu.on_zerogpu()
+
+
+def test_start_builds_the_studio_without_initialising_cuda(tiny_base_dir):
+    """ZeroGPU forbids CUDA in the main process: building the app and loading the base must not
+    touch it (meaningful on a machine with a GPU; run there by the device check)."""
+    from studio import zerogpu
+    from studio.compare import get_comparer
+    from studio.ui import blocks
+
+    settings = blocks.make_settings(str(tiny_base_dir))
+    blocks.build_demo(settings)
+    get_comparer(settings.base)  # created, loaded lazily by the first Generate (or preload)
+    assert not zerogpu.cuda_initialized()
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    """A fresh clone of the committed repository, as a Space gets it."""
+    dest = tmp_path_factory.mktemp("space") / "app"
+    subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(dest)], check=True, timeout=120)
+    return dest
+
+
+def git_status(repo: Path, *extra) -> list[str]:
+    out = subprocess.run(["git", "status", "--porcelain", *extra], cwd=repo, capture_output=True, text=True,
+                         check=True).stdout
+    return out.splitlines()
+
+
+def test_fresh_clone_starts_as_a_space_and_stays_clean(clone, tmp_path):
+    data = tmp_path / "data"
+    env = app_env(data, **SPACE_ENV, GRADIO_SERVER_PORT=free_port(7860))
+    with running_app(clone, env, log=tmp_path / "app.log") as url:
+        page = httpx.get(url + "/", timeout=10)
+        assert page.status_code == 200 and "MIDI LoRA Studio" in page.text
+        config = httpx.get(url + "/config", timeout=10).json()
+        assert config["space_id"] == SPACE_ENV["SPACE_ID"]
+        texts = " ".join(str(c.get("props", {}).get("value", "")) for c in config["components"])
+        assert "duplicate this Space" in texts  # public mode is on, with its limits shown
+        assert "Public limits" in texts and "one job at a time for everyone" in texts
+        endpoints = httpx.get(url + "/gradio_api/info", timeout=10).json()["named_endpoints"]
+        assert "/upload" in endpoints and "/import_folder" not in endpoints  # no server folders in public
+    assert (data / "renders").is_dir()  # state went to the data dir…
+    assert git_status(clone) == []  # …and nothing into the checkout
+    ignored = [line for line in git_status(clone, "--ignored") if line.startswith("!!")]
+    assert all("__pycache__" in line for line in ignored), ignored
+
