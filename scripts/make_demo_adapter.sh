@@ -13,4 +13,4 @@ python -m studio train --data-dir "$work/train_aug" --output-dir adapters/bach-c
   --model-name pocket --batch-size 4 --grad-accum-steps 4 --epochs 3 --num-workers 0 \
   --lr ${LR:-1e-3} --warmup-steps 5 --val-split 0.15 --seed 0
 python -m studio eval --adapter-dir adapters/bach-chorales/adapter-best --data-dir "$work/heldout" \
-  --samples 8 --max-new-tokens 512 --seed 0 --json adapters/bach-chorales/eval_heldout.json
+  --samples 4 --max-new-tokens 256 --seed 0 --json adapters/bach-chorales/eval_heldout.json
