@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from studio.data import WindowDataset, collate
+from studio.distributed import Dist
 
 Event = dict
 CHECKPOINT_EVERY_S = 120.0  # wall seconds between mid-epoch checkpoints
@@ -110,25 +111,41 @@ def evaluate(model, windows, batch_size: int, device: torch.device) -> float:
     return total / max(count, 1)
 
 
-def epoch_batches(windows, cfg: LoopConfig, epoch: int):
-    """A DataLoader whose order depends only on (seed, epoch), so a resumed epoch replays it."""
+def epoch_batches(windows, cfg: LoopConfig, epoch: int, dist: Dist | None = None):
+    """A DataLoader whose order depends only on (seed, epoch), so a resumed epoch replays it.
+
+    Under several processes, each takes its share of the same seeded order (``Dist.shard``).
+    """
     g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-    return torch.utils.data.DataLoader(
-        WindowDataset(windows), batch_size=cfg.batch_size, shuffle=True, generator=g,
-        collate_fn=collate, num_workers=cfg.num_workers,
-    )
+    if dist is None or dist.world == 1:
+        return torch.utils.data.DataLoader(
+            WindowDataset(windows), batch_size=cfg.batch_size, shuffle=True, generator=g,
+            collate_fn=collate, num_workers=cfg.num_workers,
+        )
+    order = dist.shard(torch.randperm(len(windows), generator=g).tolist())
+    return torch.utils.data.DataLoader(WindowDataset(windows), batch_size=cfg.batch_size, sampler=order,
+                                       collate_fn=collate, num_workers=cfg.num_workers)
 
 
-def steps_per_epoch(n_windows: int, cfg: LoopConfig) -> int:
-    return math.ceil(math.ceil(n_windows / cfg.batch_size) / cfg.grad_accum_steps)
+def steps_per_epoch(n_windows: int, cfg: LoopConfig, world: int = 1) -> int:
+    """Optimizer steps per epoch for each of ``world`` processes (each reads its share)."""
+    return math.ceil(math.ceil(math.ceil(n_windows / world) / cfg.batch_size) / cfg.grad_accum_steps)
 
 
 def run(model, train_windows, val_windows, cfg: LoopConfig, device, hooks: Hooks,
         on_event: Callable[[Event], None], should_stop: Callable[[], bool],
-        state: LoopState | None = None, optimizer=None, scheduler=None) -> LoopState:
-    """Train for ``cfg.epochs`` epochs (continuing ``state`` when resuming)."""
+        state: LoopState | None = None, optimizer=None, scheduler=None, dist: Dist | None = None) -> LoopState:
+    """Train for ``cfg.epochs`` epochs (continuing ``state`` when resuming).
+
+    ``model`` may be DDP-wrapped (``dist``): hooks and validation get the unwrapped model, only
+    the main process saves, and stop/limit/checkpoint decisions are taken by all processes
+    together. ``state.tokens_seen`` counts every process's tokens.
+    """
+    dist = dist or Dist()
+    plain = dist.unwrap(model)
+    hooks = _MainOnly(hooks, dist)
     state = state or LoopState()
-    per_epoch = steps_per_epoch(len(train_windows), cfg)
+    per_epoch = steps_per_epoch(len(train_windows), cfg, dist.world)
     total = per_epoch * cfg.epochs
     if optimizer is None:
         optimizer, scheduler = make_optimizer(model, cfg, total, device)
@@ -138,22 +155,25 @@ def run(model, train_windows, val_windows, cfg: LoopConfig, device, hooks: Hooks
         model.train()
         losses, t0, tokens0 = [], time.perf_counter(), state.tokens_seen
         skip = state.step_in_epoch * cfg.grad_accum_steps  # micro-batches already done (resume)
-        micro = 0
-        loader = epoch_batches(train_windows, cfg, epoch)
+        micro, pending = 0, 0  # pending: this process's tokens not yet added to state.tokens_seen
+        loader = epoch_batches(train_windows, cfg, epoch, dist)
         for i, batch in enumerate(loader):
             if i < skip:
                 continue
-            if should_stop():
+            if dist.any(should_stop()):
                 state.stop_reason = "stopped by the user"
+                state.tokens_seen += int(dist.sum([pending])[0])
                 break
             batch = {k: v.to(device) for k, v in batch.items()}
-            with autocast_for(device):
-                loss = model(**batch).loss  # mean over this micro-batch's tokens
-            (loss / cfg.grad_accum_steps).backward()
+            accumulating = (micro + 1) % cfg.grad_accum_steps != 0 and i + 1 < len(loader)
+            with dist.no_sync(model, accumulating):
+                with autocast_for(device):
+                    loss = model(**batch).loss  # mean over this micro-batch's tokens
+                (loss / cfg.grad_accum_steps).backward()
             losses.append(loss.detach().item())
-            state.tokens_seen += int(batch["attention_mask"].sum())
+            pending += int(batch["attention_mask"].sum())
             micro += 1
-            if micro % cfg.grad_accum_steps and i + 1 < len(loader):  # accumulate; the epoch's tail steps too
+            if accumulating:  # the epoch's tail steps too
                 continue
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
             optimizer.step()
@@ -162,27 +182,32 @@ def run(model, train_windows, val_windows, cfg: LoopConfig, device, hooks: Hooks
             state.global_step += 1
             state.step_in_epoch += 1
             state.train_seconds = time.perf_counter() - started
+            over = bool(cfg.max_minutes) and state.train_seconds > cfg.max_minutes * 60
+            due = time.perf_counter() - last_ckpt > CHECKPOINT_EVERY_S
+            tokens, over, due = dist.sum([pending, over, due])  # one exchange: the same decision everywhere
+            state.tokens_seen, pending = state.tokens_seen + int(tokens), 0
             rate = (state.tokens_seen - tokens0) / max(time.perf_counter() - t0, 1e-9)
             done_steps = epoch * per_epoch + state.step_in_epoch
             eta = (total - done_steps) * state.train_seconds / max(done_steps, 1)
             on_event({"type": "step", "epoch": epoch + 1, "epochs": cfg.epochs, "step": state.global_step,
                       "total_steps": total, "loss": float(np.mean(losses[-cfg.grad_accum_steps:])),
                       "lr": scheduler.get_last_lr()[0], "tokens_per_s": rate, "eta_s": eta})
-            if cfg.max_minutes and state.train_seconds > cfg.max_minutes * 60:
+            if over:
                 state.stop_reason = f"time limit of {cfg.max_minutes:g} minutes reached"
                 break
-            if time.perf_counter() - last_ckpt > CHECKPOINT_EVERY_S:
-                hooks.save_checkpoint(model, optimizer, scheduler, state)
+            if due:
+                hooks.save_checkpoint(plain, optimizer, scheduler, state)
                 last_ckpt = time.perf_counter()
         if state.stop_reason:
             optimizer.zero_grad(set_to_none=True)
-            hooks.save_last(model)
-            hooks.save_checkpoint(model, optimizer, scheduler, state)
+            hooks.save_last(plain)
+            hooks.save_checkpoint(plain, optimizer, scheduler, state)
             on_event({"type": "stopped", "reason": state.stop_reason, "epoch": epoch + 1})
             return state
-        _end_epoch(model, val_windows, cfg, device, hooks, state, epoch, losses, time.perf_counter() - t0, on_event)
-        hooks.save_last(model)
-        hooks.save_checkpoint(model, optimizer, scheduler, state)
+        _end_epoch(plain, val_windows, cfg, device, hooks, state, epoch, losses, time.perf_counter() - t0,
+                   on_event, dist)
+        hooks.save_last(plain)
+        hooks.save_checkpoint(plain, optimizer, scheduler, state)
         last_ckpt = time.perf_counter()
         if state.stop_reason:
             on_event({"type": "stopped", "reason": state.stop_reason, "epoch": epoch + 1})
@@ -191,11 +216,14 @@ def run(model, train_windows, val_windows, cfg: LoopConfig, device, hooks: Hooks
     return state
 
 
-def _end_epoch(model, val_windows, cfg, device, hooks, state, epoch, losses, seconds, on_event) -> None:
-    val = evaluate(model, val_windows, max(cfg.batch_size, 4), device)
+def _end_epoch(model, val_windows, cfg, device, hooks, state, epoch, losses, seconds, on_event,
+               dist: Dist | None = None) -> None:
+    dist = dist or Dist()
+    val = evaluate(model, val_windows, max(cfg.batch_size, 4), device)  # every process: same weights, same value
     record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
               "val_loss": val, "seconds": round(seconds, 2), "step": state.global_step}
-    reason = hooks.after_epoch(model, state, record)
+    reason = hooks.after_epoch(model, state, record) if dist.is_main else ""  # samples: main only
+    reason, record = dist.broadcast((reason, record))
     eligible = hooks.epoch_is_eligible(record)
     improved = val < state.best_val and eligible
     if improved:
@@ -214,3 +242,30 @@ def _end_epoch(model, val_windows, cfg, device, hooks, state, epoch, losses, sec
         reason = f"validation loss did not improve for {cfg.patience} epochs (best {state.best_val:.4f} at epoch {state.best_epoch})"
     state.stop_reason = reason
     on_event({"type": "epoch", **record})
+
+
+class _MainOnly(Hooks):
+    """Saving hooks run on the main process only; the others wait until the files are written."""
+
+    def __init__(self, hooks: Hooks, dist: Dist):
+        self.hooks, self.dist = hooks, dist
+
+    def _main(self, fn, *args) -> None:
+        if self.dist.is_main:
+            fn(*args)
+        self.dist.wait()
+
+    def save_best(self, model) -> None:
+        self._main(self.hooks.save_best, model)
+
+    def save_last(self, model) -> None:
+        self._main(self.hooks.save_last, model)
+
+    def save_checkpoint(self, model, optimizer, scheduler, state: LoopState) -> None:
+        self._main(self.hooks.save_checkpoint, model, optimizer, scheduler, state)
+
+    def after_epoch(self, model, state: LoopState, record: dict) -> str:
+        return self.hooks.after_epoch(model, state, record)
+
+    def epoch_is_eligible(self, record: dict) -> bool:
+        return self.hooks.epoch_is_eligible(record)

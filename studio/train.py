@@ -24,6 +24,7 @@ import torch
 from studio import checkpoint, loop
 from studio.config import DEFAULT_BASE, TrainConfig
 from studio.data import prepare
+from studio.distributed import Dist
 from studio.models import load_base, pick_device, save_adapter
 from studio.tokenizer import fingerprint, load_tokenizer, save_tokenizer
 
@@ -131,8 +132,8 @@ class LoraHooks(loop.Hooks):
         return float(self._index.score(score).copy_rate)
 
 
-def _device_and_base(cfg: TrainConfig, tok, on_event):
-    device = pick_device(cfg.device)
+def _device_and_base(cfg: TrainConfig, tok, on_event, dist: Dist):
+    device = dist.device or pick_device(cfg.device)  # under a launcher: this process's device
     base, info = load_base(cfg.model_name, tok, device, fallback=cfg.model_name == DEFAULT_BASE)
     if info.fallback_reason:
         on_event({"type": "info", "message": info.fallback_reason})
@@ -141,8 +142,13 @@ def _device_and_base(cfg: TrainConfig, tok, on_event):
 
 def train(cfg: TrainConfig, on_event: Callable[[dict], None] | None = None,
           should_stop: Callable[[], bool] | None = None) -> dict:
-    """Run (or resume) a LoRA training; returns training_meta as a dict."""
-    on_event = on_event or (lambda e: None)
+    """Run (or resume) a LoRA training; returns training_meta as a dict.
+
+    Under ``accelerate launch`` with several processes (see studio/distributed.py) every process
+    trains its share of the windows; only the main one writes files and sends events.
+    """
+    dist = Dist.from_env(cfg.device)
+    on_event = (on_event or (lambda e: None)) if dist.is_main else (lambda e: None)
     should_stop = should_stop or (lambda: False)
     started = time.time()
     out = Path(cfg.output_dir)
@@ -150,23 +156,26 @@ def train(cfg: TrainConfig, on_event: Callable[[dict], None] | None = None,
         raise FileNotFoundError(f"{out}: nothing to resume (no checkpoint folder)")
     loop.seed_everything(cfg.seed)
     tok = load_tokenizer(cfg.tokenizer_name)
-    device, base, info = _device_and_base(cfg, tok, on_event)
+    device, base, info = _device_and_base(cfg, tok, on_event, dist)
     seq_len = min(cfg.max_seq_len, int(base.config.n_positions))
     if seq_len < cfg.max_seq_len:
         on_event({"type": "info", "message": f"max_seq_len clipped to the base's context, {seq_len}"})
-    prepared = prepare(cfg.data_dir, tok, seq_len, cfg.val_split, cfg.seed, cfg.extra_data_dirs)
+    with dist.main_first():  # the main process fills the token cache, the others read it
+        prepared = prepare(cfg.data_dir, tok, seq_len, cfg.val_split, cfg.seed, cfg.extra_data_dirs)
     lcfg = loop.LoopConfig(cfg.epochs, cfg.batch_size, cfg.grad_accum_steps, cfg.lr, cfg.weight_decay,
                            cfg.warmup_steps, cfg.max_grad_norm, cfg.seed, cfg.num_workers, cfg.max_minutes,
                            cfg.patience)
-    per_epoch = loop.steps_per_epoch(len(prepared.train_windows), lcfg)
+    per_epoch = loop.steps_per_epoch(len(prepared.train_windows), lcfg, dist.world)
     summary = prepared.summary()
     on_event({"type": "data", **summary, "steps_per_epoch": per_epoch, "max_seq_len": seq_len,
               "device": str(device), "base": info.name})
-    out.mkdir(parents=True, exist_ok=True)
-    save_tokenizer(tok, out)
-    (out / "generation_config.json").write_text(json.dumps(generation_config(tok), indent=2))
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_tokenizer(tok, out)
+        (out / "generation_config.json").write_text(json.dumps(generation_config(tok), indent=2))
     model = lora_model(base, cfg)
     meta = _initial_meta(cfg, info, tok, prepared, summary, per_epoch, seq_len, device)
+    meta["distributed"] = dist.describe()
     hooks = LoraHooks(cfg, tok, info, prepared, meta, on_event)
     state, optimizer, scheduler = None, None, None
     if cfg.resume:
@@ -175,8 +184,8 @@ def train(cfg: TrainConfig, on_event: Callable[[dict], None] | None = None,
         state = loop.LoopState(**saved)
         state.stop_reason = ""
         on_event({"type": "info", "message": f"resumed at epoch {state.epoch + 1}, step {state.global_step}"})
-    state = loop.run(model, prepared.train_windows, prepared.val_windows, lcfg, device, hooks,
-                     on_event, should_stop, state, optimizer, scheduler)
+    state = loop.run(dist.wrap(model), prepared.train_windows, prepared.val_windows, lcfg, device, hooks,
+                     on_event, should_stop, state, optimizer, scheduler, dist)
     meta.update(history=state.history, stop_reason=state.stop_reason, best_epoch=state.best_epoch,
                 best_val_loss=state.best_val if state.best_epoch else None, tokens_seen=state.tokens_seen,
                 fallback_best_epoch=state.fallback_best or None,
@@ -184,7 +193,9 @@ def train(cfg: TrainConfig, on_event: Callable[[dict], None] | None = None,
                          "wall_seconds": round(time.time() - started, 2),
                          "tokens_per_s": round(state.tokens_seen / max(state.train_seconds, 1e-9), 1)},
                 finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    write_json_atomic(out / META, meta)
+    if dist.is_main:
+        write_json_atomic(out / META, meta)
+    dist.wait()
     on_event({"type": "done", "reason": state.stop_reason, "best_epoch": state.best_epoch,
               "best_val_loss": meta["best_val_loss"], "output_dir": str(out)})
     return meta
