@@ -274,8 +274,11 @@ def prune_renders(max_age_s: float = 24 * 3600, now: float | None = None) -> int
 
 def training_pieces(entry: AdapterEntry, limit: int = 200) -> list[Path]:
     """The adapter's training files that still exist (for copy rate and style distance)."""
-    files = [Path(p) for p in entry.meta.get("train_files") or []]
-    return [p for p in files if p.is_file()][:limit]
+    files = [p for p in (Path(f) for f in entry.meta.get("train_files") or []) if p.is_file()]
+    shipped = entry.folder / "pieces"  # an adapter shipped with its training pieces (the demo)
+    if not files and shipped.is_dir():
+        files = sorted(shipped.glob("*.mid"))
+    return files[:limit]
 
 
 # ----------------------------------------------------------------------------------- datasets
