@@ -78,7 +78,8 @@ PUBLIC = Limits(max_epochs=10, max_minutes=20.0, max_dataset_files=200, max_file
 # Owners of a Space can loosen or tighten the public limits with these variables.
 ENV_LIMITS = {"STUDIO_MAX_EPOCHS": "max_epochs", "STUDIO_MAX_MINUTES": "max_minutes",
               "STUDIO_MAX_FILES": "max_dataset_files", "STUDIO_MAX_UPLOAD_MB": "max_upload_mb",
-              "STUDIO_MAX_SESSION_MB": "max_session_mb"}
+              "STUDIO_MAX_SESSION_MB": "max_session_mb", "STUDIO_MAX_FILE_MB": "max_file_mb",
+              "STUDIO_MAX_UPLOAD_FILES": "max_upload_files"}
 
 
 def limits(env=None) -> Limits:

@@ -46,11 +46,11 @@ def app_env(data_dir: Path | None, **extra) -> dict:
 
 
 @contextmanager
-def running_app(cwd: Path, env: dict, args=(), log: Path | None = None, timeout: float = 120):
-    """``python app.py ARGS`` in ``cwd``; yields its base URL once ``/`` answers 200; stops it after."""
+def running_app(cwd: Path, env: dict, log: Path, args=(), timeout: float = 120):
+    """``python app.py ARGS`` in ``cwd``; yields its base URL once ``/`` answers 200; stops it after.
+    Its output goes to ``log`` (shown when it fails to start)."""
     port = int(env.get("GRADIO_SERVER_PORT") or free_port())
     env = {**env, "GRADIO_SERVER_PORT": str(port)}
-    log = log or cwd.parent / f"app-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "app.py", *map(str, args)], cwd=cwd, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -91,7 +91,7 @@ def test_readme_front_matter_and_packages_make_a_gradio_space():
     assert meta["sdk"] == "gradio" and str(meta["sdk_version"]) == pins["gradio"]
     assert (REPO / meta["app_file"]).is_file() and meta["app_file"] == "app.py"
     assert meta.get("title") and meta.get("emoji")
-    assert len(meta.get("short_description", "")) <= 60  # the Hub refuses longer ones
+    assert len(meta.get("short_description", "")) <= 60, "the Hub refuses a short_description over 60 characters"
     packages = (REPO / "packages.txt").read_text().split()
     assert {"fluidsynth", "libfluidsynth3", "fluid-soundfont-gm"} <= set(packages)
     from studio.render import SYSTEM_SOUNDFONTS
@@ -156,7 +156,7 @@ def git_status(repo: Path, *extra) -> list[str]:
 def test_fresh_clone_starts_as_a_space_and_stays_clean(clone, tmp_path):
     data = tmp_path / "data"
     env = app_env(data, **SPACE_ENV, GRADIO_SERVER_PORT=free_port(7860))
-    with running_app(clone, env, log=tmp_path / "app.log") as url:
+    with running_app(clone, env, tmp_path / "app.log") as url:
         page = httpx.get(url + "/", timeout=10)
         assert page.status_code == 200 and "MIDI LoRA Studio" in page.text
         config = httpx.get(url + "/config", timeout=10).json()

@@ -126,7 +126,8 @@ def build_demo(settings: Settings) -> gr.Blocks:
 def end_session(request: gr.Request):
     """A page was closed (public mode): its uploads go, unless its training job still reads them."""
     try:
-        public.remove_session(getattr(request, "session_hash", None))
+        if public.remove_session(getattr(request, "session_hash", None)):
+            log.info("a closed page's datasets were removed")
     except OSError as e:  # never let cleanup disturb the server
         log.warning("could not remove a closed page's datasets: %s", e)
 
