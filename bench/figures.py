@@ -102,10 +102,11 @@ def training(fx: Fixtures, tok, sizes: Sizes, prepared, files: list) -> list[Fig
                          f"= {r['tokens'] / r['seconds']:.0f} tok/s (load {load1()})")
         fig.load += (load1(),)
         fig.notes.append(
-            f"recipe: the guide's LoRA (r 16, alpha 32, dropout 0.05 on c_attn/c_proj/c_fc), AdamW lr 2e-4, "
+            f"studio {plan['headline']} is `python -m studio train` with the guide's flags; recipe: the guide's LoRA (r 16, alpha 32, dropout 0.05 on c_attn/c_proj/c_fc), AdamW lr 2e-4, "
             f"20 warm-up steps, max_seq_len {seq}, {accum} sequences per optimizer step "
             f"(reference: batch 1 × accumulation {accum}, {plan['ref_steps']} steps per repeat; studio: "
-            f"{plan['studio_steps']} step per repeat; 'AxB' = micro-batch A × accumulation B), float32, "
+            f"{plan['studio_steps']} step per repeat; 'AxB' = micro-batch A × accumulation B; '-noattndrop' = "
+            f"no dropout on the frozen base's attention probabilities, LoRA and residual dropout kept), float32, "
             f"{sizes.train_threads} intra-op thread(s) on both sides (see the machine notes)")
         figs.append(fig)
     return figs

@@ -11,25 +11,27 @@ from bench.common import Figure, Stats
 # next to the writer so the text is regenerated with the numbers, never pasted by hand.
 WHY = {
     "train": (
-        "Per token, the reference's batch-1 steps are cheap because they are short: DatasetMIDI hands it "
-        "~230-token soprano lines, while every studio window is a full 1024-token stream of all four "
-        "voices, and attention work per token grows with the sequence. With dropout on the frozen base's "
-        "attention probabilities (GPT-2's default attn_pdrop 0.1, in train mode on both sides) PyTorch "
-        "cannot use its fused attention kernel and materialises every (1024 × 1024) score matrix, which "
-        "is what the long windows pay for. The studio's gains are the bigger products of micro-batch 16 "
-        "(the same 16 sequences per optimizer step as batch 1 × accumulation 16) and not re-tokenizing "
-        "each epoch. What reaches the target on this CPU: turning off the base's attention dropout during "
-        "LoRA training (the '16x1-noattndrop' row; LoRA dropout and residual dropout stay), which needs a "
-        "line in studio/train.py; and folding --grad-accum-steps into the micro-batch when memory allows. "
-        "On a GPU, bf16 autocast, fused AdamW and larger batches apply (bench/gpu.py)."
+        "The two sides do not train on the same sequences. DatasetMIDI hands the reference each file's "
+        "first track only (the soprano, ~230 tokens with this tokenizer), while every studio window is a "
+        "full 1024-token stream of all four voices: per token, attention does ~4× more work (each token "
+        "attends to up to 1024 earlier ones), and with dropout on the frozen base's attention "
+        "probabilities (GPT-2's attn_pdrop 0.1, active in train mode on both sides) PyTorch cannot use "
+        "its fused attention kernel and builds every 1024 × 1024 score matrix. So the studio trains ~4× "
+        "more of the data per epoch (the share figure) at a lower rate per token. Not re-tokenizing each "
+        "epoch saves the reference's ~25 ms per file, small next to a step. What reaches the target on "
+        "this CPU: no attention dropout on the frozen base during LoRA training (the '-noattndrop' rows; "
+        "LoRA dropout and residual dropout stay), a one-line option in studio/train.py. Micro-batch 16 "
+        "instead of accumulation 16 did not help on one CPU thread (a trial gave ~450 against ~800–1000 "
+        "tok/s: sixteen 1024 × 1024 score matrices per layer leave the cache); it is the lever on a GPU, "
+        "with bf16 autocast and fused AdamW (bench/gpu.py)."
     ),
     "gen": (
-        "Decoding one token is a few matrix-vector products per layer; on this shared CPU their cost "
-        "(reading every weight once per token) is the floor both sides share. Merging the adapter "
-        "removes the LoRA ops and the lean decoder removes the KV-cache copies and the sampling chain, "
-        "which matters most for small models; for the wider hub shape the base's own weight traffic "
-        "dominates. What would reach it: fewer bytes per weight for decoding (int8 weights: this CPU has "
-        "AVX-512 VNNI), or serving several listeners' sides in one batch (the decoder's rows)."
+        "Decoding one token reads every weight once: for the wider hub shape (19 M weights, 76 MB in "
+        "float32) that memory traffic is the floor both sides share, so removing the LoRA ops (merging) "
+        "and the cache copies and sampling chain (the lean decoder) gains less than on the pocket base. "
+        "What would reach it: fewer bytes per weight (int8 weights; this CPU has AVX-512 VNNI), at some "
+        "cost in fidelity, or decoding several listeners' sides in one batch (the decoder's rows share "
+        "each weight read, as the A/B pair does)."
     ),
     "ab": (
         "Both sides share each step's base products, but the adapter row adds its low-rank products to "
@@ -42,7 +44,14 @@ WHY = {
         "(allocator arenas, KV caches, generate's buffers), which both sides pay; the reference's extra "
         "model copies only weigh once the model does (the hub shape)."
     ),
-    "render": "The CLI pays the soundfont load on each file; the studio's synth stays loaded.",
+    "render": (
+        "Both sides spend their time in FluidSynth's voice synthesis (the same library, the same "
+        "soundfont, the same notes); the studio saves the process start and the soundfont load "
+        "(~0.3 s for FluidR3_GM from the page cache), which is small next to ~2.5–3 s of synthesis, so "
+        "on this shared machine the two are within the noise. What would reach it: FluidSynth's "
+        "synth.cpu-cores (parallel voice rendering, on a machine with idle cores), or rendering the two "
+        "sides of an A/B pair in parallel, one synth each."
+    ),
     "startup": (
         "Start-up is import time (gradio, torch, transformers) plus loading the base; importing the "
         "engine lazily and --no-preload would serve the first page before the model loads."
