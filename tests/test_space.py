@@ -46,13 +46,14 @@ def app_env(data_dir: Path | None, **extra) -> dict:
 
 
 @contextmanager
-def running_app(cwd: Path, env: dict, log: Path, args=(), timeout: float = 120):
+def running_app(cwd: Path, env: dict, log: Path, args=(), timeout: float = 120, python_args=("app.py",)):
     """``python app.py ARGS`` in ``cwd``; yields its base URL once ``/`` answers 200; stops it after.
-    Its output goes to ``log`` (shown when it fails to start)."""
+    Its output goes to ``log`` (shown when it fails to start). ``python_args``: what python runs
+    instead of ``app.py`` (e.g. ``-c CODE`` that changes something first, then runs app.py)."""
     port = int(env.get("GRADIO_SERVER_PORT") or free_port())
     env = {**env, "GRADIO_SERVER_PORT": str(port)}
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "app.py", *map(str, args)], cwd=cwd, env=env,
+        proc = subprocess.Popen([sys.executable, *python_args, *map(str, args)], cwd=cwd, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
