@@ -102,7 +102,7 @@ def test_a_page_closed_during_training_leaves_it_running_and_a_new_page_reattach
     first = next(frames)  # the page shows the new run…
     run = Path(first[-1])
     frames.close()  # …and is closed: gradio closes the event's generator
-    assert jobs.active_job() is not None or jobs.read_run(run).state == "finished"
+    assert jobs.active_job()["run_dir"] == str(run)  # the child needs seconds just to import torch
     view = wait_for(run, lambda v: v.done, timeout=150)  # nobody watches; it goes on to the end
     assert view.state == "finished", view.error
     assert (adapters_dir() / "kept" / "adapter-best" / "adapter_model.safetensors").is_file()
