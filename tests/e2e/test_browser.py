@@ -187,6 +187,7 @@ def test_new_user_trains_and_compares(page, app_url, tmp_path):
 
     # Listen & Compare: base vs the new adapter, continuing a piece of the dataset
     page.get_by_role("tab", name="Listen & Compare").click()
+    pick(page, "side-b", "e2e-lora")  # the bundled demo adapter may be listed first
     expect(page.locator("#side-b input").first).to_have_value("e2e-lora", timeout=15_000)
     page.locator("#prompt-box").get_by_text("Prompt (optional)").click()
     pick(page, "prompt-pick", "e2e-album/piece00.mid")
