@@ -160,6 +160,10 @@ def start_training(cfg, run_dir: str | Path | None = None, owner: str | None = N
     run folder, and is the only training job: a second call raises JobRunning. ``owner``: who
     may stop it in public mode (a session key), kept in launch.json.
     """
+    from studio import zerogpu
+
+    if zerogpu.on_zerogpu():  # a child process gets no GPU there: bounded GPU calls from this process
+        return start_in_thread(cfg, zerogpu.train_in_chunks, run_dir, owner)
     run_dir = Path(run_dir or new_run_dir(Path(cfg.output_dir).name))
     _take_lock(run_dir)
     try:
@@ -179,6 +183,37 @@ def start_training(cfg, run_dir: str | Path | None = None, owner: str | None = N
                 "started": time.time()}
         _write_json_atomic(_lock_path(), lock)
         _write_json_atomic(run_dir / LAUNCH, {**lock, "owner": owner})
+    except BaseException:
+        _lock_path().unlink(missing_ok=True)
+        raise
+    return run_dir
+
+
+def start_in_thread(cfg, target, run_dir: str | Path | None = None, owner: str | None = None) -> Path:
+    """The one training job as a thread of this process: ``target(cfg, run_dir)`` writes the run
+    folder (with a RunWriter) as the child would. Used on ZeroGPU (studio/zerogpu.py), where only
+    this process can borrow the GPU. The lock names this process, so the job is "interrupted",
+    not running, once the app is gone."""
+    import threading
+
+    run_dir = Path(run_dir or new_run_dir(Path(cfg.output_dir).name))
+    _take_lock(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=False)
+        cfg.save(run_dir / CONFIG)
+        lock = {"pid": os.getpid(), "create_time": psutil.Process().create_time(), "run_dir": str(run_dir),
+                "started": time.time()}
+        _write_json_atomic(run_dir / LAUNCH, {**lock, "owner": owner})
+        _write_json_atomic(_lock_path(), lock)
+        _write_json_atomic(run_dir / STATUS, {"state": "starting", "pid": os.getpid(), "started": time.time()})
+
+        def run():
+            try:
+                target(cfg, run_dir)
+            except BaseException:  # written to status.json by the target's RunWriter; not the app's problem
+                traceback.print_exc()
+
+        threading.Thread(target=run, name=f"train-{run_dir.name}", daemon=True).start()
     except BaseException:
         _lock_path().unlink(missing_ok=True)
         raise

@@ -172,3 +172,26 @@ def test_fresh_clone_starts_as_a_space_and_stays_clean(clone, tmp_path):
     ignored = [line for line in git_status(clone, "--ignored") if line.startswith("!!")]
     assert all("__pycache__" in line for line in ignored), ignored
 
+
+
+def test_training_in_bounded_chunks_resumes_to_the_end(tmp_path, tiny_base_dir):
+    """ZeroGPU lends the GPU per call, so training runs as chunks that each save a checkpoint and
+    resume the last one (here on the CPU, gpu() being transparent, in chunks of 0.6 s of training)."""
+    import json
+    from functools import partial
+
+    from studio import jobs, zerogpu
+    from studio.config import adapters_dir
+    from test_jobs import config, wait_for
+
+    cfg = config(tmp_path, tiny_base_dir, "chunked", epochs=3, batch_size=1, val_split=0.3)
+    run = jobs.start_in_thread(cfg, partial(zerogpu.train_in_chunks, chunk_minutes=0.01))
+    assert jobs.active_job()["pid"] == os.getpid()
+    view = wait_for(run, lambda v: v.done, timeout=180)
+    assert view.state == "finished", (view.error, view.log_tail)
+    log = (run / "log.txt").read_text()
+    assert log.count("resuming in a new GPU call") >= 1 and "resumed at epoch" in log
+    meta = json.loads((adapters_dir() / "chunked" / "training_meta.json").read_text())
+    assert [h["epoch"] for h in meta["history"]] == [1, 2, 3] and meta["stop_reason"] == "completed 3 epochs"
+    assert (adapters_dir() / "chunked" / "adapter-best" / "adapter_model.safetensors").is_file()
+    assert jobs.active_job() is None
