@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -219,3 +220,57 @@ def test_errors_are_readable_without_tracebacks_or_server_paths(app):
     assert not msg["success"] and "../../etc" in msg["output"]["error"]
     msg = call(app, "start_event", [None, "pocket", "", "Artist style only", 0.0, *([1] * 17), "auto", False])
     assert not msg["success"] and "pick a dataset" in msg["output"]["error"]
+
+
+# --- the engine side of public mode (no server) --------------------------------------------------
+
+
+def test_switch_limits_and_clamping(tmp_path):
+    from studio import public
+    from studio.config import TrainConfig
+
+    assert public.enabled({"SPACE_ID": "a/b"}) and not public.enabled({})
+    assert not public.enabled({"SPACE_ID": "a/b", "STUDIO_PUBLIC": "0"})  # a private duplicate
+    assert public.enabled({"STUDIO_PUBLIC": "1"}) and public.limits({}) == public.LOCAL
+    lim = public.limits({"SPACE_ID": "a/b", "STUDIO_MAX_EPOCHS": "3", "STUDIO_MAX_MINUTES": "2.5"})
+    assert (lim.max_epochs, lim.max_minutes, lim.max_dataset_files) == (3, 2.5, public.PUBLIC.max_dataset_files)
+    with pytest.raises(ValueError, match="STUDIO_MAX_EPOCHS: 'many' is not a number"):
+        public.limits({"SPACE_ID": "a/b", "STUDIO_MAX_EPOCHS": "many"})
+    cfg = TrainConfig(str(tmp_path / "album"), str(tmp_path / "out"), epochs=8, max_minutes=0)
+    clamped, notes = public.clamp_training(cfg, lim, n_files=10)
+    assert (clamped.epochs, clamped.max_minutes) == (3, 2.5) and len(notes) == 2
+    assert public.clamp_training(cfg, public.LOCAL, 10**6) == (cfg, [])  # local: no limits
+    with pytest.raises(ValueError, match="album: 500 MIDI files, the public limit is 200"):
+        public.clamp_training(cfg, public.PUBLIC, n_files=500)
+    # a resumed job gets the training minutes it already used plus a fresh budget
+    (tmp_path / "out" / "checkpoint").mkdir(parents=True)
+    (tmp_path / "out" / "checkpoint" / "state.json").write_text(json.dumps({"train_seconds": 90}))
+    resumed, _ = public.clamp_training(TrainConfig(cfg.data_dir, cfg.output_dir, resume=True), lim, 1)
+    assert resumed.max_minutes == 4.0
+
+
+def test_session_folders_are_named_safely_and_cleaned_by_age(monkeypatch):
+    from studio import jobs, public
+    from studio.config import runs_dir
+
+    for bad in ("../../etc", "", None, "a/b", "x" * 200):
+        with pytest.raises(ValueError, match="no valid session"):
+            public.session_datasets(bad)
+    old, fresh, busy = (public.session_datasets(h) for h in ("oldpage", "newpage", "trainingpage"))
+    for folder in (old, fresh, busy):
+        (folder / "album").mkdir(parents=True)
+        (folder / "album" / "a.mid").write_bytes(b"MThd")
+    past = time.time() - 7 * 3600
+    for folder in (old, busy):
+        for p in [folder, *folder.rglob("*")]:
+            os.utime(p, (past, past))
+    # the running job (this process, as a ZeroGPU job would be) reads the "training" page's dataset
+    run = runs_dir() / "r"
+    run.mkdir(parents=True)
+    (run / jobs.CONFIG).write_text(json.dumps({"data_dir": str(busy / "album")}))
+    (run / jobs.STATUS).write_text(json.dumps({"state": "running"}))
+    (runs_dir() / jobs.LOCK).write_text(json.dumps({"pid": os.getpid(), "run_dir": str(run)}))
+    assert public.cleanup_sessions(6 * 3600) == 1
+    assert not old.exists() and fresh.exists() and busy.exists()
+    assert not public.remove_session("trainingpage") and busy.exists()  # a closed page: kept while training
+    assert public.remove_session("newpage") and not fresh.exists()
