@@ -84,7 +84,8 @@ def file_urls(app: App) -> list[str]:
             f"{renders}/../datasets/alice/secret.mid", f"{renders}/%2e%2e/datasets/alice/secret.mid",
             f"{renders}/preview/link.mid", str(data / "runs/r1/config.json"), str(data / "cache/tokens.json"),
             str(data / "adapters/x/adapter_config.json"), str(data / "datasets/.sessions/other/ds/secret.mid"),
-            "app.py", str(REPO / "app.py"), str(REPO / "models/pocket-base/config.json"), "models/pocket-base/config.json",
+            "app.py", str(REPO / "app.py"), str(REPO / "models/pocket-base/config.json"),
+            "models/pocket-base/config.json",
             "http://169.254.169.254/latest/meta-data/", f"{app.url}/gradio_api/file=/etc/passwd",
             "file:///etc/passwd")]
     return urls + ["/gradio_api/proxy=http://169.254.169.254/latest/meta-data/", "/static/../../../etc/passwd",
@@ -92,7 +93,8 @@ def file_urls(app: App) -> list[str]:
 
 
 def test_only_the_renders_folder_is_served(app):
-    assert app.get(f"/gradio_api/file={app.data}/renders/preview/public.txt") == (200, "served-ok")  # the one served folder
+    served_ok = app.get(f"/gradio_api/file={app.data}/renders/preview/public.txt")
+    assert served_ok == (200, "served-ok")  # the one folder that is served
     served = []
     for url in file_urls(app):
         status, body = app.get(url)
@@ -159,7 +161,8 @@ def midi_bytes(seed: int = 1, n_notes: int = 40) -> bytes:
 
 
 def copies_of_the_canary(data: Path) -> list[Path]:
-    return sorted(p for p in data.rglob("*") if p.is_file() and not p.is_symlink() and CANARY.encode() in p.read_bytes())
+    return sorted(p for p in data.rglob("*")
+                  if p.is_file() and not p.is_symlink() and CANARY.encode() in p.read_bytes())
 
 
 def test_file_inputs_must_be_this_pages_uploads(app):

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-SPACE_ENV = {"SPACE_ID": "someone/midi-lora-studio", "SPACE_AUTHOR_NAME": "someone", "SPACE_REPO_NAME": "midi-lora-studio",
-             "SYSTEM": "spaces", "GRADIO_SERVER_NAME": "0.0.0.0"}
+SPACE_ENV = {"SPACE_ID": "someone/midi-lora-studio", "SPACE_AUTHOR_NAME": "someone",
+             "SPACE_REPO_NAME": "midi-lora-studio", "SYSTEM": "spaces", "GRADIO_SERVER_NAME": "0.0.0.0"}
 
 
 def free_port(preferred: int = 7860) -> int:

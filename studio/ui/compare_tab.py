@@ -225,7 +225,8 @@ def build(settings: Settings) -> dict:
         with gr.Row():
             with gr.Column():
                 uploaded = gr.File(file_types=[".mid", ".midi"], label="Upload a prompt MIDI", height=100)
-                picked = gr.Dropdown(prompt_choices() if settings.local else [NO_PROMPT], value=NO_PROMPT, label="…or a piece from a dataset",
+                first = prompt_choices() if settings.local else [NO_PROMPT]  # public: the page's own, on select
+                picked = gr.Dropdown(first, value=NO_PROMPT, label="…or a piece from a dataset",
                                      elem_id="prompt-pick")
             p_audio = gr.Audio(label="Prompt", type="filepath", interactive=False, visible=settings.audio)
             p_roll = gr.Image(label="Prompt piano roll", type="filepath", interactive=False, height=160)
