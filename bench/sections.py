@@ -51,12 +51,13 @@ def gpu() -> list[str]:
 
 
 def scale_out() -> list[str]:
-    src = "".join((ROOT / "studio" / f).read_text() for f in ("train.py", "loop.py"))
-    applied = "Accelerator" in src
-    state = ("studio/train.py runs under Accelerate (the patch is in)." if applied else
-             "**Pending**: studio/train.py does not use Accelerate yet; `bench/accelerate_patch.diff` is the "
-             "proposed change (Accelerator for device placement, DDP wrapping, each process its own share "
-             "of the windows, one stop decision for all processes, only the main process saving).")
+    train_src = (ROOT / "studio" / "train.py").read_text()
+    applied = (ROOT / "studio" / "distributed.py").is_file() and "Dist.from_env" in train_src
+    state = ("studio/train.py runs under Accelerate: studio/distributed.py wraps the model in DDP, gives "
+             "each process its share of the windows, takes stop, time-limit and checkpoint decisions "
+             "jointly and lets only the main process write." if applied else
+             "**Pending**: studio/train.py does not run under Accelerate in this checkout (studio/distributed.py "
+             "is missing).")
     return ["## Scale-out (Hugging Face Accelerate)", "",
             "`accelerate launch --multi_gpu --num_processes 2 -m studio train … --device cpu` runs the same "
             "training in two processes (on a machine without GPUs Accelerate runs them on the CPU over gloo, "

@@ -55,7 +55,7 @@ def test_two_cpu_processes_train_one_adapter(tmp_path, tiny_base_dir, tok):
 
     meta = json.loads((out / "training_meta.json").read_text())
     assert "distributed" in meta, ("both processes trained alone: studio/train.py does not run under "
-                                   "Accelerate yet (apply bench/accelerate_patch.diff)")
+                                   "Accelerate (studio/distributed.py, Dist in train.py and loop.py)")
     assert meta["distributed"]["num_processes"] == 2
     assert [h["epoch"] for h in meta["history"]] == list(range(1, EPOCHS + 1))
     # each process reads half of every epoch's windows (the odd one out is topped up)
