@@ -192,7 +192,7 @@ def run(model, train_windows, val_windows, cfg: LoopConfig, device, hooks: Hooks
             on_event({"type": "step", "epoch": epoch + 1, "epochs": cfg.epochs, "step": state.global_step,
                       "total_steps": total, "loss": float(np.mean(losses[-cfg.grad_accum_steps:])),
                       "lr": scheduler.get_last_lr()[0], "tokens_per_s": rate, "eta_s": eta})
-            if over:
+            if over and i + 1 < len(loader):  # on the last step, let the epoch close normally first
                 state.stop_reason = f"time limit of {cfg.max_minutes:g} minutes reached"
                 break
             if due:
@@ -206,6 +206,9 @@ def run(model, train_windows, val_windows, cfg: LoopConfig, device, hooks: Hooks
             return state
         _end_epoch(plain, val_windows, cfg, device, hooks, state, epoch, losses, time.perf_counter() - t0,
                    on_event, dist)
+        late = bool(cfg.max_minutes) and state.train_seconds > cfg.max_minutes * 60  # same on every process
+        if late and not state.stop_reason and epoch + 1 < cfg.epochs:
+            state.stop_reason = f"time limit of {cfg.max_minutes:g} minutes reached"
         hooks.save_last(plain)
         hooks.save_checkpoint(plain, optimizer, scheduler, state)
         last_ckpt = time.perf_counter()
