@@ -243,5 +243,7 @@ def rendering(fx: Fixtures, sizes: Sizes) -> Figure:
     fig.load += (load1(),)
     fig.notes.append(f"soundfont {sf2.name}, 44.1 kHz stereo, 16-bit WAV written on both sides; the CLI loads "
                      "the soundfont on every run; the studio's synth stays loaded (cold = first render in a "
-                     "process, soundfont load included)")
+                     "process, soundfont load included). Both spend nearly all their time in FluidSynth's "
+                     "voice synthesis; the studio saves only the process start and the soundfont load, so "
+                     "its lead is small and within this machine's noise")
     return fig
