@@ -83,3 +83,15 @@ def midi_dir(tmp_path) -> Path:
     folder = tmp_path / "album"
     write_pieces(folder, 4)
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tensors this small gain nothing from a second thread, and on a busy machine the threads
+    wait on each other; restored afterwards for the other test files."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

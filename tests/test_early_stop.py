@@ -22,13 +22,8 @@ COPIES = 8  # each piece as 8 identical "augmented" files, so both sides have se
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tensors this small gain nothing from a second thread, and on a busy machine the threads
-    wait on each other; restored afterwards for the other test files."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Tiny tensors: one torch thread for this module (see conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,8 @@ PIECE_KEYS = {"file", "copy_rate", "longest_copy_notes", "longest_copy_seconds",
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tensors this small gain nothing from a second thread, and on a busy machine the threads
-    wait on each other; restored afterwards for the other test files."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Tiny tensors: one torch thread for this module (see conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")
