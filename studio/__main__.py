@@ -101,6 +101,8 @@ def _add_train(sub) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--extra-data-dirs", nargs="*", default=[], help="blend these folders into training")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    p.add_argument("--base-dropout", action="store_true",
+                   help="keep the frozen base's own dropout while training (slower; LoRA dropout always applies)")
 
 
 def _add_generate(sub) -> None:

@@ -125,6 +125,9 @@ class TrainConfig(_Job):
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
+    # Keep the frozen base's own dropout during LoRA training (off by default: see
+    # studio.train.quiet_base_dropout; LoRA dropout above is the adapter's regulariser).
+    base_dropout: bool = False
     max_grad_norm: float = 1.0
     seed: int = 42
     resume: bool = False

@@ -99,12 +99,22 @@ def load_base(name: str | None, tok, device: str | torch.device = "cpu", fallbac
         log.warning(reason)
         canonical, folder = resolve_base(POCKET_NAME)
     _require_safetensors(folder, "base model")
-    from transformers import AutoModelForCausalLM  # heavy: only once a base is known to exist
+    from transformers import AutoConfig, AutoModelForCausalLM  # heavy: only once a base is known to exist
 
-    model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, trust_remote_code=False)
+    config = fused_activation(AutoConfig.from_pretrained(folder, trust_remote_code=False))
+    model = AutoModelForCausalLM.from_pretrained(folder, config=config, use_safetensors=True, trust_remote_code=False)
     check_model_config(model.config, tok, f"base model {canonical}")
     model.to(device).eval()
     return model, BaseInfo(requested, canonical, str(folder), reason, model_shape(model.config))
+
+
+def fused_activation(config):
+    """GPT-2's "gelu_new" and "gelu_pytorch_tanh" are the same tanh GELU; the first is written as
+    ~8 separate tensor ops (forward and backward), the second is one fused kernel. Same outputs
+    (to float rounding), ~13 % faster LoRA steps on CPU (bench/RESULTS.md)."""
+    if getattr(config, "activation_function", None) == "gelu_new":
+        config.activation_function = "gelu_pytorch_tanh"
+    return config
 
 
 # --- adapters ---------------------------------------------------------------------------------

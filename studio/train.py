@@ -41,7 +41,28 @@ def lora_model(base, cfg: TrainConfig):
         target_modules=TARGET_MODULES, bias="none", task_type=TaskType.CAUSAL_LM,
         fan_in_fan_out=True,  # GPT-2's Conv1D stores weights as (in, out)
     )
-    return get_peft_model(base, lcfg)
+    model = get_peft_model(base, lcfg)
+    if not cfg.base_dropout:
+        quiet_base_dropout(model)
+    return model
+
+
+def quiet_base_dropout(model) -> int:
+    """Turn off the frozen base's own dropout (GPT-2: 0.1 on attention, residuals, embeddings).
+
+    The base does not learn, so its dropout only adds noise to what the adapter is fitted
+    against (and at generation time the base runs without it); the adapter keeps its own
+    regulariser, LoRA dropout. It also lets PyTorch use its fused attention kernel: with
+    dropout on the attention probabilities it falls back to building every T x T score
+    matrix. Measured on this 2-core CPU: ~1.8x faster LoRA steps (bench/RESULTS.md).
+    Returns how many dropout layers were turned off.
+    """
+    n = 0
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Dropout) and "lora_dropout" not in name and module.p > 0:
+            module.p = 0.0
+            n += 1
+    return n
 
 
 def write_json_atomic(path: Path, obj) -> None:

@@ -104,3 +104,50 @@ def test_resume_without_checkpoint_says_so(album, tmp_path, tiny_base_dir):
 def test_bad_train_flags_name_the_field(tmp_path, field, value, msg):
     with pytest.raises(ValueError, match=msg):
         TrainConfig(str(tmp_path), str(tmp_path / "o"), **{field: value})
+
+
+def _two_train_passes_differ(model, tok) -> bool:
+    ids = torch.tensor([[tok["BOS_None"], *range(10, 60)]])
+    model.train()
+    torch.manual_seed(0)
+    a = model(input_ids=ids).logits
+    b = model(input_ids=ids).logits
+    return not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("base_dropout", [False, True])
+def test_frozen_base_dropout_is_off_unless_asked_for(tmp_path, tiny_base_dir, tok, base_dropout):
+    """LoRA dropout 0 isolates the base: its own dropout is the only randomness left in train mode."""
+    from studio.train import lora_model
+
+    base, _ = load_base(str(tiny_base_dir), tok)
+    cfg = TrainConfig("d", "o", lora_dropout=0.0, base_dropout=base_dropout)
+    model = lora_model(base, cfg)
+    assert _two_train_passes_differ(model, tok) is base_dropout
+    lora = [m.p for n, m in model.named_modules() if "lora_dropout" in n and isinstance(m, torch.nn.Dropout)]
+    assert lora == [] or set(lora) == {0.0}
+    kept = lora_model(load_base(str(tiny_base_dir), tok)[0], TrainConfig("d", "o", lora_dropout=0.05))
+    drops = {n: m.p for n, m in kept.named_modules() if isinstance(m, torch.nn.Dropout)}
+    assert {p for n, p in drops.items() if "lora_dropout" in n} == {0.05}  # the guide's knob stays
+    assert {p for n, p in drops.items() if "lora_dropout" not in n} == {0.0}
+
+
+def test_base_dropout_flag_reaches_the_config(tmp_path):
+    from studio.__main__ import _train_config, build_parser
+
+    base = ["train", "--data-dir", "d", "--output-dir", "o"]
+    assert _train_config(build_parser().parse_args(base)).base_dropout is False
+    assert _train_config(build_parser().parse_args([*base, "--base-dropout"])).base_dropout is True
+
+
+def test_base_loads_with_the_fused_gelu_and_the_same_logits(tiny_base_dir, tok):
+    from transformers import AutoModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_pretrained(tiny_base_dir).eval()
+    fused, _ = load_base(str(tiny_base_dir), tok)
+    assert plain.config.activation_function == "gelu_new"
+    assert fused.config.activation_function == "gelu_pytorch_tanh"
+    ids = torch.tensor([[tok["BOS_None"], *range(10, 200)]])
+    with torch.no_grad():
+        diff = (plain(input_ids=ids).logits - fused(input_ids=ids).logits).abs().max().item()
+    assert diff < 1e-4
