@@ -1,9 +1,11 @@
 """A/B(/C) listening: one base model in memory, adapters switched on it, the same seed for all sides.
 
 ``Comparer(base)`` loads the base once (lazily) and each adapter once, by name, onto the same
-model with peft's ``load_adapter``; a side is generated with ``set_adapter(name)``, the base side
-inside ``disable_adapter()``. A lock serialises model use, because the active adapter is
-model-wide state. Per side: MIDI, audio (OGG), piano roll (PNG), generation info, and how close
+model with peft's ``load_adapter``. On a GPT-2 base (the hub model, pocket) all sides are
+decoded together in one batch, each row with its own adapter's low-rank update and its own
+generator seeded with the same seed (``studio.generate.sample_sides``); otherwise a side is
+generated with ``set_adapter(name)``, the base side inside ``disable_adapter()``. A lock
+serialises model use, because adapters and the active adapter are model-wide state. Per side: MIDI, audio (OGG), piano roll (PNG), generation info, and how close
 the piece is to the compared adapter's training pieces (copy rate, style distance).
 
 Comparers are a process resource (a model each), kept in a small registry by base name; what a
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from studio import library
 from studio.config import renders_dir
-from studio.generate import prompt_ids, sample
+from studio.generate import prompt_ids, sample, sample_sides
 
 log = logging.getLogger(__name__)
 BASE_SIDE = None  # a side with no adapter: the base alone
@@ -149,6 +151,21 @@ class Comparer:
             return sample(model, self.tok, prompt, knobs.max_new_tokens, knobs.temperature,
                           knobs.top_p, knobs.top_k, seed)
 
+    def sample_all(self, sides: list[str | None], prompt: list[int], knobs: Knobs, seed: int):
+        """One Generation per side, same prompt and seed. A GPT-2 base decodes every side in one
+        batch (adapters as per-row updates, ``studio.fast``); other models, one side at a time."""
+        from studio import fast
+
+        self.load()
+        with self.lock:
+            for adapter in sides:
+                if adapter is not None:
+                    self._ensure_adapter(adapter)
+            if not fast.supports(self.model):
+                return [self.sample_side(adapter, prompt, knobs, seed) for adapter in sides]
+            return sample_sides(self.model, self.tok, prompt, sides, knobs.max_new_tokens, knobs.temperature,
+                                knobs.top_p, knobs.top_k, seed)
+
     def generate(self, sides: list[str | None], prompt_midi: str | Path | None, knobs: Knobs, seed: int,
                  audio: bool = True, out_dir: Path | None = None, reference: str | None = None,
                  stems: list[str] | None = None) -> list[SideResult]:
@@ -167,8 +184,7 @@ class Comparer:
         if stems is not None and len(stems) != len(sides):
             raise ValueError(f"stems: {len(stems)} names for {len(sides)} sides")
         results = []
-        for i, adapter in enumerate(sides):
-            gen = self.sample_side(adapter, prompt, knobs, seed)
+        for i, (adapter, gen) in enumerate(zip(sides, self.sample_all(sides, prompt, knobs, seed))):
             label = adapter or "base"
             stem = stems[i] if stems else f"{i}-{label}"
             results.append(self._side_files(gen, label, adapter, out_dir / stem, audio, reference))

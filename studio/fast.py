@@ -22,8 +22,10 @@ every step). So this module:
 
 The filter has Hugging Face's semantics (TemperatureLogitsWarper → TopKLogitsWarper →
 TopPLogitsWarper, checked against them in tests), but the random draws differ from
-``generate``'s: the same seed gives other (equally distributed) tokens than
-``studio.generate.sample``.
+Hugging Face's ``generate``: the same seed gives other (equally distributed) tokens. The
+studio samples through here (``studio.generate.sample`` and ``sample_sides``) for every GPT-2
+base, without merging: merging and unmerging in place would let float rounding drift the
+shared base weights over a long-running app. ``merged`` is for one-off runs (the bench).
 """
 
 from __future__ import annotations
@@ -216,6 +218,14 @@ def _spans(rows: list) -> list[tuple]:
         else:
             out.append((r, i, i + 1))
     return out
+
+
+def supports(model) -> bool:
+    """Whether FastGPT2 can run ``model`` (plain or peft-wrapped) exactly as its own forward."""
+    from peft import PeftModel
+
+    lm = model.get_base_model() if isinstance(model, PeftModel) else model
+    return hasattr(lm, "transformer") and not unsupported(lm.config)
 
 
 def unsupported(cfg) -> str:

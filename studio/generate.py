@@ -87,20 +87,49 @@ def prompt_ids(tok, prompt_midi: str | Path | None) -> list[int]:
     return encode(tok, safe_load(prompt_midi))[:-1]
 
 
-@torch.no_grad()
-def sample(model, tok, prompt: list[int], max_new_tokens: int, temperature: float = 1.0,
-           top_p: float = 0.95, top_k: int = 50, seed: int | None = None) -> Generation:
-    """Seeded sampling with the KV cache; same seed, model and prompt → same tokens."""
+def _fit(model, tok, prompt: list[int], max_new_tokens: int, seed: int | None):
+    """(prompt, max_new, notes, seed): clipped to the context, checked against the vocabulary."""
     seed = random.randrange(2**31) if seed is None else int(seed)
     n_positions = int(getattr(model.config, "n_positions", 1024))
     prompt, max_new, notes = fit_context(list(prompt), max_new_tokens, n_positions, tok["BOS_None"])
     vocab = len(tok)
     if any(not 0 <= i < vocab for i in prompt):  # never feed the model ids it has no embedding for
         raise ValueError(f"prompt holds token ids outside the vocabulary (0..{vocab - 1})")
+    return prompt, max_new, notes, seed
+
+
+def _generation(tok, ids: list[int], prompt_len: int, seed: int, seconds: float, notes: list[str]) -> Generation:
+    gen = Generation(ids, prompt_len, decode(tok, ids), seed, seconds, list(notes))
+    gen.new_notes = int(decode(tok, ids[prompt_len:]).note_num()) if prompt_len > 1 else gen.n_notes
+    return gen
+
+
+@torch.no_grad()
+def sample(model, tok, prompt: list[int], max_new_tokens: int, temperature: float = 1.0,
+           top_p: float = 0.95, top_k: int = 50, seed: int | None = None) -> Generation:
+    """Seeded sampling with a KV cache; same seed, model and prompt → same tokens.
+
+    GPT-2 bases (the hub model, pocket) go through ``studio.fast``: the active adapter's
+    low-rank update is added on the fly (weights never change), ~2-3x Hugging Face's
+    ``generate`` on a CPU. Other architectures use ``generate``.
+    """
+    from studio import fast
+
+    prompt, max_new, notes, seed = _fit(model, tok, prompt, max_new_tokens, seed)
+    start = time.perf_counter()
+    if fast.supports(model):
+        ids = fast.decode(model, prompt, max_new, [seed], temperature, top_p, top_k,
+                          eos_id=tok["EOS_None"]).rows[0]
+    else:
+        ids = _hf_generate(model, tok, prompt, max_new, temperature, top_p, top_k, seed)
+    return _generation(tok, ids, len(prompt), seed, time.perf_counter() - start, notes)
+
+
+def _hf_generate(model, tok, prompt: list[int], max_new: int, temperature: float, top_p: float, top_k: int,
+                 seed: int) -> list[int]:
     device = next(model.parameters()).device
     input_ids = torch.tensor([prompt], dtype=torch.long, device=device)  # (1, T)
     torch.manual_seed(seed)
-    start = time.perf_counter()
     out = model.generate(
         input_ids=input_ids,
         attention_mask=torch.ones_like(input_ids),
@@ -113,11 +142,26 @@ def sample(model, tok, prompt: list[int], max_new_tokens: int, temperature: floa
         eos_token_id=tok["EOS_None"],
         bos_token_id=tok["BOS_None"],
     )
-    seconds = time.perf_counter() - start
-    ids = out[0].tolist()
-    gen = Generation(ids, len(prompt), decode(tok, ids), seed, seconds, notes)
-    gen.new_notes = int(decode(tok, ids[len(prompt):]).note_num()) if len(prompt) > 1 else gen.n_notes
-    return gen
+    return out[0].tolist()
+
+
+@torch.no_grad()
+def sample_sides(model, tok, prompt: list[int], sides: list[str | None], max_new_tokens: int,
+                 temperature: float = 1.0, top_p: float = 0.95, top_k: int = 50,
+                 seed: int | None = None) -> list[Generation]:
+    """Every side (an adapter loaded on ``model`` by name, or None for the base) continuing the
+    same prompt with the same seed, decoded together: one pass over the base weights per token
+    serves all sides, so an A/B pair costs little more than one side. Each side draws what it
+    would draw alone with ``sample`` (up to float rounding of batched products). GPT-2 only
+    (``studio.fast.supports``)."""
+    from studio import fast
+
+    if not fast.supports(model):
+        raise ValueError("batched sides need a GPT-2 model; sample each side with sample()")
+    prompt, max_new, notes, seed = _fit(model, tok, prompt, max_new_tokens, seed)
+    out = fast.decode(model, prompt, max_new, [seed] * len(sides), temperature, top_p, top_k,
+                      eos_id=tok["EOS_None"], adapters=list(sides))
+    return [_generation(tok, ids, len(prompt), seed, out.seconds, notes) for ids in out.rows]
 
 
 def _load_for(cfg: GenerateConfig):

@@ -274,3 +274,21 @@ def test_old_renders_are_pruned(tmp_path):
     os.utime(keep, (past, past))
     assert library.prune_renders(86400) == 1
     assert not old.exists() and new.exists() and keep.exists()
+
+
+def test_sides_decoded_together_draw_what_each_draws_alone(tok, tiny_base_dir, two_adapters):
+    """generate() batches every side through one pass per token; each side keeps its own piece."""
+    from studio import fast
+
+    c = Comparer(str(tiny_base_dir))
+    k = Knobs(max_new_tokens=48)
+    together = c.sample_all([None, "alpha", "beta"], prompt(tok), k, seed=5)
+    assert fast.supports(c.model)
+    alone = [c.sample_side(s, prompt(tok), k, seed=5).ids for s in (None, "alpha", "beta")]
+    assert [g.ids for g in together] == alone
+    assert len({tuple(ids) for ids in alone}) == 3 and all(g.seed == 5 for g in together)
+    # the base weights are never merged or changed by sampling adapters
+    plain, _ = load_base(str(tiny_base_dir), tok)
+    base_now = {n.replace("base_model.model.", "").replace(".base_layer", ""): p
+                for n, p in c.model.named_parameters() if "lora_" not in n}
+    assert all(torch.equal(base_now[n], p) for n, p in plain.named_parameters())
