@@ -152,3 +152,10 @@ def _first_line(cmd: list[str]) -> str:
         return (out.stdout or out.stderr).strip().splitlines()[0]
     except (OSError, subprocess.SubprocessError, IndexError):
         return "not available"
+
+
+def threads_text(n: int) -> str:
+    """How many intra-op threads a figure ran with, for its notes."""
+    import torch
+
+    return f"{n} intra-op thread(s)" if n > 0 else f"torch's default {torch.get_num_threads()} intra-op threads"

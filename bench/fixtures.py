@@ -36,8 +36,8 @@ class Sizes:
     piece_seconds: float
     render_repeats: int
     startup_repeats: int
-    decode_threads: int = 1
-    train_threads: int = 1
+    decode_threads: int = 0  # intra-op threads on both sides; 0: torch's default (one per core)
+    train_threads: int = 0
 
 
 FULL = Sizes(
@@ -45,9 +45,9 @@ FULL = Sizes(
     models={"pocket": (4, 256, 4, 1024), "hub-shape": (6, 512, 8, 1024)},
     max_seq_len=1024,
     train={"pocket": dict(accum=16, ref_steps=2, studio_steps=1, repeats=3,
-                          variants=("1x16", "1x16-noattndrop"), headline="1x16"),
+                          variants=("1x16", "1x16-basedrop"), headline="1x16"),
            "hub-shape": dict(accum=4, ref_steps=1, studio_steps=1, repeats=2,
-                             variants=("1x4", "1x4-noattndrop"), headline="1x4")},
+                             variants=("1x4", "1x4-basedrop"), headline="1x4")},
     gen_tokens=1024, gen_repeats={"pocket": 3, "hub-shape": 2},
     ab_tokens=512, ab_repeats={"pocket": 3, "hub-shape": 2},
     mem_repeats=2, piece_seconds=180.0, render_repeats=5, startup_repeats=2,
@@ -56,7 +56,7 @@ SMOKE = Sizes(
     chorales=2, transpose=[-1, 1], tempo=[1.0],
     models={"tiny": (2, 64, 2, 256)},
     max_seq_len=128,
-    train={"tiny": dict(accum=2, ref_steps=1, studio_steps=1, repeats=1, variants=("1x2", "2x1-noattndrop"),
+    train={"tiny": dict(accum=2, ref_steps=1, studio_steps=1, repeats=1, variants=("1x2", "2x1-basedrop"),
                         headline="1x2")},
     gen_tokens=32, gen_repeats={"tiny": 1}, ab_tokens=16, ab_repeats={"tiny": 1},
     mem_repeats=1, piece_seconds=8.0, render_repeats=1, startup_repeats=0,

@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     p.add_argument("--base", required=True, type=Path)
     p.add_argument("--adapter", action="append", required=True, help="NAME=FOLDER")
     p.add_argument("--tokens", type=int, default=32)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads; 0: torch's default")
     args = p.parse_args(argv)
     _imports()
     import psutil
@@ -77,7 +77,8 @@ def main(argv=None) -> int:
 
     from studio.tokenizer import build_tokenizer
 
-    torch.set_num_threads(args.threads)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     tok = build_tokenizer()
     adapters = dict(a.split("=", 1) for a in args.adapter)
     adapters = {k: Path(v) for k, v in adapters.items()}

@@ -13,17 +13,15 @@ WHY = {
     "train": (
         "The two sides do not train on the same sequences. DatasetMIDI hands the reference each file's "
         "first track only (the soprano, ~230 tokens with this tokenizer), while every studio window is a "
-        "full 1024-token stream of all four voices: per token, attention does ~4× more work (each token "
-        "attends to up to 1024 earlier ones), and with dropout on the frozen base's attention "
-        "probabilities (GPT-2's attn_pdrop 0.1, active in train mode on both sides) PyTorch cannot use "
-        "its fused attention kernel and builds every 1024 × 1024 score matrix. So the studio trains ~4× "
-        "more of the data per epoch (the share figure) at a lower rate per token. Not re-tokenizing each "
-        "epoch saves the reference's ~25 ms per file, small next to a step. What reaches the target on "
-        "this CPU: no attention dropout on the frozen base during LoRA training (the '-noattndrop' rows; "
-        "LoRA dropout and residual dropout stay), a one-line option in studio/train.py. Micro-batch 16 "
-        "instead of accumulation 16 did not help on one CPU thread (a trial gave ~450 against ~800–1000 "
-        "tok/s: sixteen 1024 × 1024 score matrices per layer leave the cache); it is the lever on a GPU, "
-        "with bf16 autocast and fused AdamW (bench/gpu.py)."
+        "full 1024-token stream of all four voices, so per token the studio's attention does ~4× more "
+        "work (each token attends to up to 1024 earlier ones): it trains ~4× more of the data per epoch "
+        "(the share figure) at a lower rate per token than short sequences would give. The studio's "
+        "defaults already take the CPU levers (the frozen base's dropout off, so the fused attention "
+        "kernel runs; the fused GELU); torch.compile was slower here (a trial: 495 against 605 tok/s on "
+        "the hub shape, after 64 s of compiling), and a micro-batch of 16 instead of accumulating 16 "
+        "was slower on a CPU (sixteen 1024 × 1024 score matrices per layer leave the cache). What is "
+        "left is the arithmetic itself: on a GPU, bf16 autocast, fused AdamW and a larger micro-batch "
+        "(bench/gpu.py)."
     ),
     "gen": (
         "Decoding one token reads every weight once: for the wider hub shape (19 M weights, 76 MB in "
@@ -124,12 +122,11 @@ def write(path: Path, figs: list[Figure], machine: dict, context: dict, extra_se
         "",
         f"- CPU: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']} GiB RAM; GPU: {machine['cuda']}",
         f"- {machine['platform']}, Python {machine['python']}, torch's default threads "
-        f"{machine['torch_threads']}; used on both sides: {context['train_threads']} for training, "
-        f"{context['decode_threads']} for decoding (on this shared 2-core machine a second thread made "
-        "every small op wait for a busy core, which punished the side with more, smaller ops)",
+        f"{machine['torch_threads']}; used on both sides: {context['train_threads'] or 'the default'} for "
+        f"training, {context['decode_threads'] or 'the default'} for decoding",
         "- " + ", ".join(f"{k} {val}" for k, val in v.items()) + f"; fluidsynth CLI: {machine['fluidsynth_cli']}",
-        f"- Load average (1 min) at start / end: {context['load_start']} / {context['load_end']}. The "
-        f"machine was shared with other work during the run: {context['load_note']}",
+        f"- Load average (1 min) at start / end: {context['load_start']} / {context['load_end']}; "
+        f"{context['load_note']} (the bench itself keeps about one core busy)",
         "",
         "## Data and models",
         "",

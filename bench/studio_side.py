@@ -3,8 +3,9 @@
 Training goes through ``studio.data.prepare`` (token cache, packed windows) and the shared loop
 ``studio.loop.run`` with the LoRA model of ``studio.train.lora_model``: exactly what
 ``python -m studio train`` runs, stopped after N optimizer steps by its own stop flag.
-Generation and A/B go through ``studio.fast`` (merged LoRA, lean decoder, batched sides) on a
-base loaded by ``studio.models`` with adapters attached by name, as the Comparer holds them.
+Generation and A/B make the same ``studio.fast.decode`` calls as ``studio.generate.sample`` and
+the Comparer's ``sample_sides`` (lean decoder, adapters added per row, batched sides), on a base
+loaded by ``studio.models`` with adapters attached by name, as the Comparer holds them.
 """
 
 from __future__ import annotations
@@ -27,11 +28,18 @@ def prepare(data_dir: Path, tok, max_seq_len: int, seed: int = 42):
     return prepared, time.perf_counter() - start
 
 
+def load_base(base_dir: Path, tok):
+    """The base as the studio loads it (studio.models.load_base: the fused GELU)."""
+    from studio.models import load_base as studio_load_base
+
+    return studio_load_base(str(base_dir), tok, "cpu")[0]
+
+
 def _variant(name: str) -> tuple[int, int, bool]:
-    """'16x1' -> (micro-batch 16, accumulation 1, attention dropout kept); '-noattndrop' drops it."""
+    """'16x1' -> (micro-batch 16, accumulation 1, base dropout off); '-basedrop' keeps it."""
     shape, _, flag = name.partition("-")
     micro, accum = (int(x) for x in shape.split("x"))
-    return micro, accum, flag != "noattndrop"
+    return micro, accum, flag == "basedrop"
 
 
 def train_steps(base, prepared, variant: str, steps: int, seed: int = 42, epochs: int = 6,
@@ -39,21 +47,19 @@ def train_steps(base, prepared, variant: str, steps: int, seed: int = 42, epochs
     """``steps`` optimizer steps of the studio loop with a ``variant`` like '1x16' or '16x1'.
 
     Every variant keeps the guide's optimisation: micro-batch × accumulation windows per step,
-    lr 2e-4, 20 warm-up steps, the guide's LoRA. '-noattndrop' also turns off dropout on the
-    frozen base's attention probabilities (LoRA dropout and residual dropout stay).
+    lr 2e-4, 20 warm-up steps, the guide's LoRA. The studio's defaults turn off the frozen
+    base's own dropout (``--base-dropout`` keeps it: the '-basedrop' variants).
     On CUDA the loop itself adds bf16 autocast and fused AdamW; ``compile`` wraps the model in
     torch.compile (its compile time lands in the first step).
     """
     from studio import loop
     from studio.train import lora_model
 
-    micro, accum, attn_drop = _variant(variant)
-    cfg = TrainConfig("", "", batch_size=micro, grad_accum_steps=accum, epochs=epochs, seed=seed)
+    micro, accum, base_dropout = _variant(variant)
+    cfg = TrainConfig("", "", batch_size=micro, grad_accum_steps=accum, epochs=epochs, seed=seed,
+                      base_dropout=base_dropout)
     loop.seed_everything(seed)
     model = lora_model(copy.deepcopy(base), cfg).to(device)
-    if not attn_drop:
-        for block in model.get_base_model().transformer.h:
-            block.attn.attn_dropout.p = 0.0  # lets SDPA use its fused kernel instead of the math path
     lcfg = loop.LoopConfig(cfg.epochs, micro, accum, cfg.lr, cfg.weight_decay, cfg.warmup_steps,
                            cfg.max_grad_norm, seed)
     done = {"steps": 0, "loss": float("nan")}
@@ -88,37 +94,26 @@ def load_with_adapters(base_dir: Path, adapters: dict[str, Path], tok):
 
 @torch.no_grad()
 def generate(model, adapter: str, tok, n_new: int, seed: int) -> tuple[float, list[int]]:
-    """One side with ``adapter`` merged, through the lean decoder; (seconds, ids)."""
-    from studio.fast import decode, merged
+    """One side as ``studio.generate.sample`` decodes it (studio.fast, the adapter added per row,
+    unmerged), with EOS held off like the reference; (seconds, ids)."""
+    from studio.fast import decode
 
-    model.set_adapter(adapter)
-    with merged(model):
-        start = time.perf_counter()
-        out = decode(model, [tok["BOS_None"]], n_new, [seed], eos_id=tok["EOS_None"], min_new_tokens=n_new)
-        return time.perf_counter() - start, out.rows[0]
+    start = time.perf_counter()
+    out = decode(model, [tok["BOS_None"]], n_new, [seed], eos_id=tok["EOS_None"], adapters=[adapter],
+                 min_new_tokens=n_new)
+    return time.perf_counter() - start, out.rows[0]
 
 
 @torch.no_grad()
 def ab_pair(model, adapter: str, tok, n_new: int, seed: int) -> float:
-    """Base and ``adapter`` sides in one batch, same seed; seconds."""
-    from studio.fast import sample_pair
+    """Base and ``adapter`` sides in one batch, same seed, as the Comparer decodes them
+    (``studio.generate.sample_sides``); seconds."""
+    from studio.fast import decode
 
     start = time.perf_counter()
-    sample_pair(model, adapter, [tok["BOS_None"]], n_new, seed, eos_id=tok["EOS_None"], min_new_tokens=n_new)
+    decode(model, [tok["BOS_None"]], n_new, [seed, seed], eos_id=tok["EOS_None"], adapters=[None, adapter],
+           min_new_tokens=n_new)
     return time.perf_counter() - start
-
-
-@torch.no_grad()
-def ab_pair_today(model, adapter: str, tok, n_new: int, seed: int) -> float:
-    """What the Comparer does today: ``studio.generate.sample`` per side (HF generate, adapter
-    unmerged, base side inside ``disable_adapter``), one side after the other."""
-    from bench.reference import generate as hf_generate
-
-    model.set_adapter(adapter)
-    with model.disable_adapter():
-        t_base, _ = hf_generate(model, tok, n_new, seed)
-    t_lora, _ = hf_generate(model, tok, n_new, seed)
-    return t_base + t_lora
 
 
 def render(score, wav: Path, soundfont: Path, cold: bool) -> float:

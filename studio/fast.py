@@ -63,11 +63,11 @@ def merged(model):
 
 @contextlib.contextmanager
 def intra_op_threads(n: int):
-    """Run with ``n`` intra-op threads, then restore. Batch-1 decoding on a small CPU box is
-    faster on one thread: a (1, 256) row is too little work to split, and when other
-    processes load the cores, spinning worker threads make every op wait for a core."""
+    """Run with ``n`` intra-op threads (0: leave torch's setting), then restore. When other
+    processes load a small CPU box's cores, spinning worker threads make every small op wait
+    for a core, so one thread can be the faster choice there."""
     old = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(n)))
+    torch.set_num_threads(int(n) if int(n) > 0 else old)
     try:
         yield
     finally:
