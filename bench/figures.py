@@ -128,7 +128,7 @@ def generation(fx: Fixtures, tok, sizes: Sizes) -> list[Figure]:
         n_new = min(sizes.gen_tokens, int(base.config.n_positions) - 1)
         name, folder = next(iter(m.adapters.items()))
         ref_model = reference.lora_copy(base, folder)
-        studio_model = studio_side.load_with_adapters(m.base_dir, {name: folder}, tok)
+        studio_model = studio_side.load_for_generate(m.base_dir, folder)
         fig = Figure(f"gen-{label}", f"Generation, tokens/s, {n_new} new tokens, batch 1, with adapter — {label}",
                      "tok/s", True, target=2.0, target_text="≥ 2×")
         fig.load = (load1(),)
@@ -138,16 +138,18 @@ def generation(fx: Fixtures, tok, sizes: Sizes) -> list[Figure]:
                     if side == "reference":
                         sec, _ = reference.generate(ref_model, tok, n_new, SEED + rep)
                     else:
-                        sec, _ = studio_side.generate(studio_model, name, tok, n_new, SEED + rep)
+                        sec, _ = studio_side.generate(studio_model, tok, n_new, SEED + rep)
                     fig.add(side, n_new / sec)
                     _say(f"generate {label} rep {rep + 1} {side}: {n_new / sec:.1f} tok/s (load {load1()})")
         fig.load += (load1(),)
         fig.notes.append(f"both sides: top-k 50, top-p 0.95, temperature 1, EOS held off so each run makes "
                          f"exactly {n_new} tokens after BOS (the model's context is {base.config.n_positions} tokens); "
                          f"{threads_text(sizes.decode_threads)} on both sides")
-        fig.notes.append("reference: PeftModel.generate, adapter unmerged; studio: studio.generate.sample's "
-                         "decoder (studio/fast.py: preallocated KV cache, the adapter's low-rank update added "
-                         "per row, weights never merged), which the CLI, the app and training samples use")
+        fig.notes.append("reference: PeftModel.generate, adapter unmerged; studio: `python -m studio generate "
+                         "--adapter-dir`'s path: the adapter merged into the CLI's own base once "
+                         "(merge_and_unload), sampled with studio.generate.sample's decoder (studio/fast.py, a "
+                         "preallocated KV cache). The app, which shares one base between adapters, adds the "
+                         "adapter per row instead (the A/B figure)")
         figs.append(fig)
     return figs
 

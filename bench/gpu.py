@@ -10,7 +10,7 @@ augmented chorales of the full benchmark:
 2. the guide's full augmented recipe end to end through ``studio.train.train`` (8 epochs,
    16 sequences per step), against the goal of under a minute on one modern GPU;
 3. generation tokens/s, 1023 new tokens, batch 1, with adapter: PeftModel.generate (unmerged)
-   against studio.fast (merged).
+   against the CLI's path (adapter merged once, studio.fast).
 
 Results go to bench/gpu_results.json (shown by RESULTS.md's GPU section) and stdout.
 ``--device cpu --smoke`` runs the same code path at tiny sizes on a CPU (tests use it).
@@ -58,7 +58,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def training(base, prepared, files, tok, device, args, peak) -> dict:
+def training(base, studio_base, prepared, files, tok, device, args, peak) -> dict:
     from bench import reference, studio_side
 
     seq = len(prepared.train_windows[0])
@@ -76,8 +76,8 @@ def training(base, prepared, files, tok, device, args, peak) -> dict:
                                           device=str(device))
             else:
                 # one untimed step first: cuDNN/cuBLAS autotuning and, with --compile, compilation
-                studio_side.train_steps(base, prepared, variant, 1, device=str(device), compile=args.compile)
-                r = studio_side.train_steps(base, prepared, variant, args.steps, device=str(device),
+                studio_side.train_steps(studio_base, prepared, variant, 1, device=str(device), compile=args.compile)
+                r = studio_side.train_steps(studio_base, prepared, variant, args.steps, device=str(device),
                                             compile=args.compile)
             rate = r["tokens"] / r["seconds"]
             best = rate if best is None else max(best, rate)
@@ -128,11 +128,12 @@ def generation(fx_model, tok, device, n_new: int) -> dict:
     base = reference.load_base(fx_model.base_dir).to(device)
     name, folder = next(iter(fx_model.adapters.items()))
     ref = reference.lora_copy(base, folder).to(device)
-    studio_model = studio_side.load_with_adapters(fx_model.base_dir, {name: folder}, tok).to(device)
+    studio_model = studio_side.load_for_generate(fx_model.base_dir, folder).to(device)
     n_new = min(n_new, int(base.config.n_positions) - 1)
     out = {}
     for label, fn in (("reference PeftModel.generate", lambda s: reference.generate(ref, tok, n_new, s)[0]),
-                      ("studio.fast merged", lambda s: studio_side.generate(studio_model, name, tok, n_new, s)[0])):
+                      ("studio generate (merged, studio.fast)",
+                       lambda s: studio_side.generate(studio_model, tok, n_new, s)[0])):
         fn(0)  # warm-up
         secs = [fn(seed) for seed in (1, 2)]
         out[label] = {"tokens_per_s": round(n_new / min(secs), 1)}
@@ -170,6 +171,7 @@ def main(argv=None) -> int:
 
     warnings.filterwarnings("ignore")
     from bench import fixtures
+    from bench import studio_side
     from bench.studio_side import prepare
     from studio.tokenizer import build_tokenizer
 
@@ -190,9 +192,10 @@ def main(argv=None) -> int:
         from bench.reference import load_base
 
         base = load_base(model.base_dir)
+        studio_base = studio_side.load_base(model.base_dir, tok)
         result = {"device": name, "when": time.strftime("%Y-%m-%d %H:%M"), "peak_tflops_bf16": peak,
                   "model": model.description, "compile": args.compile, "smoke": args.smoke, "figures": {}}
-        train = training(base, prepared, files, tok, device, args, peak)
+        train = training(base, studio_base, prepared, files, tok, device, args, peak)
         recipe = full_recipe(fx.data_dir, model.base_dir, device, 1 if args.smoke else 8, 2 if args.smoke else 16,
                              smoke=args.smoke)
         gen = generation(model, tok, device, 16 if args.smoke else 1024)

@@ -3,9 +3,10 @@
 Training goes through ``studio.data.prepare`` (token cache, packed windows) and the shared loop
 ``studio.loop.run`` with the LoRA model of ``studio.train.lora_model``: exactly what
 ``python -m studio train`` runs, stopped after N optimizer steps by its own stop flag.
-Generation and A/B make the same ``studio.fast.decode`` calls as ``studio.generate.sample`` and
-the Comparer's ``sample_sides`` (lean decoder, adapters added per row, batched sides), on a base
-loaded by ``studio.models`` with adapters attached by name, as the Comparer holds them.
+Generation samples from the model the CLI's ``generate`` builds (the adapter merged into its own
+base) with the decoder ``studio.generate.sample`` uses; A/B makes the Comparer's
+``sample_sides`` call (both sides in one batch, the adapter added per row) on one base with
+adapters attached by name, as the Comparer holds them.
 """
 
 from __future__ import annotations
@@ -92,15 +93,25 @@ def load_with_adapters(base_dir: Path, adapters: dict[str, Path], tok):
     return model.eval()
 
 
+def load_for_generate(base_dir: Path, adapter_dir: Path):
+    """The model ``python -m studio generate --adapter-dir`` samples from: its own base with the
+    adapter merged in (studio.generate._load_for)."""
+    from studio.config import GenerateConfig
+    from studio.generate import _load_for
+
+    model, _tok, _info = _load_for(GenerateConfig(adapter_dir=str(adapter_dir), model_name=str(base_dir),
+                                                  device="cpu"))
+    return model
+
+
 @torch.no_grad()
-def generate(model, adapter: str, tok, n_new: int, seed: int) -> tuple[float, list[int]]:
-    """One side as ``studio.generate.sample`` decodes it (studio.fast, the adapter added per row,
-    unmerged), with EOS held off like the reference; (seconds, ids)."""
+def generate(model, tok, n_new: int, seed: int) -> tuple[float, list[int]]:
+    """One piece as ``studio.generate.sample`` decodes it (studio.fast), with EOS held off like
+    the reference; (seconds, ids)."""
     from studio.fast import decode
 
     start = time.perf_counter()
-    out = decode(model, [tok["BOS_None"]], n_new, [seed], eos_id=tok["EOS_None"], adapters=[adapter],
-                 min_new_tokens=n_new)
+    out = decode(model, [tok["BOS_None"]], n_new, [seed], eos_id=tok["EOS_None"], min_new_tokens=n_new)
     return time.perf_counter() - start, out.rows[0]
 
 

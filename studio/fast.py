@@ -130,6 +130,7 @@ class FastGPT2:
         self.length = 0
         self.rows: list[str | None] = []
         self.spans: list[tuple[str, int, int]] = []
+        self.deltas: dict[int, list[tuple[int, int, torch.Tensor, torch.Tensor]]] = {}
 
     def start(self, n_rows: int, capacity: int, rows: list[str | None]) -> None:
         """Empty cache for ``n_rows`` rows of up to ``capacity`` tokens; ``rows``: adapter per row."""
@@ -142,6 +143,23 @@ class FastGPT2:
         self.rows = self._check_rows(rows)
         # rows that share an adapter are neighbours in an A/B batch: (name, first row, end row)
         self.spans = [(name, r0, r1) for name, r0, r1 in _spans(self.rows) if name is not None]
+        self.deltas = self._plan_deltas()
+
+    def _plan_deltas(self) -> dict:
+        """Per LoRA-wrapped module: [(first row, end row, Aᵀ, scale·Bᵀ)] for the rows' adapters.
+
+        Gathered once per decode, as small contiguous copies (rank × width), so each step does
+        two plain products per module instead of peft's lookups, transposes and scaling.
+        """
+        plan = {}
+        for block in self.tr.h if self.spans else ():
+            for mod in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj):
+                entries = [(r0, r1, mod.lora_A[name].weight.t().contiguous(),
+                            (mod.lora_B[name].weight.t() * mod.scaling[name]).contiguous())
+                           for name, r0, r1 in self.spans if name in getattr(mod, "lora_A", {})]
+                if entries:
+                    plan[id(mod)] = entries
+        return plan
 
     def _check_rows(self, rows: list[str | None]) -> list[str | None]:
         """Each row's adapter must be loaded, and merged weights must be what every row wants."""
@@ -173,11 +191,11 @@ class FastGPT2:
         b, t, n_in = x.shape
         flat = x.reshape(b * t, n_in)
         out = torch.addmm(_bias(mod), flat, _weight(mod))  # (B·T, out)
-        if self.spans and hasattr(mod, "lora_A"):
-            for name, r0, r1 in self.spans:
-                if name in mod.lora_A:
-                    low = flat[r0 * t:r1 * t] @ mod.lora_A[name].weight.t()  # (rows·T, r)
-                    out[r0 * t:r1 * t].addmm_(low, mod.lora_B[name].weight.t(), alpha=mod.scaling[name])
+        for r0, r1, a_t, b_t in self.deltas.get(id(mod), ()):
+            if r1 - r0 == b:  # every row has this adapter: no slicing
+                out.addmm_(flat @ a_t, b_t)
+            else:
+                out[r0 * t:r1 * t].addmm_(flat[r0 * t:r1 * t] @ a_t, b_t)  # (rows·T, r) @ (r, out)
         return out.view(b, t, -1)
 
     def step(self, ids: torch.Tensor) -> torch.Tensor:
