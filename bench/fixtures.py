@@ -46,9 +46,9 @@ FULL = Sizes(
     max_seq_len=1024,
     train={"pocket": dict(accum=16, ref_steps=2, studio_steps=1, repeats=3,
                           variants=("1x16", "1x16-basedrop"), headline="1x16"),
-           "hub-shape": dict(accum=4, ref_steps=1, studio_steps=1, repeats=2,
+           "hub-shape": dict(accum=4, ref_steps=2, studio_steps=1, repeats=3,
                              variants=("1x4", "1x4-basedrop"), headline="1x4")},
-    gen_tokens=1024, gen_repeats={"pocket": 3, "hub-shape": 2},
+    gen_tokens=1024, gen_repeats={"pocket": 3, "hub-shape": 3},
     ab_tokens=512, ab_repeats={"pocket": 3, "hub-shape": 2},
     mem_repeats=2, piece_seconds=180.0, render_repeats=5, startup_repeats=2,
 )
