@@ -57,10 +57,11 @@ class Limits:
     max_upload_mb: int = 200  # one upload, all files together, unpacked
     max_session_mb: int = 0  # all of one session's datasets (public mode)
     session_max_age_h: float = 0.0  # a session's datasets are removed this long after their last change
+    max_adapters: int = 0  # user adapters (trained or uploaded) the shared studio keeps
 
     def __post_init__(self) -> None:
         for name in ("max_epochs", "max_dataset_files", "max_file_mb", "max_upload_files", "max_upload_mb",
-                     "max_session_mb"):
+                     "max_session_mb", "max_adapters"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
@@ -74,12 +75,12 @@ class Limits:
 
 LOCAL = Limits()
 PUBLIC = Limits(max_epochs=10, max_minutes=20.0, max_dataset_files=200, max_file_mb=10, max_upload_files=300,
-                max_upload_mb=30, max_session_mb=60, session_max_age_h=6.0)
+                max_upload_mb=30, max_session_mb=60, session_max_age_h=6.0, max_adapters=40)
 # Owners of a Space can loosen or tighten the public limits with these variables.
 ENV_LIMITS = {"STUDIO_MAX_EPOCHS": "max_epochs", "STUDIO_MAX_MINUTES": "max_minutes",
               "STUDIO_MAX_FILES": "max_dataset_files", "STUDIO_MAX_UPLOAD_MB": "max_upload_mb",
               "STUDIO_MAX_SESSION_MB": "max_session_mb", "STUDIO_MAX_FILE_MB": "max_file_mb",
-              "STUDIO_MAX_UPLOAD_FILES": "max_upload_files"}
+              "STUDIO_MAX_UPLOAD_FILES": "max_upload_files", "STUDIO_MAX_ADAPTERS": "max_adapters"}
 
 
 def limits(env=None) -> Limits:
@@ -110,6 +111,14 @@ def describe(lim: Limits) -> str:
         parts.append(f"{lim.max_minutes:g} minutes of training per job")
     parts.append("one job at a time for everyone")
     return ", ".join(parts)
+
+
+def check_adapter_room(n_user_adapters: int, lim: Limits) -> None:
+    """Adapters on a public studio are shared and nobody can delete them there, so their number
+    (and the disk they take, ~10 MB each for the hub base) is capped; a new one is refused."""
+    if lim.max_adapters and n_user_adapters >= lim.max_adapters:
+        raise ValueError(f"this public studio already holds {n_user_adapters} adapters, its limit; "
+                         "duplicate the Space to train or add more")
 
 
 # --- clamping a training job ---------------------------------------------------------------------

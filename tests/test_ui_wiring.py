@@ -3,6 +3,7 @@ with its inputs, and that errors reach the user as readable gr.Errors without se
 
 from __future__ import annotations
 
+import inspect
 import json
 import zipfile
 from pathlib import Path
@@ -291,6 +292,26 @@ def test_adapters_tab_rename_delete_download_upload(settings, adapters, tmp_path
     assert "already exists" in error_text(e) and "/" not in error_text(e).split("'")[0]
 
 
+def test_public_studio_caps_its_shared_adapters(settings, adapters, uploads):
+    """Public adapters are shared and undeletable there: past the cap, uploads and new training
+    runs are refused with a reason; a resume of an existing run is not a new adapter."""
+    from dataclasses import replace
+
+    from studio import public
+
+    zip_path = adapters_tab.download("alpha")["value"]
+    capped = replace(settings, local=False, limits=replace(public.LOCAL, max_adapters=2))  # alpha, beta
+    with pytest.raises(gr.Error) as e:
+        adapters_tab.make_upload(capped)(zip_path, "gamma")
+    assert "already holds 2 adapters, its limit" in error_text(e)
+    knobs = train_tab.knob_defaults(train_tab.ARTIST)
+    with pytest.raises(ValueError, match="already holds 2 adapters"):
+        train_tab.build_config("album", settings.base, "delta", train_tab.ARTIST, 0, knobs, None, capped.limits)
+    roomy = replace(capped, limits=replace(public.LOCAL, max_adapters=3))
+    df, names, selected, msg = adapters_tab.make_upload(roomy)(zip_path, "gamma")
+    assert selected == "gamma" and {"alpha", "beta", "gamma"} <= set(names)
+
+
 # --- shared pieces and assembly ---------------------------------------------------------------
 
 
@@ -328,6 +349,19 @@ def test_the_app_assembles(settings, monkeypatch):
     monkeypatch.setenv("SPACE_ID", "someone/studio")
     public = blocks.make_settings(settings.base)
     assert not public.local and public.compute_limit == 1
+
+
+def test_start_holds_the_compute_slot_only_to_launch(settings):
+    """Start (a compute event: one at a time on a public Space) only launches the child; the page
+    then follows the run in a separate, cheap event, so Generate never waits for a training."""
+    demo = blocks.build_demo(settings)
+    fns = {f.name: (i, f) for i, f in demo.fns.items()}
+    (start_id, start), (follow_id, follow) = fns["start_event"], fns["follow"]
+    assert start.concurrency_id == fns["generate"][1].concurrency_id == "compute"
+    assert follow.concurrency_id == fns["attach"][1].concurrency_id == "watch"
+    dep = next(d for d in demo.get_config_file()["dependencies"] if d["id"] == follow_id)
+    assert dep["trigger_after"] == start_id and dep["trigger_only_on_success"]
+    assert not inspect.isgeneratorfunction(start.fn)  # returns as soon as the child is started
 
 
 def test_without_fluidsynth_the_studio_works_silently(settings, adapters, monkeypatch):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from studio import library
+from studio import library, public
 from studio.compare import forget_adapter, get_comparer
 from studio.ui.common import Settings, handler
 
@@ -78,6 +78,8 @@ def make_upload(settings: Settings):
         if not zip_file:
             raise ValueError("choose an adapter .zip first")
         path = zip_file if isinstance(zip_file, str) else zip_file.name
+        if not settings.local:
+            public.check_adapter_room(sum(not e.bundled for e in library.list_adapters()), settings.limits)
         comparer = get_comparer(settings.base)  # checked against the studio's base and tokenizer
         info = comparer.load()
         entry = library.import_adapter_zip(path, (new_name or "").strip() or None, comparer.tok, info)

@@ -13,7 +13,7 @@ from studio import library, public
 from studio.config import (DEFAULT_BASE, POCKET_NAME, REPO_ROOT, adapters_dir, bundled_adapters_dir, cache_dir,
                            datasets_dir, renders_dir, runs_dir)
 from studio.ui import adapters_tab, compare_tab, data_tab, train_tab
-from studio.ui.common import CSS, DUPLICATE_NOTE, Settings, base_label, datasets_root, user_message
+from studio.ui.common import CSS, DUPLICATE_NOTE, WATCHERS, Settings, base_label, datasets_root, user_message
 
 log = logging.getLogger("studio.ui")
 DELETE_CACHE = (3600, 6 * 3600)  # every hour, drop gradio's cached uploads/outputs older than 6 h
@@ -117,7 +117,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
         demo.load(datasets_now, [data["dataset"]], [data["dataset"]]).then(
             data["show"], [data["dataset"]], [data["grid"], data["paths"], data["summary"]])
         attach, train_outs = train["attach"]
-        demo.load(attach, None, train_outs, concurrency_id="watch", concurrency_limit=16)
+        demo.load(attach, None, train_outs, concurrency_id="watch", concurrency_limit=WATCHERS)
         if not settings.local:
             demo.unload(end_session)
     return demo

@@ -80,6 +80,9 @@ def _to_gr_error(e: BaseException) -> gr.Error:
     return gr.Error(user_message(e), print_exception=False)
 
 
+WATCHERS = 16  # pages following a training run at once (polling a run folder: cheap)
+
+
 def handler(fn):
     """Wrap a handler (function or generator) so errors reach the user as readable gr.Errors."""
     if inspect.isgeneratorfunction(fn):

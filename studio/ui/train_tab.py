@@ -18,7 +18,8 @@ import gradio as gr
 from studio import jobs, library, public
 from studio.augment import augment_dir, source_of
 from studio.config import AugmentConfig, TrainConfig, adapters_dir, renders_dir
-from studio.ui.common import DUPLICATE_NOTE, Settings, base_choices, datasets_root, fmt_seconds, handler, user_message
+from studio.ui.common import (DUPLICATE_NOTE, WATCHERS, Settings, base_choices, datasets_root, fmt_seconds, handler,
+                              user_message)
 
 POLL_S = 1.0
 ARTIST, FLAVOR = "Artist style only", "Style flavor"
@@ -125,6 +126,8 @@ def build_config(dataset, base, name, preset, blend, knobs: dict, root: Path | N
         raise ValueError(f"adapter {name!r} has no interrupted run to resume")
     if not resume and (out.exists() or name in library.BUNDLED):
         raise ValueError(f"adapter {name!r} already exists; choose another name (or tick Resume)")
+    if not resume:
+        public.check_adapter_room(sum(not e.bundled for e in library.list_adapters()), limits)
     extra = []
     if preset == FLAVOR and blend and float(blend) > 0:
         n_album = len(library.list_midi(data))
@@ -312,18 +315,33 @@ def _session(request: gr.Request | None) -> str | None:
 
 def make_handlers(settings: Settings):
     @handler
-    def start(dataset, base, name, preset, blend, *knob_values, request: gr.Request | None = None):
+    def launch(dataset, base, name, preset, blend, *knob_values, request: gr.Request | None = None) -> Path:
+        """Start the training child; its run folder."""
         knobs = dict(zip(KNOB_NAMES, knob_values))
         root = datasets_root(request)
         cfg, notes = build_config(dataset, base or settings.base, name, preset, blend, knobs, root, settings.limits)
         run_dir = jobs.start_training(cfg, owner=None if settings.local else _session(request))
         if notes:
             gr.Info("; ".join(notes))
-        yield from watch(run_dir, settings.audio)
+        return run_dir
+
+    @handler
+    def start(dataset, base, name, preset, blend, *knob_values, request: gr.Request | None = None):
+        """Launch, then stream the run's progress until it ends."""
+        yield from watch(launch(dataset, base, name, preset, blend, *knob_values, request=request), settings.audio)
 
     def start_event(request: gr.Request, dataset, base, name, preset, blend, *knob_values):
-        """What the Start button calls: gradio passes the page's request first (its session)."""
-        yield from start(dataset, base, name, preset, blend, *knob_values, request=request)
+        """What the Start button calls (gradio passes the page's request first): only the launch.
+        The Start event holds the shared compute slot, so following the run is a separate event
+        (``follow``); otherwise one watched training would keep everyone's Generate waiting."""
+        run_dir = launch(dataset, base, name, preset, blend, *knob_values, request=request)
+        return outputs(jobs.RunReader(run_dir).poll(), settings.audio)
+
+    @handler
+    def follow(run_dir):
+        """After Start: stream the run in the run_state until it ends."""
+        if run_dir:
+            yield from watch(run_dir, settings.audio)
 
     @handler
     def attach():
@@ -347,6 +365,7 @@ def make_handlers(settings: Settings):
         gr.Info("Stopping after the current step; adapter-last will be saved.")
 
     start.event = start_event  # the gradio-facing form (request first)
+    start.follow = follow
     return start, attach, stop
 
 
@@ -404,6 +423,7 @@ def build(settings: Settings, dataset_names: list[str]) -> dict:
     outs = [progress, loss_plot, log, sample_audio, sample_file, run_state]
     preset.change(lambda p: apply_preset(p, lim), [preset], knobs + [preset_help, blend])
     start_btn.click(start.event, [dataset, base, name, preset, blend, *knobs, device, resume], outs,
-                    concurrency_id="compute", concurrency_limit=settings.compute_limit)
+                    concurrency_id="compute", concurrency_limit=settings.compute_limit).success(
+        start.follow, [run_state], outs, concurrency_id="watch", concurrency_limit=WATCHERS)
     stop_btn.click(stop, [run_state], None)
     return {"dataset": dataset, "attach": (attach, outs)}

@@ -179,7 +179,9 @@ def test_new_user_trains_and_compares(page, app_url, tmp_path):
     page.locator("#start-btn").click()
     progress = page.locator("#train-progress")
     expect(progress).to_contain_text("e2e-lora", timeout=30_000)
-    page.reload()  # a reloaded page re-attaches to the running job and follows it to the end
+    # the same page follows the run (Start only launches it; a chained event streams it)
+    expect(progress).to_contain_text(re.compile(r"Data ready|Epoch 1/1|Finished"), timeout=60_000)
+    page.reload()  # a reloaded page re-attaches to the job and follows it to the end
     page.get_by_role("tab", name="Train").click()
     expect(progress).to_contain_text("Finished", timeout=150_000)
     expect(page.locator("#loss-plot img")).to_be_visible()  # the matplotlib plot, as an image
