@@ -44,7 +44,7 @@ def gpu() -> list[str]:
         "micro-batch 16 or more, optional `--compile` for torch.compile), the guide's full augmented "
         "recipe end to end through `studio.train.train` (target: under a minute on one modern GPU; the "
         "guide's headline is tens of minutes on an RTX 4090), and generation tokens/s (reference "
-        "PeftModel.generate vs studio.fast), and reports the card, the numbers and the model FLOPs "
+        "PeftModel.generate vs the CLI's path: the adapter merged once, studio.fast), and reports the card, the numbers and the model FLOPs "
         "utilization (MFU) into `bench/gpu_results.json`, which this section then shows. Its code path "
         "is exercised on CPU by `python -m bench.gpu --device cpu --smoke` (tests/test_bench_smoke.py).",
     ]
@@ -69,9 +69,11 @@ def scale_out() -> list[str]:
 
 def how_to_run() -> list[str]:
     return ["## How to run", "",
-            "- `python -m bench` — the full run (~15–25 min on 2 cores); writes this file. Data, models "
-            "and renders are kept in bench/out/ (ignored by git) and reused.",
+            "- `python -m bench` — the full run (~13 min on 2 idle cores); writes this file. Data, models "
+            "and renders are kept in bench/out/ (ignored by git) and reused. Run it on an otherwise idle "
+            "machine; on a shared one, `--train-threads 1 --decode-threads 1` keeps the comparison fair.",
             "- `python -m bench --smoke` — every figure at tiny sizes in a temporary folder (< 60 s); CI "
             "runs it through tests/test_bench_smoke.py.",
-            "- `python -m bench --only train,gen` — a subset; `--decode-threads N` — threads for decoding.",
+            "- `python -m bench --only train,gen` — a subset; `--train-threads N`, `--decode-threads N` — "
+            "intra-op threads on both sides (default: torch's, one per core).",
             "- `python -m bench.gpu` — the GPU figures (see above)."]
