@@ -25,6 +25,7 @@ from studio import checkpoint, loop
 from studio.config import DEFAULT_BASE, TrainConfig
 from studio.data import prepare
 from studio.distributed import Dist
+from studio.dropout import use_fast_lora_dropout
 from studio.models import load_base, pick_device, save_adapter
 from studio.tokenizer import fingerprint, load_tokenizer, save_tokenizer
 
@@ -42,6 +43,7 @@ def lora_model(base, cfg: TrainConfig):
         fan_in_fan_out=True,  # GPT-2's Conv1D stores weights as (in, out)
     )
     model = get_peft_model(base, lcfg)
+    use_fast_lora_dropout(model)  # same masks in distribution, ~3x cheaper to draw on a CPU
     if not cfg.base_dropout:
         quiet_base_dropout(model)
     return model
@@ -59,7 +61,7 @@ def quiet_base_dropout(model) -> int:
     """
     n = 0
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Dropout) and "lora_dropout" not in name and module.p > 0:
+        if type(module) is torch.nn.Dropout and "lora_dropout" not in name and module.p > 0:
             module.p = 0.0
             n += 1
     return n

@@ -10,6 +10,7 @@ import torch
 from conftest import write_pieces
 from studio import checkpoint
 from studio.config import TrainConfig
+from studio.dropout import LoraDropout
 from studio.models import attach_adapter, load_base
 from studio.train import TARGET_MODULES, train
 
@@ -127,9 +128,28 @@ def test_frozen_base_dropout_is_off_unless_asked_for(tmp_path, tiny_base_dir, to
     lora = [m.p for n, m in model.named_modules() if "lora_dropout" in n and isinstance(m, torch.nn.Dropout)]
     assert lora == [] or set(lora) == {0.0}
     kept = lora_model(load_base(str(tiny_base_dir), tok)[0], TrainConfig("d", "o", lora_dropout=0.05))
-    drops = {n: m.p for n, m in kept.named_modules() if isinstance(m, torch.nn.Dropout)}
-    assert {p for n, p in drops.items() if "lora_dropout" in n} == {0.05}  # the guide's knob stays
-    assert {p for n, p in drops.items() if "lora_dropout" not in n} == {0.0}
+    lora_drops = [m for n, m in kept.named_modules() if n.split(".")[-2:-1] == ["lora_dropout"]]
+    assert lora_drops and {type(m) for m in lora_drops} == {LoraDropout}
+    assert {m.p for m in lora_drops} == {0.05}  # the guide's knob stays
+    assert {m.p for m in kept.modules() if type(m) is torch.nn.Dropout} == {0.0}
+
+
+def test_lora_dropout_draws_bernoulli_masks_reproducibly():
+    drop = LoraDropout(0.05).train()
+    x = torch.ones(1000, 1000, requires_grad=True)
+    torch.manual_seed(3)
+    y = drop(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.05) < 0.002  # 1e6 draws: sd 0.0002
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.95))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient goes through the same mask and scale
+    torch.manual_seed(3)
+    assert torch.equal(drop(x), y)  # torch's seed fixes the mask
+    assert not torch.equal(drop(x), y)  # and the next call draws a new one
+    assert torch.equal(drop.eval()(x), x)
+    rows, cols = kept.float().mean(1), kept.float().mean(0)
+    assert rows.std() < 0.02 and cols.std() < 0.02  # no structure: every row and column ~95 % kept
 
 
 def test_base_dropout_flag_reaches_the_config(tmp_path):
