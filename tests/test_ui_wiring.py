@@ -122,6 +122,9 @@ def test_presets_follow_the_guide(uploads, settings, tmp_path):
     named = dict(zip(train_tab.KNOB_NAMES, knobs(lora_r=8)))
     cfg, notes = train_tab.build_config("album", settings.base, "", train_tab.ARTIST, 0, named)
     assert cfg.lora_r == 8 and Path(cfg.data_dir).name == "album" and Path(cfg.output_dir).name == "album-lora"
+    assert cfg.base_dropout is False  # the frozen base's dropout is off unless the box is ticked
+    kept, _ = train_tab.build_config("album", settings.base, "kept", train_tab.ARTIST, 0, {**named, "base_dropout": True})
+    assert kept.base_dropout is True
     # Style flavor augments the album first and can blend in base-corpus pieces
     corpus = write_pieces(cache_dir() / "corpus" / "folk", 6, seed0=50)
     cfg, notes = train_tab.build_config("album", settings.base, "flav", train_tab.FLAVOR, 0.1, named)
@@ -193,7 +196,14 @@ def test_epoch_sample_is_rendered_once(tmp_path, settings):
         f.write(json.dumps({"type": "epoch", "epoch": 2, "train_loss": 2.9, "val_loss": 3.0, "step": 8,
                             "samples": [], "copy_rate": None}) + "\n")
     assert train_tab.loss_series(jobs.read_run(run))["copy"] == [(1, 0.2)]
-    assert train_tab.loss_figure(jobs.read_run(run)) is not None
+    fig = train_tab.loss_figure(jobs.read_run(run))
+    copy_axis = fig.axes[1]
+    assert copy_axis.get_xlim() == (0.5, 2.5)  # whole epochs, not a zoom around the one point
+    assert [t for t in copy_axis.get_xticks() if 0.5 <= t <= 2.5] == [1, 2]
+    (run / jobs.METRICS).write_text(json.dumps({"type": "epoch", "epoch": 1, "train_loss": 3.0, "val_loss": 3.1,
+                                                "step": 4, "samples": [], "copy_rate": 0.1}) + "\n")
+    one = train_tab.loss_figure(jobs.read_run(run)).axes[1]
+    assert list(one.get_xticks()) == [1] and one.get_xlim() == (0.5, 1.5)  # one epoch: one tick
     line = '12:00:01 {"type": "epoch", "epoch": 2, "train_loss": 3.0, "val_loss": 3.25, "seconds": 4, "best": true, "copy_rate": null}'
     assert train_tab.pretty_line(line) == "12:00:01 epoch 2: train loss 3.0000, validation loss 3.2500 (best so far), 4 s"
     assert train_tab.pretty_line("12:00:00 training started") == "12:00:00 training started"

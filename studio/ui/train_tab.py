@@ -60,7 +60,7 @@ KNOBS = [
 ]
 INTS = {"epochs", "lora_r", "lora_alpha", "batch_size", "grad_accum_steps", "max_seq_len", "warmup_steps",
         "patience", "samples_per_epoch", "sample_tokens", "seed"}
-KNOB_NAMES = [k for k, _, _ in KNOBS] + ["device", "resume"]
+KNOB_NAMES = [k for k, _, _ in KNOBS] + ["device", "resume", "base_dropout"]
 
 
 def knob_defaults(preset: str, limits: public.Limits = public.LOCAL) -> dict:
@@ -136,7 +136,7 @@ def build_config(dataset, base, name, preset, blend, knobs: dict, root: Path | N
             extra.append(str(folder))
             notes.append(f"blending {len(library.list_midi(folder))} base-corpus pieces with {n_album} album files")
     cfg = TrainConfig(str(data), str(out), model_name=base, device=knobs.get("device") or "auto",
-                      resume=resume, extra_data_dirs=extra, **values)
+                      resume=resume, extra_data_dirs=extra, base_dropout=bool(knobs.get("base_dropout")), **values)
     cfg, clamped = public.clamp_training(cfg, limits, 0)  # pieces were checked above
     return cfg, notes + clamped
 
@@ -215,12 +215,18 @@ def loss_figure(view: jobs.RunView | None):
     if threshold:
         cx.axhline(threshold, color="0.5", linestyle="--", linewidth=1, label="stop above")
         cx.legend(loc="upper right", fontsize=8)
-    cx.set(xlabel="epoch", ylabel="copy rate", title="Samples copying", ylim=(0, 1))
+    # whole epochs, the planned ones: with one point matplotlib would zoom to ±0.05 around it
+    done = [int(e.get("epoch", 1)) for e in view.events if e.get("type") == "epoch"]
+    epochs = max(done + [int(view.config.get("epochs") or 1)])
+    cx.set(xlabel="epoch", ylabel="copy rate", title="Samples copying", ylim=(0, 1), xlim=(0.5, epochs + 0.5))
     cx.grid(alpha=0.3)
     if not data["copy"]:
         cx.text(0.5, 0.8, "after each epoch", ha="center", va="center", transform=cx.transAxes, color="0.5")
-    for axis in (ax, cx):
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if epochs <= 12:  # MaxNLocator falls back to fractions when the range holds one whole number
+        cx.set_xticks(range(1, epochs + 1))
+    else:
+        cx.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
 
@@ -407,6 +413,9 @@ def build(settings: Settings, dataset_names: list[str]) -> dict:
                                            step=step or 0.01, maximum=caps.get(key), elem_id=f"knob-{key}"))
                 device = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value="auto", label="Device")
                 resume = gr.Checkbox(False, label="Resume an interrupted run of this adapter name")
+                base_dropout = gr.Checkbox(False, label="Keep the base model's own dropout (about 2x slower)",
+                                           info="Off by default: the base is frozen; LoRA dropout above "
+                                                "regularises the adapter.")
             with gr.Row():
                 start_btn = gr.Button("Start", variant="primary", elem_id="start-btn")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
@@ -422,7 +431,7 @@ def build(settings: Settings, dataset_names: list[str]) -> dict:
 
     outs = [progress, loss_plot, log, sample_audio, sample_file, run_state]
     preset.change(lambda p: apply_preset(p, lim), [preset], knobs + [preset_help, blend])
-    start_btn.click(start.event, [dataset, base, name, preset, blend, *knobs, device, resume], outs,
+    start_btn.click(start.event, [dataset, base, name, preset, blend, *knobs, device, resume, base_dropout], outs,
                     concurrency_id="compute", concurrency_limit=settings.compute_limit).success(
         start.follow, [run_state], outs, concurrency_id="watch", concurrency_limit=WATCHERS)
     stop_btn.click(stop, [run_state], None)
