@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from conftest import write_pieces
+from test_space import app_env, running_app
 
 REPO = Path(__file__).resolve().parents[2]
 # Screenshots go to tests/artifacts (ignored); UPDATE_SCREENSHOTS=1 refreshes the README's copies.
@@ -32,26 +28,6 @@ playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Chromium is not installed (.ci/run installs it)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"the app exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"the app did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, tiny_base_dir):
     """The running studio: tiny base, empty data directory, audio on when FluidSynth is there."""
@@ -59,22 +35,10 @@ def app_url(tmp_path_factory, tiny_base_dir):
         yield os.environ["E2E_URL"]
         return
     data = tmp_path_factory.mktemp("e2e-data")
-    port = free_port()
-    log = data / "app.log"
-    env = {**os.environ, "STUDIO_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    env.pop("SPACE_ID", None)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--base", str(tiny_base_dir)],
-                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_http(f"http://127.0.0.1:{port}/", proc, log)
-        yield f"http://127.0.0.1:{port}/"
+        with running_app(REPO, app_env(data), data / "app.log", args=["--base", tiny_base_dir]) as url:
+            yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         stop_training_children(data)
 
 
