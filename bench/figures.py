@@ -30,6 +30,21 @@ def _say(msg: str) -> None:
     print(f"[bench] {msg}", flush=True)
 
 
+def _measure(fig: Figure, threads: int, repeats: int, sides: list[str], run, say) -> None:
+    """Every repeat runs each side once, in interleaved order: ``fig.add(side, run(side, rep))``,
+    progress line ``say(side, rep, value)``; the load average is kept before and after."""
+    from studio.fast import intra_op_threads
+
+    fig.load = (load1(),)
+    with intra_op_threads(threads):
+        for rep, order in enumerate(interleaved(repeats, sides)):
+            for side in order:
+                value = run(side, rep)
+                fig.add(side, value)
+                _say(f"{say(side, rep, value)} (load {load1()})")
+    fig.load += (load1(),)
+
+
 def data_share(fx: Fixtures, tok, sizes: Sizes) -> tuple[Figure, object, list]:
     """Share of the training split's tokens and notes that one epoch trains on, per side."""
     from studio.tokenizer import decode
@@ -122,8 +137,6 @@ def training(fx: Fixtures, tok, sizes: Sizes, prepared, files: list) -> list[Fig
 
 
 def generation(fx: Fixtures, tok, sizes: Sizes) -> list[Figure]:
-    from studio.fast import intra_op_threads
-
     figs = []
     for label, m in fx.models.items():
         base = reference.load_base(m.base_dir)
@@ -133,17 +146,14 @@ def generation(fx: Fixtures, tok, sizes: Sizes) -> list[Figure]:
         studio_model = studio_side.load_for_generate(m.base_dir, folder)
         fig = Figure(f"gen-{label}", f"Generation, tokens/s, {n_new} new tokens, batch 1, with adapter — {label}",
                      "tok/s", True, target=2.0, target_text="≥ 2×")
-        fig.load = (load1(),)
-        with intra_op_threads(sizes.decode_threads):
-            for rep, order in enumerate(interleaved(sizes.gen_repeats[label], ["reference", "studio"])):
-                for side in order:
-                    if side == "reference":
-                        sec, _ = reference.generate(ref_model, tok, n_new, SEED + rep)
-                    else:
-                        sec, _ = studio_side.generate(studio_model, tok, n_new, SEED + rep)
-                    fig.add(side, n_new / sec)
-                    _say(f"generate {label} rep {rep + 1} {side}: {n_new / sec:.1f} tok/s (load {load1()})")
-        fig.load += (load1(),)
+
+        def run(side: str, rep: int) -> float:
+            if side == "reference":
+                return n_new / reference.generate(ref_model, tok, n_new, SEED + rep)[0]
+            return n_new / studio_side.generate(studio_model, tok, n_new, SEED + rep)[0]
+
+        _measure(fig, sizes.decode_threads, sizes.gen_repeats[label], ["reference", "studio"], run,
+                 lambda side, rep, v: f"generate {label} rep {rep + 1} {side}: {v:.1f} tok/s")
         fig.notes.append(f"both sides: top-k 50, top-p 0.95, temperature 1, EOS held off so each run makes "
                          f"exactly {n_new} tokens after BOS (the model's context is {base.config.n_positions} tokens); "
                          f"{threads_text(sizes.decode_threads)} on both sides")
@@ -157,8 +167,6 @@ def generation(fx: Fixtures, tok, sizes: Sizes) -> list[Figure]:
 
 
 def ab(fx: Fixtures, tok, sizes: Sizes) -> list[Figure]:
-    from studio.fast import intra_op_threads
-
     figs = []
     for label, m in fx.models.items():
         base = reference.load_base(m.base_dir)
@@ -168,18 +176,14 @@ def ab(fx: Fixtures, tok, sizes: Sizes) -> list[Figure]:
         studio_model = studio_side.load_with_adapters(m.base_dir, {name: folder}, tok)
         fig = Figure(f"ab-{label}", f"A/B, seconds for one base + adapter pair, {n_new} tokens each — {label}",
                      "s", False, target=1.8, target_text="≥ 1.8× faster")
-        fig.load = (load1(),)
-        sides = ["reference", "studio"]
-        with intra_op_threads(sizes.decode_threads):
-            for rep, order in enumerate(interleaved(sizes.ab_repeats[label], sides)):
-                for side in order:
-                    if side == "reference":
-                        sec = reference.ab_pair(base, lora, tok, n_new, SEED + rep)
-                    else:
-                        sec = studio_side.ab_pair(studio_model, name, tok, n_new, SEED + rep)
-                    fig.add(side, sec)
-                    _say(f"A/B {label} rep {rep + 1} {side}: {sec:.2f} s (load {load1()})")
-        fig.load += (load1(),)
+
+        def run(side: str, rep: int) -> float:
+            if side == "reference":
+                return reference.ab_pair(base, lora, tok, n_new, SEED + rep)
+            return studio_side.ab_pair(studio_model, name, tok, n_new, SEED + rep)
+
+        _measure(fig, sizes.decode_threads, sizes.ab_repeats[label], ["reference", "studio"], run,
+                 lambda side, rep, v: f"A/B {label} rep {rep + 1} {side}: {v:.2f} s")
         fig.notes.append("reference: base copy then LoRA copy, each with HF generate; studio: what the "
                          "Comparer runs (studio.generate.sample_sides): both sides in one batch through "
                          "studio/fast.py, row 0 the base, row 1 the adapter's low-rank update added on the fly, "
