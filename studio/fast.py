@@ -25,7 +25,8 @@ TopPLogitsWarper, checked against them in tests), but the random draws differ fr
 Hugging Face's ``generate``: the same seed gives other (equally distributed) tokens. The
 studio samples through here (``studio.generate.sample`` and ``sample_sides``) for every GPT-2
 base, without merging: merging and unmerging in place would let float rounding drift the
-shared base weights over a long-running app. ``merged`` is for one-off runs (the bench).
+shared base weights over a long-running app (the CLI, which owns its model, merges once with
+peft's ``merge_and_unload``).
 """
 
 from __future__ import annotations
