@@ -107,18 +107,18 @@ def _add_train(sub) -> None:
 
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="sample a MIDI file from the base model or base + adapter")
-    d = GenerateConfig()
-    p.add_argument("--adapter-dir", default=None)
-    p.add_argument("--model-name", default=None, help="default: the adapter's base, else " + DEFAULT_BASE)
-    p.add_argument("--output", default=d.output)
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
-    p.add_argument("--temperature", type=float, default=d.temperature)
-    p.add_argument("--top-p", type=float, default=d.top_p)
-    p.add_argument("--top-k", type=int, default=d.top_k)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--prompt-midi", default=None)
-    p.add_argument("--audio", default=None, help="also render to this .wav/.ogg/.flac")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    add_config_flags(p, GenerateConfig, {"device": ["auto", "cpu", "cuda", "mps"]})
+
+
+def add_config_flags(p, cls, choices: dict | None = None) -> None:
+    """One ``--flag`` per dataclass field, its default and help read from the field (one place)."""
+    import dataclasses
+
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        typ = {"int | None": int, "str | None": str}.get(str(f.type), {"int": int, "float": float, "str": str}.get(str(f.type), str))
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=default,
+                       choices=(choices or {}).get(f.name), help=f.metadata.get("help"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that live in their own modules: each exposes add_parser(sub) setting func=.
-EXTRA_COMMANDS: dict[str, str] = {"pretrain-base": "studio.pretrain", "eval": "studio.evaluate"}
+EXTRA_COMMANDS: dict[str, str] = {"pretrain-base": "studio.pretrain", "eval": "studio.evaluate",
+                                  "base-report": "studio.base_report"}
 HANDLERS = {"augment": _augment, "train": _train, "generate": _generate, "render": _render}
 
 

@@ -163,25 +163,57 @@ class TrainConfig(_Job):
             raise ValueError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
 
 
+def _help(default, text: str, **kw):
+    """A dataclass field whose help text lives with its default (the CLI and the UI read both)."""
+    return field(default=default, metadata={"help": text, **kw})
+
+
 @dataclass
-class GenerateConfig(_Job):
-    output: str = "out.mid"
-    adapter_dir: str | None = None  # None: the base model alone
-    model_name: str | None = None  # None: the adapter's own base, else the default base
-    max_new_tokens: int = 1024
-    temperature: float = 1.0
-    top_p: float = 0.95
-    top_k: int = 50
-    seed: int | None = None  # None: a fresh seed, printed so the result can be reproduced
-    prompt_midi: str | None = None
-    audio: str | None = None  # also render to this .wav/.ogg/.flac
-    device: str = "auto"
+class SamplingConfig(_Job):
+    """How a sample is drawn: one config for generate, eval, training samples and the Compare tab."""
+
+    max_new_tokens: int = _help(1024, "tokens to generate (the prompt and these must fit the base's context)",
+                                min=16, max=1023)
+    # A sample plays for the length asked: EOS is held off until this many tokens. 384 makes 10 of
+    # 10 seeded 512-token pocket samples reach 384 tokens (models/pocket-base/MODEL_CARD.md).
+    min_new_tokens: int = _help(384, "EOS is not allowed before this many new tokens (capped at max_new_tokens)",
+                                min=0, max=1023)
+    temperature: float = _help(1.0, "sampling temperature: lower is safer, higher is wilder", min=0.1, max=2.0)
+    top_p: float = _help(0.95, "nucleus sampling: keep the smallest set of tokens with this much probability",
+                         min=0.05, max=1.0)
+    top_k: int = _help(50, "keep only the k most likely tokens (0 = off)", min=0, max=200)
+    seed: int | None = _help(None, "random seed; the same seed, model and prompt give the same piece")
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+        if not isinstance(self.min_new_tokens, int) or self.min_new_tokens < 0:
+            raise ValueError(f"min_new_tokens must be an integer >= 0, got {self.min_new_tokens!r}")
         _check_positive("temperature", self.temperature)
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+
+    @property
+    def min_tokens(self) -> int:
+        """The minimum length in force: never more than the length asked."""
+        return min(self.min_new_tokens, self.max_new_tokens)
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        return next(f.metadata.get("help", "") for f in fields(cls) if f.name == name)
+
+    def sampling(self) -> "SamplingConfig":
+        """Just the sampling fields (of a subclass such as GenerateConfig)."""
+        return SamplingConfig(**{f.name: getattr(self, f.name) for f in fields(SamplingConfig)})
+
+
+@dataclass
+class GenerateConfig(SamplingConfig):
+    output: str = _help("out.mid", "MIDI file to write")
+    adapter_dir: str | None = _help(None, "adapter folder (adapter-best); none: the base model alone")
+    model_name: str | None = _help(None, "base: a hub id, a folder or pocket; none: the adapter's own base")
+    prompt_midi: str | None = _help(None, "a MIDI file to continue")
+    audio: str | None = _help(None, "also render to this .wav/.ogg/.flac")
+    device: str = _help("auto", "auto, cpu, cuda or mps")

@@ -29,9 +29,23 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-COLLECTIONS = ("palestrina", "ryansMammoth", "oneills1850", "trecento", "monteverdi", "essenFolksong")
-# Bach is reserved for the demo adapter; it must never reach the base model's pretraining set.
-EXCLUDED = ("bach",)
+# The pocket base's pretraining mix: many-voice music first (vocal polyphony, chamber and piano
+# music, every voice merged as the tokenizer merges them), one-voice folk tunes capped to a
+# minority (PRETRAIN_CAPS), so an unseen artist's texture survives in the base.
+POLYPHONIC = ("palestrina", "monteverdi", "trecento", "josquin", "ciconia", "luca", "lusitano", "corelli",
+              "handel", "schubert", "weber", "verdi", "chopin", "joplin", "beach", "schoenberg", "webern",
+              "johnson_j_r", "liliuokalani")
+FOLK = ("ryansMammoth", "oneills1850", "essenFolksong", "airdsAirs")
+COLLECTIONS = POLYPHONIC + FOLK
+PRETRAIN_CAPS = {"ryansMammoth": 250, "oneills1850": 250, "essenFolksong": 250, "airdsAirs": 100}
+# Composers kept out of every base's training set, and why. cpebach is C. P. E. Bach, kept out with
+# his father so that no Bach reaches a base. Beethoven and Haydn may be exported to measure on.
+RESERVED = {"bach": "the demo adapter's artist", "cpebach": "kept out with bach",
+            "beethoven": "an evaluation artist", "haydn": "an evaluation artist",
+            "mozart": "kept for independent checks", "schumann_robert": "kept for independent checks",
+            "schumann_clara": "kept for independent checks"}
+EVALUATION_ARTISTS = ("beethoven", "haydn")
+EXCLUDED = tuple(RESERVED)
 # .rntxt are roman-numeral analyses (block-chord reductions of pieces already in the corpus),
 # not scores; everything else music21 reads natively.
 SOURCE_SUFFIXES = (".abc", ".krn", ".xml", ".mxl", ".musicxml")
@@ -63,10 +77,13 @@ def safe_name(text: str) -> str:
 # ---------------------------------------------------------------- sources and plan
 
 
-def collection_sources(name: str) -> list[Path]:
-    """Sorted source files music21 lists for corpus collection ``name`` (Bach refused)."""
-    if name.lower() in EXCLUDED:
-        raise ValueError(f"{name}: Bach is kept out of the base-model collections")
+def collection_sources(name: str, evaluation: bool = False) -> list[Path]:
+    """Sorted source files music21 lists for corpus collection ``name``.
+
+    Reserved composers are refused, except the evaluation artists when ``evaluation`` is set.
+    """
+    if name.lower() in RESERVED and not (evaluation and name.lower() in EVALUATION_ARTISTS):
+        raise ValueError(f"{name}: reserved ({RESERVED[name.lower()]}), never in a base's training set")
     paths = _music21().corpus.getComposer(name)
     if not paths:
         raise ValueError(f"{name}: not a music21 corpus collection (no files found)")
@@ -87,10 +104,10 @@ def _source_key(collection: str, src: Path) -> str:
     return f"{collection}/{rel}"
 
 
-def _plan(collection: str, cap: int | None) -> list[dict]:
+def plan_tasks(collection: str, cap: int | None, evaluation: bool = False) -> list[dict]:
     """Tasks for one collection; with a cap, files are taken in sorted order until it is met."""
     tasks, left = [], cap
-    for src in collection_sources(collection):
+    for src in collection_sources(collection, evaluation):
         if left is not None and left <= 0:
             break
         n = count_tunes(src)
@@ -256,12 +273,13 @@ def _add_entry(stats: dict, entry: dict, max_tunes: int) -> None:
 
 
 def export_collections(names: list[str], out_dir: Path, workers: int = 2, limit: int | None = None,
-                       progress=None, caps: dict[str, int] | None = None) -> dict:
+                       progress=None, caps: dict[str, int] | None = None, evaluation: bool = False) -> dict:
     """Convert corpus collections ``names`` into ``out_dir/<collection>/*.mid``, one per tune.
 
     ``limit`` caps the tunes taken per collection (all collections), ``caps`` per collection
     (e.g. ``{"essenFolksong": 3000}``); files are taken in sorted order until a cap is met.
-    ``progress(done, total, message)`` is called after each source file.
+    ``progress(done, total, message)`` is called after each source file. ``evaluation`` admits
+    the evaluation artists (measuring only, never training a base).
     Returns ``{"music21", "out_dir", "seconds", "collections": {name: stats}}``.
     """
     out_dir = Path(out_dir)
@@ -271,7 +289,7 @@ def export_collections(names: list[str], out_dir: Path, workers: int = 2, limit:
     stats, todo = {}, []
     for name in names:
         cap_values = [c for c in (limit, (caps or {}).get(name)) if c is not None]
-        tasks = _plan(name, min(cap_values) if cap_values else None)
+        tasks = plan_tasks(name, min(cap_values) if cap_values else None, evaluation)
         stats[name] = _empty_stats(len(tasks))
         for task in tasks:
             entry = entries.get(task["key"])
@@ -300,14 +318,26 @@ def export_collections(names: list[str], out_dir: Path, workers: int = 2, limit:
             "collections": stats}
 
 
+TASKS_PER_POOL = 150  # files per fresh pool of workers: music21 keeps caches per process
+
+
 def _convert_all(tasks: list[dict], out_dir: Path, workers: int):
-    """Yield finished task results as they come, in ``workers`` processes (1: in this one)."""
+    """Yield finished task results as they come, in ``workers`` processes (1: in this one).
+
+    A fresh pool takes each ``TASKS_PER_POOL`` files, which bounds the workers' memory. (Not
+    ``max_tasks_per_child``: on Python 3.11 a pool hangs for good once it has to replace its
+    workers, seen here after exactly 2 × 200 files.)
+    """
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
             yield _run_task(task, str(out_dir))
         return
-    # max_tasks_per_child: music21 keeps caches per process; recycling bounds memory on long runs.
-    pool = ProcessPoolExecutor(max_workers=workers, max_tasks_per_child=200)
+    for start in range(0, len(tasks), TASKS_PER_POOL):
+        yield from _convert_in_pool(tasks[start : start + TASKS_PER_POOL], out_dir, workers)
+
+
+def _convert_in_pool(tasks: list[dict], out_dir: Path, workers: int):
+    pool = ProcessPoolExecutor(max_workers=workers)
     finished = False
     try:
         futures = {pool.submit(_run_task, t, str(out_dir)): t for t in tasks}

@@ -106,7 +106,7 @@ def _generation(tok, ids: list[int], prompt_len: int, seed: int, seconds: float,
 
 @torch.no_grad()
 def sample(model, tok, prompt: list[int], max_new_tokens: int, temperature: float = 1.0,
-           top_p: float = 0.95, top_k: int = 50, seed: int | None = None) -> Generation:
+           top_p: float = 0.95, top_k: int = 50, seed: int | None = None, min_new_tokens: int = 0) -> Generation:
     """Seeded sampling with a KV cache; same seed, model and prompt → same tokens.
 
     GPT-2 bases (the hub model, pocket) go through ``studio.fast``: the active adapter's
@@ -116,17 +116,18 @@ def sample(model, tok, prompt: list[int], max_new_tokens: int, temperature: floa
     from studio import fast
 
     prompt, max_new, notes, seed = _fit(model, tok, prompt, max_new_tokens, seed)
+    min_new = min(min_new_tokens, max_new)  # EOS held off until then (the sample plays as long as asked)
     start = time.perf_counter()
     if fast.supports(model):
         ids = fast.decode(model, prompt, max_new, [seed], temperature, top_p, top_k,
-                          eos_id=tok["EOS_None"]).rows[0]
+                          eos_id=tok["EOS_None"], min_new_tokens=min_new).rows[0]
     else:
-        ids = _hf_generate(model, tok, prompt, max_new, temperature, top_p, top_k, seed)
+        ids = _hf_generate(model, tok, prompt, max_new, temperature, top_p, top_k, seed, min_new)
     return _generation(tok, ids, len(prompt), seed, time.perf_counter() - start, notes)
 
 
 def _hf_generate(model, tok, prompt: list[int], max_new: int, temperature: float, top_p: float, top_k: int,
-                 seed: int) -> list[int]:
+                 seed: int, min_new: int = 0) -> list[int]:
     device = next(model.parameters()).device
     input_ids = torch.tensor([prompt], dtype=torch.long, device=device)  # (1, T)
     torch.manual_seed(seed)
@@ -138,6 +139,7 @@ def _hf_generate(model, tok, prompt: list[int], max_new: int, temperature: float
         top_p=top_p,
         top_k=top_k,
         max_new_tokens=max_new,
+        min_new_tokens=min_new,
         pad_token_id=tok["PAD_None"],
         eos_token_id=tok["EOS_None"],
         bos_token_id=tok["BOS_None"],
@@ -148,7 +150,7 @@ def _hf_generate(model, tok, prompt: list[int], max_new: int, temperature: float
 @torch.no_grad()
 def sample_sides(model, tok, prompt: list[int], sides: list[str | None], max_new_tokens: int,
                  temperature: float = 1.0, top_p: float = 0.95, top_k: int = 50,
-                 seed: int | None = None) -> list[Generation]:
+                 seed: int | None = None, min_new_tokens: int = 0) -> list[Generation]:
     """Every side (an adapter loaded on ``model`` by name, or None for the base) continuing the
     same prompt with the same seed, decoded together: one pass over the base weights per token
     serves all sides, so an A/B pair costs little more than one side. Each side draws what it
@@ -160,7 +162,7 @@ def sample_sides(model, tok, prompt: list[int], sides: list[str | None], max_new
         raise ValueError("batched sides need a GPT-2 model; sample each side with sample()")
     prompt, max_new, notes, seed = _fit(model, tok, prompt, max_new_tokens, seed)
     out = fast.decode(model, prompt, max_new, [seed] * len(sides), temperature, top_p, top_k,
-                      eos_id=tok["EOS_None"], adapters=list(sides))
+                      eos_id=tok["EOS_None"], adapters=list(sides), min_new_tokens=min(min_new_tokens, max_new))
     return [_generation(tok, ids, len(prompt), seed, out.seconds, notes) for ids in out.rows]
 
 
@@ -192,10 +194,14 @@ def run(cfg: GenerateConfig) -> Generation:
     """The CLI's ``generate``: sample, write the MIDI (and audio), or say why there is nothing."""
     model, tok, info = _load_for(cfg)
     gen = sample(model, tok, prompt_ids(tok, cfg.prompt_midi), cfg.max_new_tokens,
-                 cfg.temperature, cfg.top_p, cfg.top_k, cfg.seed)
+                 cfg.temperature, cfg.top_p, cfg.top_k, cfg.seed, cfg.min_tokens)
     if info.fallback_reason:
         gen.notes.insert(0, info.fallback_reason)
-    if gen.new_notes == 0:
+    if gen.new_notes == 0 and gen.prompt_len > 1 and gen.n_notes > 0:
+        # the prompt is music the user gave: keep it, and say the continuation added nothing
+        gen.notes.append(f"warning: the continuation added no notes ({gen.new_tokens} tokens, seed {gen.seed}); "
+                         f"{cfg.output} holds the prompt alone")
+    elif gen.new_notes == 0:
         raise ValueError(
             f"{cfg.output}: the model produced {gen.new_tokens} tokens but no notes "
             f"(seed {gen.seed}); try another seed, more tokens or a prompt"

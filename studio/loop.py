@@ -20,6 +20,7 @@ import torch
 
 from studio.data import WindowDataset, collate
 from studio.distributed import Dist
+from studio.precision import autocast as precision_autocast
 
 Event = dict
 CHECKPOINT_EVERY_S = 120.0  # wall seconds between mid-epoch checkpoints
@@ -38,6 +39,8 @@ class LoopConfig:
     num_workers: int = 0
     max_minutes: float = 0.0
     patience: int = 0
+    # fp32 keeps LoRA training as it was measured; pretraining passes its own (see studio.precision)
+    precision: str = "fp32"
 
 
 @dataclass
@@ -77,9 +80,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def autocast_for(device: torch.device):
+def autocast_for(device: torch.device, precision: str = "fp32"):
+    """bf16 autocast on CUDA (as always), and on a CPU when ``precision`` asks for it."""
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cpu":
+        return precision_autocast(precision, device)
     return contextlib.nullcontext()
 
 
@@ -167,7 +173,7 @@ def run(model, train_windows, val_windows, cfg: LoopConfig, device, hooks: Hooks
             batch = {k: v.to(device) for k, v in batch.items()}
             accumulating = (micro + 1) % cfg.grad_accum_steps != 0 and i + 1 < len(loader)
             with dist.no_sync(model, accumulating):
-                with autocast_for(device):
+                with autocast_for(device, cfg.precision):
                     loss = model(**batch).loss  # mean over this micro-batch's tokens
                 (loss / cfg.grad_accum_steps).backward()
             losses.append(loss.detach().item())
