@@ -93,3 +93,40 @@ def test_generate_writes_midi_from_a_base_and_from_an_adapter(tok, tmp_path, not
     gen2 = run(GenerateConfig(output=str(tmp_path / "z.mid"), adapter_dir=str(tmp_path / "ad" / "adapter-best"),
                               max_new_tokens=40, seed=3))
     assert gen2.n_notes > 0 and (tmp_path / "z.mid").is_file()
+
+
+def eos_model(tok):
+    """A tiny GPT-2 that wants to stop at once: every position's hidden state points at EOS."""
+    model = tiny_gpt2(tok)
+    with torch.no_grad():
+        ln = model.transformer.ln_f
+        ln.weight.zero_()
+        ln.bias.copy_(torch.linspace(-1, 1, ln.bias.numel()))
+        model.transformer.wte.weight[tok["EOS_None"]] = 50 * ln.bias  # tied lm_head: EOS logit ~ 50·|b|²
+    return model.eval()
+
+
+@pytest.mark.parametrize("min_new", [0, 1, 40, 64], ids=["off", "one", "forty", "all"])
+def test_eos_is_held_off_until_the_minimum_length_and_allowed_after(tok, min_new):
+    gen = sample(eos_model(tok), tok, [tok["BOS_None"]], 64, seed=3, min_new_tokens=min_new)
+    new = gen.ids[1:]
+    assert tok["EOS_None"] not in new[:min_new]
+    if min_new < 64:  # allowed from then on, and this model takes it at once
+        assert new[min_new] == tok["EOS_None"] and len(new) == min_new + 1
+    else:
+        assert len(new) == 64
+
+
+def test_generate_keeps_the_prompt_when_the_continuation_adds_no_notes(tok, tmp_path):
+    folder = tmp_path / "eos-base"
+    eos_model(tok).save_pretrained(folder, safe_serialization=True)
+    prompt = tmp_path / "prompt.mid"
+    make_piece(1, n_notes=12).dump_midi(str(prompt))
+    cfg = GenerateConfig(output=str(tmp_path / "out.mid"), model_name=str(folder), prompt_midi=str(prompt),
+                         max_new_tokens=32, min_new_tokens=0, seed=0)
+    gen = run(cfg)
+    assert gen.new_notes == 0 and gen.n_notes > 0
+    assert any("continuation added no notes" in n for n in gen.notes)
+    from symusic import Score
+
+    assert Score(str(tmp_path / "out.mid")).note_num() == gen.n_notes
