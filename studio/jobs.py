@@ -18,6 +18,8 @@ from pathlib import Path
 
 import psutil
 
+from studio.events import describe, skipped_files
+
 STATUS, METRICS, LOG, STOP, CONFIG = "status.json", "metrics.jsonl", "log.txt", "stop", "config.json"
 
 
@@ -62,7 +64,7 @@ class RunWriter:
         e = {**e, "time": time.time()}
         with open(self.dir / METRICS, "a") as f:
             f.write(json.dumps(e, default=str) + "\n")
-        if e["type"] != "step":
+        if e["type"] != "step":  # the event, kept whole; the Train tab puts it into words (events.describe)
             self.log(json.dumps({k: v for k, v in e.items() if k not in ("time", "sources", "failed")}, default=str))
         if e["type"] == "stopped":
             self.status["final"] = "stopped"

@@ -18,6 +18,7 @@ import gradio as gr
 from studio import jobs, library, public
 from studio.augment import augment_dir, source_of
 from studio.config import AugmentConfig, TrainConfig, adapters_dir, renders_dir
+from studio.events import describe
 from studio.ui.common import (DUPLICATE_NOTE, WATCHERS, Settings, base_choices, datasets_root, fmt_seconds, handler,
                               user_message)
 
@@ -239,25 +240,7 @@ def pretty_line(line: str) -> str:
         return line
     if not isinstance(e, dict) or "type" not in e:
         return line
-    kind = e["type"]
-    if kind == "data":
-        text = (f"data: {e['pieces']['train']} training / {e['pieces']['val']} validation pieces, "
-                f"{e['tokens']['train']:,} / {e['tokens']['val']:,} tokens, windows of {e['max_seq_len']}, "
-                f"{e['steps_per_epoch']} steps per epoch on {e['device']}, base {e['base']}")
-    elif kind == "epoch":
-        copy = f", copy rate {e['copy_rate']:.2f}" if e.get("copy_rate") is not None else ""
-        text = (f"epoch {e['epoch']}: train loss {e['train_loss']:.4f}, validation loss {e['val_loss']:.4f}"
-                f"{copy}{' (best so far)' if e.get('best') else ''}, {e.get('seconds', 0):.0f} s")
-    elif kind == "done":
-        best = e.get("best_val_loss")
-        text = f"done: {e.get('reason')}"
-        if best is not None:
-            text += f"; best validation loss {best:.4f} at epoch {e.get('best_epoch')}"
-    elif kind == "stopped":
-        text = f"stopped: {e.get('reason')}"
-    else:
-        text = e.get("message") or rest
-    return f"{stamp} {text}"
+    return f"{stamp} {describe(e)}"
 
 
 def epoch_sample(view: jobs.RunView, audio: bool) -> tuple[str | None, str | None, str]:
