@@ -24,7 +24,8 @@ import numpy as np
 
 from studio import metrics
 from studio.augment import VARIANT_SEP, source_of
-from studio.config import DEFAULT_BASE
+from studio.config import DEFAULT_BASE, SamplingConfig
+from studio.texture import describe, mean_texture, texture_gap
 
 log = logging.getLogger(__name__)
 META = "training_meta.json"  # studio.train.META; not imported so this module stays torch-free to import
@@ -176,13 +177,14 @@ def held_out_windows(meta: dict, meta_path: Path, data_dir, tok, window: int) ->
     return windows, info
 
 
-def _sample_side(model, tok, seeds, max_new_tokens, temperature, top_p, top_k, index, save_dir, label) -> tuple:
+def _sample_side(model, tok, seeds, sampling: SamplingConfig, index, save_dir, label) -> tuple:
     """Seeded samples of one side, each scored against the reference index."""
     from studio.generate import sample
 
     rows, scores, messages = [], [], []
     for seed in seeds:
-        gen = sample(model, tok, [tok["BOS_None"]], max_new_tokens, temperature, top_p, top_k, seed)
+        gen = sample(model, tok, [tok["BOS_None"]], sampling.max_new_tokens, sampling.temperature, sampling.top_p,
+                     sampling.top_k, seed, min_new_tokens=sampling.min_tokens)
         messages += [m for m in gen.notes if m not in messages]
         row = {"seed": seed, "new_tokens": gen.new_tokens, "notes": gen.n_notes, **asdict(index.score(gen.score))}
         if save_dir is not None and gen.n_notes:
@@ -195,8 +197,9 @@ def _sample_side(model, tok, seeds, max_new_tokens, temperature, top_p, top_k, i
     return rows, scores, messages
 
 
-def _side_summary(rows: list[dict], scores: list, refs: dict, loss: float) -> dict:
+def _side_summary(rows: list[dict], scores: list, refs: dict, loss: float, ref_texture: dict) -> dict:
     rates = [r["copy_rate"] for r in rows]
+    tex = mean_texture(scores) if scores else {}
     top = max(rows, key=lambda r: (r["copy_rate"], r["longest_copy_notes"]))
     longest = max(rows, key=lambda r: r["longest_copy_notes"])
     return {
@@ -209,6 +212,9 @@ def _side_summary(rows: list[dict], scores: list, refs: dict, loss: float) -> di
         "samples_with_notes": len(scores),
         # None when no sample has a note: there is nothing to compare
         "style_distance": metrics.style_distance(scores, list(refs.values())) if scores else None,
+        # what a listener hears first, next to the artist's own (studio/texture.py)
+        "texture": tex,
+        "texture_gap": texture_gap(tex, ref_texture) if scores else 1.0,
         "samples": rows,
     }
 
@@ -216,7 +222,7 @@ def _side_summary(rows: list[dict], scores: list, refs: dict, loss: float) -> di
 def evaluate_adapter(adapter_dir, data_dir=None, reference_dir=None, samples: int = 8,
                      max_new_tokens: int = 512, seed: int = 0, model_name: str | None = None,
                      device: str = "auto", n: int = 8, temperature: float = 1.0, top_p: float = 0.95,
-                     top_k: int = 50, save_samples=None) -> dict:
+                     top_k: int = 50, save_samples=None, min_new_tokens: int = SamplingConfig.min_new_tokens) -> dict:
     """Base vs base + adapter on the same seeds: held-out loss, copy rate, style distance (JSON-ready)."""
     from studio.models import attach_adapter, load_base, pick_device, read_adapter_meta
     from studio.tokenizer import load_tokenizer
@@ -257,7 +263,10 @@ def evaluate_adapter(adapter_dir, data_dir=None, reference_dir=None, samples: in
     if save_samples:
         Path(save_samples).mkdir(parents=True, exist_ok=True)
     seeds = list(range(seed, seed + samples))
-    args = (tok, seeds, max_new_tokens, temperature, top_p, top_k, index, save_samples)
+    sampling = SamplingConfig(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature,
+                              top_p=top_p, top_k=top_k)
+    args = (tok, seeds, sampling, index, save_samples)
+    ref_texture = mean_texture(list(refs.values()))
     with model.disable_adapter():
         base_loss = metrics.per_token_loss(model, windows, dev)
         base_rows, base_scores, messages = _sample_side(model, *args, "base")
@@ -269,14 +278,16 @@ def evaluate_adapter(adapter_dir, data_dir=None, reference_dir=None, samples: in
         "base_model": info.name,
         "base_fallback_reason": info.fallback_reason,
         "settings": {"samples": samples, "seeds": seeds, "prompt": "BOS", "max_new_tokens": max_new_tokens,
-                     "temperature": temperature, "top_p": top_p, "top_k": top_k, "n": n, "device": str(dev)},
+                     "min_new_tokens": sampling.min_tokens, "temperature": temperature, "top_p": top_p,
+                     "top_k": top_k, "n": n, "device": str(dev)},
         "messages": messages + [m for m in more if m not in messages],
         "held_out": held,
         "references": {"from": str(reference_dir) if reference_dir else f"train_files of {meta_path}",
                        "pieces": {k: str(v) for k, v in ref_files.items() if k in refs},
                        "through_tokenizer": True, "skipped": skipped},
-        "base": _side_summary(base_rows, base_scores, refs, base_loss),
-        "adapter": _side_summary(ad_rows, ad_scores, refs, adapter_loss),
+        "base": _side_summary(base_rows, base_scores, refs, base_loss, ref_texture),
+        "adapter": _side_summary(ad_rows, ad_scores, refs, adapter_loss, ref_texture),
+        "reference_texture": ref_texture,
         "seconds": round(time.time() - started, 2),
     }
 
@@ -300,11 +311,15 @@ def adapter_table(result: dict) -> str:
         row("max copy rate", lambda s: f"{s['max_copy_rate']:.2f}"),
         row("longest copy (notes/seconds)", copied),
         row("samples with notes", lambda s: f"{s['samples_with_notes']}/{len(s['samples'])}"),
+        row("texture gap to the artist (0 = same)", lambda s: f"{s['texture_gap']:.2f}"),
     ]
     lines += _style_lines({"base": b["style_distance"], "adapter": a["style_distance"]}, ["base", "adapter"])
     for label, side in (("base", b), ("adapter", a)):
         if side["most_copied"]:
             lines.append(f"{label}: most copied piece {side['most_copied']} (copy rate {side['max_copy_rate']:.2f})")
+    lines.append(f"texture: artist {describe(result['reference_texture'])}")
+    for label, side in (("base", b), ("adapter", a)):
+        lines.append(f"texture: {label} {describe(side['texture'])}")
     lines.append(f"held-out pieces: {held['from']} ({held['files']} files, {held['tokens']} tokens); "
                  f"references: {len(result['references']['pieces'])} training pieces; "
                  f"seeds {result['settings']['seeds'][0]}..{result['settings']['seeds'][-1]}")
@@ -320,7 +335,7 @@ def _handler(args) -> int:
             raise ValueError("eval: use either --adapter-dir or --generated/--reference, not both")
         result = evaluate_adapter(args.adapter_dir, args.data_dir, args.reference, args.samples,
                                   args.max_new_tokens, args.seed, args.model_name, args.device, args.n,
-                                  args.temperature, args.top_p, args.top_k, args.save_samples)
+                                  args.temperature, args.top_p, args.top_k, args.save_samples, args.min_new_tokens)
         table = adapter_table(result)
     elif args.generated and args.reference:
         result = evaluate_folders(args.generated, args.reference, args.n, args.through_tokenizer)
@@ -345,7 +360,9 @@ def add_parser(sub) -> None:
     p.add_argument("--adapter-dir", help="an adapter folder, e.g. adapters/NAME/adapter-best")
     p.add_argument("--data-dir", help="held-out pieces for the loss (default: the run's validation files)")
     p.add_argument("--samples", type=int, default=8, help="seeded samples per side")
-    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--max-new-tokens", type=int, default=512, help=SamplingConfig.help("max_new_tokens"))
+    p.add_argument("--min-new-tokens", type=int, default=SamplingConfig.min_new_tokens,
+                   help=SamplingConfig.help("min_new_tokens"))
     p.add_argument("--seed", type=int, default=0, help="first seed; samples use seed, seed+1, ...")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=0.95)

@@ -7,6 +7,7 @@ Output folder::
     <output_dir>/adapter-last/     the latest state
     <output_dir>/checkpoint/       optimizer, schedule and position, for --resume
     <output_dir>/samples/          a few seeded samples per epoch (MIDI), to hear it evolve
+    <output_dir>/epochs/NN/        every epoch's adapter, with its loss, copy rate and texture gap
     <output_dir>/training_meta.json, tokenizer.json, generation_config.json
 """
 
@@ -22,7 +23,7 @@ from typing import Callable
 import torch
 
 from studio import checkpoint, loop
-from studio.config import DEFAULT_BASE, TrainConfig
+from studio.config import DEFAULT_BASE, SamplingConfig, TrainConfig
 from studio.data import prepare
 from studio.distributed import Dist
 from studio.dropout import use_fast_lora_dropout
@@ -32,6 +33,8 @@ from studio.tokenizer import fingerprint, load_tokenizer, save_tokenizer
 log = logging.getLogger(__name__)
 TARGET_MODULES = ["c_attn", "c_proj", "c_fc"]  # GPT-2: QKV, attention/MLP output, MLP input
 META = "training_meta.json"
+EPOCHS = "epochs"  # <output_dir>/epochs/NN/: every epoch's adapter and its numbers
+EPOCH_METRICS = "epoch_metrics.json"
 
 
 def lora_model(base, cfg: TrainConfig):
@@ -85,7 +88,7 @@ class LoraHooks(loop.Hooks):
         self.cfg, self.tok, self.base, self.meta, self.on_event = cfg, tok, base_info, meta, on_event
         self.out = Path(cfg.output_dir)
         self.prepared = prepared
-        self._index = None
+        self._index = self._references = self._ref_texture = None
 
     def _save(self, model, name: str) -> None:
         folder = save_adapter(model, self.out / name, self.tok, self.base)
@@ -107,52 +110,86 @@ class LoraHooks(loop.Hooks):
         return rate is None or not self.cfg.copy_threshold or rate <= self.cfg.copy_threshold
 
     def after_epoch(self, model, state, record: dict) -> str:
-        if self.cfg.samples_per_epoch <= 0:
-            return ""
-        from studio.generate import sample
+        """Sample, measure copy rate and texture gap, keep this epoch's adapter in epochs/NN."""
+        reason = self._sample_epoch(model, record) if self.cfg.samples_per_epoch > 0 else ""
+        self._keep_epoch(model, record)
+        return reason
 
-        rates, files = [], []
+    def _sample_epoch(self, model, record: dict) -> str:
+        from studio.generate import sample
+        from studio.texture import mean_texture, texture_gap
+
+        rates, files, scores = [], [], []
         sample_dir = self.out / "samples"
         sample_dir.mkdir(parents=True, exist_ok=True)
+        sampling = SamplingConfig(max_new_tokens=self.cfg.sample_tokens)
         model.eval()
         with torch.random.fork_rng():  # seeded sampling must not reset the RNG behind dropout
             for k in range(self.cfg.samples_per_epoch):
-                gen = sample(model, self.tok, [self.tok["BOS_None"]], self.cfg.sample_tokens, seed=self.cfg.seed + k)
+                gen = sample(model, self.tok, [self.tok["BOS_None"]], sampling.max_new_tokens, sampling.temperature,
+                             sampling.top_p, sampling.top_k, seed=self.cfg.seed + k, min_new_tokens=sampling.min_tokens)
                 if gen.n_notes == 0:
                     continue
                 path = sample_dir / f"epoch{record['epoch']:02d}_s{k}.mid"
                 gen.score.dump_midi(str(path))
                 files.append(str(path))
-                rates.append(self._copy_rate(gen.score))
+                scores.append(gen.score)
+                rates.append(self.index.score(gen.score).copy_rate)
         model.train()
-        rates = [r for r in rates if r is not None]
         record["samples"] = files
         record["copy_rate"] = None  # no sample with notes: nothing to measure this epoch
-        if rates:
-            record["copy_rate"] = float(sum(rates) / len(rates))
-            if self.cfg.copy_threshold and record["copy_rate"] > self.cfg.copy_threshold:
-                return (f"samples copy the training pieces (copy rate {record['copy_rate']:.2f} > "
-                        f"{self.cfg.copy_threshold:.2f}) at epoch {record['epoch']}")
+        record["texture_gap"] = record["texture"] = None
+        if not rates:
+            return ""
+        record["copy_rate"] = float(sum(rates) / len(rates))
+        record["texture"] = mean_texture(scores)
+        record["texture_gap"] = texture_gap(record["texture"], self.reference_texture)
+        if self.cfg.copy_threshold and record["copy_rate"] > self.cfg.copy_threshold:
+            return (f"samples copy the training pieces (copy rate {record['copy_rate']:.2f} > "
+                    f"{self.cfg.copy_threshold:.2f}) at epoch {record['epoch']}")
         return ""
 
-    def _copy_rate(self, score) -> float | None:
-        try:
-            from studio.metrics import ReferenceIndex
-        except ImportError:  # metrics not available in this build: no copy-based stopping
-            return None
-        if self._index is None:
+    def _keep_epoch(self, model, record: dict) -> None:
+        """Every epoch's adapter stays (epochs/NN, with its numbers), to go back to the one that sounds best."""
+        folder = self.out / EPOCHS / f"{record['epoch']:02d}"
+        save_adapter(model, folder, self.tok, self.base)
+        keep = ("epoch", "train_loss", "val_loss", "copy_rate", "texture_gap", "texture", "step")
+        write_json_atomic(folder / EPOCH_METRICS, {k: record.get(k) for k in keep})
+        record["folder"] = str(folder)
+
+    @property
+    def references(self) -> dict:
+        """The album's pieces (one file per source, not blended corpus pieces) as the model saw
+        them: after the tokenizer's quantisation."""
+        if self._references is None:
             from studio.midi import load_score
             from studio.tokenizer import decode, encode
 
             root = Path(self.cfg.data_dir).resolve()
-            refs = {}
-            for p in self.prepared.split.train:  # the album only, not blended corpus pieces
+            files = {}
+            for p in self.prepared.split.train:
                 if p.path.resolve().is_relative_to(root):
-                    refs.setdefault(p.source, p.path)  # one file per source piece is enough
-            # compare with what the model saw: the pieces after the tokenizer's quantisation
-            self._index = ReferenceIndex({s: decode(self.tok, encode(self.tok, load_score(f)))
-                                          for s, f in refs.items()})
-        return float(self._index.score(score).copy_rate)
+                    files.setdefault(p.source, p.path)
+            self._references = {s: decode(self.tok, encode(self.tok, load_score(f))) for s, f in files.items()}
+        return self._references
+
+    @property
+    def index(self):
+        if self._index is None:
+            from studio.metrics import ReferenceIndex
+
+            self._index = ReferenceIndex(self.references)
+        return self._index
+
+    @property
+    def reference_texture(self) -> dict:
+        """The artist's own texture: the mean over the album's training pieces."""
+        from studio.texture import mean_texture
+
+        if self._ref_texture is None:
+            self._ref_texture = mean_texture(list(self.references.values()))
+            self.meta["reference_texture"] = self._ref_texture
+        return self._ref_texture
 
 
 def _device_and_base(cfg: TrainConfig, tok, on_event, dist: Dist):
