@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from studio.config import TrainConfig
+from studio.train import loop_config
 
 
 def prepare(data_dir: Path, tok, max_seq_len: int, seed: int = 42):
@@ -61,8 +62,7 @@ def train_steps(base, prepared, variant: str, steps: int, seed: int = 42, epochs
                       base_dropout=base_dropout)
     loop.seed_everything(seed)
     model = lora_model(copy.deepcopy(base), cfg).to(device)
-    lcfg = loop.LoopConfig(cfg.epochs, micro, accum, cfg.lr, cfg.weight_decay, cfg.warmup_steps,
-                           cfg.max_grad_norm, seed)
+    lcfg = loop_config(cfg)
     done = {"steps": 0, "loss": float("nan")}
 
     def on_event(e: dict) -> None:

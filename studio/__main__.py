@@ -103,6 +103,13 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     p.add_argument("--base-dropout", action="store_true",
                    help="keep the frozen base's own dropout while training (slower; LoRA dropout always applies)")
+    p.add_argument("--variants", default=d.variants, choices=["all", "rotate"],
+                   help="augmented variants: all every epoch (the guide's), or rotate: each piece once per epoch "
+                        "in a variant drawn anew each epoch")
+    p.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16"],
+                   help="auto: bf16 autocast where the processor has bf16 instructions")
+    p.add_argument("--use-rslora", action=argparse.BooleanOptionalAction, default=d.use_rslora,
+                   help="rank-stabilised LoRA scaling (alpha/sqrt(r))")
 
 
 def _add_generate(sub) -> None:

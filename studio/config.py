@@ -140,6 +140,13 @@ class TrainConfig(_Job):
     device: str = "auto"  # auto | cpu | cuda | mps
     max_minutes: float = 0.0  # stop (and save) after this many minutes; 0 = no limit
     extra_data_dirs: list[str] = field(default_factory=list)  # blended in (train split only)
+    # How augmented variants are used: "all" trains every variant every epoch (the guide's
+    # pipeline); "rotate" trains each source piece once per epoch in one variant drawn anew each
+    # epoch (studio.data.RotatingWindows), so an epoch is one pass over the album.
+    variants: str = "all"
+    # auto: bf16 autocast where the processor has bf16 instructions (studio/precision.py)
+    precision: str = "fp32"
+    use_rslora: bool = False  # LoRA scaling alpha/sqrt(r) instead of alpha/r (rank-stabilised LoRA)
 
     def __post_init__(self) -> None:
         for name in ("max_seq_len", "batch_size", "grad_accum_steps", "epochs", "lora_r", "lora_alpha"):
@@ -161,6 +168,10 @@ class TrainConfig(_Job):
             raise ValueError(f"copy_threshold must be in [0, 1], got {self.copy_threshold}")
         if self.device not in ("auto", "cpu", "cuda", "mps"):
             raise ValueError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
+        if self.variants not in ("all", "rotate"):
+            raise ValueError(f"variants must be all or rotate, got {self.variants!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
 
 
 def _help(default, text: str, **kw):

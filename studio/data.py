@@ -143,6 +143,40 @@ def pack_windows(streams: list[np.ndarray], max_seq_len: int, seed: int = 0) -> 
     return [joined[i : i + max_seq_len] for i in range(0, len(joined), max_seq_len) if len(joined) - i >= 2]
 
 
+class RotatingWindows:
+    """Training windows that cover every source piece once per epoch, in one of its variants.
+
+    Augmentation writes many variants of each piece (keys × tempos). Training on all of them
+    every epoch makes one "epoch" many passes over the album: on a CPU budget that means few
+    epochs, and each pass is the same music. Here epoch ``e`` takes, for every source piece, one
+    variant drawn from (seed, e), packs those streams into windows, and returns exactly
+    ``len(self)`` windows (the median over variants of the windows one epoch makes), so the
+    schedule and resuming know the epoch's length in advance.
+    """
+
+    def __init__(self, variants: dict[str, list[np.ndarray]], max_seq_len: int, seed: int):
+        self.variants = {k: v for k, v in sorted(variants.items()) if v}
+        self.max_seq_len, self.seed = max_seq_len, seed
+        tokens = sum(float(np.median([len(x) for x in v])) for v in self.variants.values())
+        self.n = max(1, int(round(tokens / max_seq_len)))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def for_epoch(self, epoch: int) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, epoch])
+        streams = [v[int(rng.integers(len(v)))] for v in self.variants.values()]
+        windows = pack_windows(streams, self.max_seq_len, self.seed + epoch)
+        while len(windows) < self.n:  # a short draw: top up from its start
+            windows += windows[: self.n - len(windows)]
+        return windows[: self.n]
+
+
+def epoch_windows(windows, epoch: int) -> list[np.ndarray]:
+    """The windows epoch ``epoch`` trains on (a plain list is the same every epoch)."""
+    return windows.for_epoch(epoch) if hasattr(windows, "for_epoch") else windows
+
+
 class WindowDataset(torch.utils.data.Dataset):
     def __init__(self, windows: list[np.ndarray]):
         self.windows = windows
@@ -185,8 +219,15 @@ class PreparedData:
         }
 
 
+def _rotating(pieces: list[tuple[Piece, np.ndarray]], max_seq_len: int, seed: int) -> RotatingWindows:
+    by_source: dict[str, list[np.ndarray]] = {}
+    for piece, ids in pieces:
+        by_source.setdefault(piece.source, []).append(ids)
+    return RotatingWindows(by_source, max_seq_len, seed)
+
+
 def prepare(
-    data_dir: str | Path, tok, max_seq_len: int, val_split: float, seed: int, extra_dirs=()
+    data_dir: str | Path, tok, max_seq_len: int, val_split: float, seed: int, extra_dirs=(), rotate: bool = False
 ) -> PreparedData:
     """Everything training needs, or ValueError saying why the dataset can't be trained on."""
     pieces = collect_pieces(data_dir)
@@ -209,7 +250,8 @@ def prepare(
     split = Split([p for p, _ in train.pieces], [p for p, _ in val.pieces])
     return PreparedData(
         split=split,
-        train_windows=pack_windows([ids for _, ids in train.pieces], max_seq_len, seed),
+        train_windows=(_rotating(train.pieces, max_seq_len, seed) if rotate
+                       else pack_windows([ids for _, ids in train.pieces], max_seq_len, seed)),
         val_windows=pack_windows([ids for _, ids in val.pieces], max_seq_len, seed),
         train_tokens=train.n_tokens,
         val_tokens=val.n_tokens,

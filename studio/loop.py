@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from studio.data import WindowDataset, collate
+from studio.data import WindowDataset, collate, epoch_windows
 from studio.distributed import Dist
 from studio.precision import autocast as precision_autocast
 
@@ -123,6 +123,7 @@ def epoch_batches(windows, cfg: LoopConfig, epoch: int, dist: Dist | None = None
     Under several processes, each takes its share of the same seeded order (``Dist.shard``).
     """
     g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+    windows = epoch_windows(windows, epoch)
     if dist is None or dist.world == 1:
         return torch.utils.data.DataLoader(
             WindowDataset(windows), batch_size=cfg.batch_size, shuffle=True, generator=g,

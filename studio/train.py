@@ -42,7 +42,7 @@ def lora_model(base, cfg: TrainConfig):
 
     lcfg = LoraConfig(
         r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-        target_modules=TARGET_MODULES, bias="none", task_type=TaskType.CAUSAL_LM,
+        target_modules=TARGET_MODULES, bias="none", task_type=TaskType.CAUSAL_LM, use_rslora=cfg.use_rslora,
         fan_in_fan_out=True,  # GPT-2's Conv1D stores weights as (in, out)
     )
     model = get_peft_model(base, lcfg)
@@ -192,6 +192,13 @@ class LoraHooks(loop.Hooks):
         return self._ref_texture
 
 
+def loop_config(cfg: TrainConfig) -> loop.LoopConfig:
+    return loop.LoopConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, grad_accum_steps=cfg.grad_accum_steps,
+                           lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
+                           max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, num_workers=cfg.num_workers,
+                           max_minutes=cfg.max_minutes, patience=cfg.patience, precision=cfg.precision)
+
+
 def _device_and_base(cfg: TrainConfig, tok, on_event, dist: Dist):
     device = dist.device or pick_device(cfg.device)  # under a launcher: this process's device
     base, info = load_base(cfg.model_name, tok, device, fallback=cfg.model_name == DEFAULT_BASE)
@@ -221,10 +228,9 @@ def train(cfg: TrainConfig, on_event: Callable[[dict], None] | None = None,
     if seq_len < cfg.max_seq_len:
         on_event({"type": "info", "message": f"max_seq_len clipped to the base's context, {seq_len}"})
     with dist.main_first():  # the main process fills the token cache, the others read it
-        prepared = prepare(cfg.data_dir, tok, seq_len, cfg.val_split, cfg.seed, cfg.extra_data_dirs)
-    lcfg = loop.LoopConfig(cfg.epochs, cfg.batch_size, cfg.grad_accum_steps, cfg.lr, cfg.weight_decay,
-                           cfg.warmup_steps, cfg.max_grad_norm, cfg.seed, cfg.num_workers, cfg.max_minutes,
-                           cfg.patience)
+        prepared = prepare(cfg.data_dir, tok, seq_len, cfg.val_split, cfg.seed, cfg.extra_data_dirs,
+                           rotate=cfg.variants == "rotate")
+    lcfg = loop_config(cfg)
     per_epoch = loop.steps_per_epoch(len(prepared.train_windows), lcfg, dist.world)
     summary = prepared.summary()
     on_event({"type": "data", **summary, "steps_per_epoch": per_epoch, "max_seq_len": seq_len,

@@ -171,3 +171,48 @@ def test_base_loads_with_the_fused_gelu_and_the_same_logits(tiny_base_dir, tok):
     with torch.no_grad():
         diff = (plain(input_ids=ids).logits - fused(input_ids=ids).logits).abs().max().item()
     assert diff < 1e-4
+
+
+def test_every_epoch_is_kept_with_its_loss_copy_rate_and_texture_gap(album, tmp_path, tiny_base_dir):
+    events = []
+    train(config(album, tmp_path / "run", tiny_base_dir, epochs=3, samples_per_epoch=2, sample_tokens=48,
+                 copy_threshold=0), events.append)
+    epochs = [e for e in events if e["type"] == "epoch"]
+    meta = json.loads((tmp_path / "run" / "training_meta.json").read_text())
+    assert meta["reference_texture"]["voices"] > 1  # the album: melody over a bass line
+    for e in epochs:
+        folder = tmp_path / "run" / "epochs" / f"{e['epoch']:02d}"
+        assert e["folder"] == str(folder) and (folder / "adapter_model.safetensors").is_file()
+        kept = json.loads((folder / "epoch_metrics.json").read_text())
+        assert kept["val_loss"] == pytest.approx(e["val_loss"])
+        assert kept["copy_rate"] == e["copy_rate"] and kept["texture_gap"] == e["texture_gap"]
+        if e["samples"]:  # a sample with notes: both measured, the gap in [0, 1]
+            assert 0 <= kept["texture_gap"] <= 1 and kept["texture"]["notes"] > 0
+        else:
+            assert kept["copy_rate"] is None and kept["texture_gap"] is None
+    # epoch 2 differs from epoch 1 (the adapter moved)
+    from safetensors.torch import load_file
+
+    a, b = (load_file(tmp_path / "run" / "epochs" / n / "adapter_model.safetensors") for n in ("01", "02"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_rotated_variants_train_each_piece_once_an_epoch_in_a_new_variant(tmp_path, tiny_base_dir, tok):
+    import numpy as np
+
+    from studio.data import RotatingWindows
+
+    variants = {"a": [np.full(100, i, dtype=np.int32) for i in (10, 11, 12)],
+                "b": [np.full(60, i, dtype=np.int32) for i in (20, 21)]}
+    rot = RotatingWindows(variants, 32, seed=0)
+    assert len(rot) == 5  # (100 + 60) tokens / 32
+    seen = []
+    for epoch in range(6):
+        windows = rot.for_epoch(epoch)
+        assert len(windows) == len(rot)
+        tokens = set(np.concatenate(windows).tolist())
+        assert len(tokens & {10, 11, 12}) == 1 and len(tokens & {20, 21}) == 1  # one variant per piece
+        seen.append(frozenset(tokens))
+    assert len(set(seen)) > 1  # the variant changes between epochs
+    assert rot.for_epoch(3) is not rot.for_epoch(3) and all(
+        np.array_equal(x, y) for x, y in zip(rot.for_epoch(3), rot.for_epoch(3)))  # same seed, same draw
