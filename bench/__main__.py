@@ -1,5 +1,7 @@
 """``python -m bench [--smoke] [--out FILE] [--work DIR] [--only NAMES]``: studio vs reference.
 
+``python -m bench quality [--smoke]``: adapter quality with the default recipe (bench/quality.py).
+
 The full run (~15–25 min on 2 cores) writes bench/RESULTS.md; ``--smoke`` runs every figure at
 tiny sizes (< 60 s, what CI runs) and writes into a temporary folder unless ``--out`` is given,
 so CI never overwrites the committed results. Exit status 1 when a figure failed to run.
@@ -41,6 +43,11 @@ def _quiet() -> None:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["quality"]:  # python -m bench quality [...]: the adapter-quality benchmark
+        from bench import quality
+
+        return quality.main(argv[1:])
     args = parse(argv)
     from bench import fixtures
 

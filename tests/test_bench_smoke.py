@@ -97,3 +97,24 @@ def test_verdicts_use_paired_ratios_and_absolute_limits():
     assert mem.ratios().values == [0.55] and mem.met() is True
     assert Stats([3.0, 1.0, 2.0]).fmt(1, " s") == "2.0 s (1.0–3.0)"
     assert interleaved(3, ["a", "b"]) == [["a", "b"], ["b", "a"], ["a", "b"]]
+
+
+def test_quality_bench_smoke_trains_evaluates_and_writes_its_table(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    out.write_text("# results\n\nkept text\n")
+    res = _run(["bench", "quality", "--smoke", "--results", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    text = out.read_text()
+    assert "kept text" in text and "<!-- quality:begin -->" in text and "| smoke | 4 |" in text
+    assert "texture gap base → adapter" in text
+
+
+def test_base_size_bench_smoke_measures_a_loss_curve_and_the_limits(tmp_path):
+    out = tmp_path / "base_size.json"
+    res = _run(["bench.base_size", "--smoke", "--minutes", "0.05", "--every", "1", "--out", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    shapes = json.loads(out.read_text())["shapes"]
+    assert len(shapes) == 2
+    for s in shapes:
+        assert s["curve"] and all(c["val_loss"] > 0 for c in s["curve"])
+        assert s["lora_train_tok_s"] > 0 and s["gen_tok_s"] > 0 and 0 < s["folder_mib"] < 5

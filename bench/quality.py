@@ -1,0 +1,200 @@
+"""``python -m bench quality``: does the default recipe make an adapter sound like the artist?
+
+For each evaluation artist (Beethoven and Haydn string-quartet movements, never in a base's
+training set: studio/eval_sets.py) it does what a user does with the guide's commands and their
+defaults: ``augment`` the movements, ``train`` with no flags beyond the folders and the base, then
+``eval``: held-out loss of the base and the adapter, the texture gap of unprompted samples to the
+artist's own pieces, the copy rate, the minutes of training, and the minutes until the validation
+loss came within 2 % of its best. It writes a table into bench/RESULTS.md (between markers) and
+the raw results to bench/out/quality.json.
+
+``--set FIELD=VALUE`` overrides a TrainConfig default (to try a recipe); ``--smoke`` runs a tiny
+version (two short pieces, a tiny base, one epoch) for CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTISTS = ("beethoven", "haydn")
+BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
+TARGETS = {"loss_ratio": 0.85, "texture_gap": 0.30, "copy_rate": 0.10, "train_minutes": 12.0}
+
+
+def _override(items: list[str]) -> dict:
+    from studio.config import TrainConfig
+
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in types:
+            raise ValueError(f"--set {item}: {key} is not a TrainConfig field")
+        kind = str(types[key])
+        out[key] = (value.lower() in ("1", "true", "yes") if kind == "bool" else
+                    int(value) if kind == "int" else float(value) if kind == "float" else value)
+    return out
+
+
+def minutes_to_within(history: list[dict], share: float = 0.02) -> float | None:
+    """Training minutes until the validation loss first came within ``share`` of its best."""
+    if not history:
+        return None
+    best = min(h["val_loss"] for h in history)
+    elapsed = 0.0
+    for h in history:
+        elapsed += h.get("seconds", 0.0)
+        if h["val_loss"] <= best * (1 + share):
+            return round(elapsed / 60, 2)
+    return None
+
+
+def run_artist(artist: str, files: list[Path], work: Path, base: str, overrides: dict, samples: int,
+               new_tokens: int) -> dict:
+    import shutil
+
+    from studio.augment import augment_dir
+    from studio.config import AugmentConfig, TrainConfig
+    from studio.evaluate import evaluate_adapter
+    from studio.train import train
+
+    album, data, out = work / artist / "album", work / artist / "augmented", work / artist / "adapter"
+    for folder in (album, data, out):
+        shutil.rmtree(folder, ignore_errors=True)
+    album.mkdir(parents=True)
+    for f in files:
+        shutil.copy(f, album / f.name)
+    augment_dir(AugmentConfig(str(album), str(data)))
+    cfg = TrainConfig(str(data), str(out), model_name=base, **overrides)
+    started = time.time()
+    meta = train(cfg, lambda e: print(f"[quality] {artist}: {_line(e)}", flush=True) if e["type"] != "step" else None)
+    wall = time.time() - started
+    result = evaluate_adapter(out / "adapter-best", samples=samples, max_new_tokens=new_tokens)
+    b, a = result["base"], result["adapter"]
+    best = meta.get("best_epoch")
+    return {
+        "artist": artist, "pieces": len(files), "config": cfg.to_dict(), "history": meta["history"],
+        "best_epoch": best, "stop_reason": meta["stop_reason"],
+        "train_minutes": round(meta["timings"]["train_seconds"] / 60, 2), "wall_minutes": round(wall / 60, 2),
+        "minutes_to_within_2pct": minutes_to_within(meta["history"]),
+        "base_loss": round(b["held_out_loss"], 4), "adapter_loss": round(a["held_out_loss"], 4),
+        "loss_ratio": round(a["held_out_loss"] / b["held_out_loss"], 4),
+        "base_texture_gap": b["texture_gap"], "adapter_texture_gap": a["texture_gap"],
+        "base_copy_rate": round(b["mean_copy_rate"], 4), "adapter_copy_rate": round(a["mean_copy_rate"], 4),
+        "reference_texture": result["reference_texture"], "base_texture": b["texture"],
+        "adapter_texture": a["texture"], "held_out": result["held_out"],
+    }
+
+
+def _line(e: dict) -> str:
+    from studio.events import describe
+
+    return describe(e)
+
+
+def verdict(r: dict) -> str:
+    ok = {"loss": r["loss_ratio"] <= TARGETS["loss_ratio"],
+          "texture": r["adapter_texture_gap"] <= TARGETS["texture_gap"]
+          and r["adapter_texture_gap"] <= r["base_texture_gap"] / 2,
+          "copy": r["adapter_copy_rate"] < TARGETS["copy_rate"],
+          "time": r["train_minutes"] <= TARGETS["train_minutes"]}
+    missed = [k for k, v in ok.items() if not v]
+    return "met" if not missed else "missed: " + ", ".join(missed)
+
+
+def table(results: list[dict], context: str) -> str:
+    def tex(t: dict) -> str:
+        return f"{t.get('notes_per_s', 0):.1f}/s, {t.get('voices', 0):.1f} v, span {t.get('pitch_span', 0):.0f}"
+
+    lines = [BEGIN, "## Adapter quality with the default recipe (`python -m bench quality`)", "", context, "",
+             "| artist | pieces | base loss | adapter loss | ratio (≤ 0.85) | texture gap base → adapter (≤ 0.30, ≤ ½ base) "
+             "| copy rate (< 0.10) | train min (≤ 12) | min to within 2 % of best | best epoch | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['artist']} | {r['pieces']} | {r['base_loss']:.3f} | {r['adapter_loss']:.3f} | "
+                     f"{r['loss_ratio']:.3f} | {r['base_texture_gap']:.2f} → {r['adapter_texture_gap']:.2f} | "
+                     f"{r['adapter_copy_rate']:.3f} | {r['train_minutes']:.1f} | {r['minutes_to_within_2pct']} | "
+                     f"{r['best_epoch']} | {verdict(r)} |")
+    lines += ["", "Texture (notes/s, voices at once, pitch span; docs/METRICS.md), artist / base / adapter:", ""]
+    for r in results:
+        lines.append(f"- {r['artist']}: {tex(r['reference_texture'])} / {tex(r['base_texture'])} / "
+                     f"{tex(r['adapter_texture'])}")
+    return "\n".join(lines + ["", END])
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text() if path.is_file() else ""
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench quality", description=__doc__.splitlines()[0])
+    p.add_argument("--base", default="pocket", help="the base to train on")
+    p.add_argument("--artists", nargs="+", default=list(ARTISTS), choices=ARTISTS)
+    p.add_argument("--set", nargs="*", default=[], help="TrainConfig overrides, FIELD=VALUE (a recipe to try)")
+    p.add_argument("--samples", type=int, default=8, help="seeded unprompted samples per side")
+    p.add_argument("--new-tokens", type=int, default=512, help="tokens per sample")
+    p.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "quality")
+    p.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    p.add_argument("--smoke", action="store_true", help="tiny data, a tiny base, one epoch (CI)")
+    a = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    overrides = _override(a.set)
+    if a.smoke:
+        return smoke(a, overrides)
+    from studio.eval_sets import export_set
+
+    results = []
+    for artist in a.artists:
+        results.append(run_artist(artist, export_set(artist), a.work, a.base, overrides, a.samples, a.new_tokens))
+        a.work.mkdir(parents=True, exist_ok=True)
+        (a.work.parent / "quality.json").write_text(json.dumps(results, indent=1))
+        print(f"[quality] {artist}: {verdict(results[-1])}", flush=True)
+    import torch
+
+    context = (f"Run on {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+               f"base `{a.base}`, overrides {overrides or 'none (the defaults)'}, {a.samples} samples of "
+               f"{a.new_tokens} tokens per side; {time.strftime('%Y-%m-%d %H:%M')}.")
+    write_section(a.results, table(results, context))
+    print(table(results, context))
+    return 0
+
+
+def smoke(a, overrides: dict) -> int:
+    """The same path on two short pieces built in code and a tiny random base (CI: < 1 min)."""
+    import tempfile
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import tiny_gpt2, write_pieces
+
+    from studio.tokenizer import build_tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        os.environ["STUDIO_DATA_DIR"] = str(work / "data")
+        base = work / "base"
+        tiny_gpt2(build_tokenizer(), n_positions=128).save_pretrained(base, safe_serialization=True)
+        files = write_pieces(work / "pieces", 4, n_notes=24)
+        small = {"max_seq_len": 64, "epochs": 1, "samples_per_epoch": 1, "sample_tokens": 32, **overrides}
+        r = run_artist("smoke", files, work, str(base), small, 2, 48)
+        section = table([r], "smoke run (tiny random base, pieces built in code)")
+        out = a.results if a.results != ROOT / "bench" / "RESULTS.md" else work / "RESULTS.md"
+        write_section(out, section)
+        print(section)
+        assert BEGIN in out.read_text() and r["base_loss"] > 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
