@@ -232,11 +232,19 @@ class Comparer:
         """copy rate (share of 8-note patterns found in a training piece) and style distance."""
         from studio.metrics import style_distance
 
+        from studio.texture import mean_texture, texture, texture_gap
+
+        tex = texture(score).as_dict()
         index, scores = self._references(reference)
         if index is None:
-            return {"compared_with": f"{reference} (its training pieces are not on this machine)"}
+            return {"compared_with": f"{reference} (its training pieces are not on this machine)", "texture": tex}
         cr = index.score(score)
+        artist = mean_texture(scores)
         return {
+            # what a listener hears first, next to the artist's own (the adapter's training pieces)
+            "texture": tex,
+            "artist_texture": artist,
+            "texture_gap": texture_gap(tex, artist),
             "compared_with": f"{reference}'s {len(scores)} training pieces",
             "copy_rate": round(cr.copy_rate, 3),
             "longest_copy_notes": cr.longest_copy_notes,

@@ -57,6 +57,7 @@ class AdapterEntry:
         planned = (m.get("config") or {}).get("epochs")
         data = (m.get("config") or {}).get("data_dir")
         best = m.get("best_val_loss")
+        best_rec = next((h for h in hist if h.get("epoch") == m.get("best_epoch")), {})
         return {
             "name": self.name,
             "base": _short_base(self.info.get("base") or m.get("base") or "?"),
@@ -64,9 +65,16 @@ class AdapterEntry:
             "date": (m.get("finished_at") or m.get("started_at") or _mtime(self.folder)).replace("T", " ")[:16],
             "epochs": f"{len(hist)}/{planned}" if planned else str(len(hist) or ""),
             "best val loss": round(best, 4) if isinstance(best, (int, float)) else None,
+            # of the best epoch's samples: did it copy the album, does it sound like it (0 = same texture)
+            "copy rate": _rounded(best_rec.get("copy_rate")),
+            "texture gap": _rounded(best_rec.get("texture_gap")),
             "weights": self.weights.name if self.weights != self.folder else "adapter",
             "source": "bundled" if self.bundled else "yours",
         }
+
+
+def _rounded(x) -> float | None:
+    return round(float(x), 3) if isinstance(x, (int, float)) else None
 
 
 def _short_base(name: str) -> str:

@@ -10,7 +10,7 @@ from studio import library, public
 from studio.compare import forget_adapter, get_comparer
 from studio.ui.common import Settings, handler
 
-HEADERS = ["name", "base", "dataset", "date", "epochs", "best val loss", "weights", "source"]
+HEADERS = ["name", "base", "dataset", "date", "epochs", "best val loss", "copy rate", "texture gap", "weights", "source"]
 
 
 def adapters_table() -> tuple[pd.DataFrame, list[str]]:

@@ -13,6 +13,7 @@ import gradio as gr
 from studio import library
 from studio.compare import Knobs, get_comparer
 from studio.config import renders_dir
+from studio.texture import describe as describe_texture
 from studio.ui.common import Settings, base_choices, datasets_root, handler, user_message
 from studio.zerogpu import gpu
 
@@ -104,6 +105,11 @@ def info_md(r, shown_label: str) -> str:
                      f"style distance {i['style_distance']:.3f} — vs {i['compared_with']}")
     elif "compared_with" in i:
         lines.append(f"no copy rate: {i['compared_with']}")
+    if i.get("texture"):
+        lines.append(f"texture: {describe_texture(i['texture'])}")
+    if i.get("artist_texture"):
+        lines.append(f"artist's own: {describe_texture(i['artist_texture'])} · texture gap {i['texture_gap']:.2f} "
+                     "(0 = the same notes/s, voices and span)")
     for m in r.messages:
         lines.append(f"⚠ {user_message(m).replace(r.label, shown_label)}")
     return "\n\n".join(lines)
