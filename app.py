@@ -7,7 +7,7 @@ the bundled pocket base. Everything else lives in studio/ (engine) and studio/ui
 
 from __future__ import annotations
 
-from studio import zerogpu  # noqa: F401  (first: on ZeroGPU `spaces` must patch torch before anything imports it)
+from studio.service import zerogpu  # noqa: F401  (first: on ZeroGPU `spaces` must patch torch before anything imports it)
 
 import argparse
 import logging

@@ -77,7 +77,7 @@ def main(argv=None) -> int:
 def run(sizes, work: Path, out: Path, only: set[str], command: str) -> int:
     from bench import figures, fixtures, report, sections, startup
     from bench.common import load1, machine
-    from studio.tokenizer import build_tokenizer
+    from studio.model.tokenizer import build_tokenizer
 
     started, load_start = time.perf_counter(), load1()
     mach = machine()

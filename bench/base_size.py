@@ -35,7 +35,7 @@ def _args(**kw) -> argparse.Namespace:
 def lora_train_tok_s(model, seconds: float = 20.0, batch: int = 4, seq: int = 1024) -> float:
     """LoRA (the studio's defaults) training tokens/s on random windows, fp32, after one warm-up step."""
     from studio.config import TrainConfig
-    from studio.train import lora_model
+    from studio.training.train import lora_model
 
     peft_model = lora_model(model, TrainConfig(data_dir=".", output_dir="."))
     peft_model.train()
@@ -59,7 +59,7 @@ def lora_train_tok_s(model, seconds: float = 20.0, batch: int = 4, seq: int = 10
 
 
 def gen_tok_s(model, tokens: int = 256) -> float:
-    from studio import fast
+    from studio.model import fast
 
     model.eval()
     fast.decode(model, [1], 16, [0], eos_id=None)  # warm-up
@@ -73,10 +73,10 @@ def folder_mib(model, tmp: Path) -> float:
 
 
 def run_shape(shape, data, minutes: float, every: float, args, val_windows: int) -> dict:
-    from studio import loop
-    from studio.data import collate
-    from studio.pretrain import gpt2
-    from studio.tokenizer import build_tokenizer
+    from studio.training import loop
+    from studio.model.data import collate
+    from studio.training.pretrain import gpt2
+    from studio.model.tokenizer import build_tokenizer
 
     tok = build_tokenizer()
     train_w, val_w, _ = data
@@ -135,15 +135,15 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("bench/out/base_size.json"))
     p.add_argument("--smoke", action="store_true", help="tiny shapes and budgets (CI)")
     a = p.parse_args(argv)
-    from studio.pretrain import _data
-    from studio.tokenizer import build_tokenizer
+    from studio.training.pretrain import _data
+    from studio.model.tokenizer import build_tokenizer
 
     shapes = ((1, 32, 2), (2, 32, 2)) if a.smoke else SHAPES
     targs = _args(max_seq_len=128 if a.smoke else 1024)
     targs.smoke = a.smoke
     if a.smoke:
         targs.collections = ["josquin"]
-    from studio.distributed import Dist
+    from studio.training.distributed import Dist
 
     data = _data(targs, build_tokenizer(), lambda e: print(e, flush=True), Dist())
     results = {"limits": LIMITS, "minutes": a.minutes, "precision": targs.precision,

@@ -33,7 +33,7 @@ def _say(msg: str) -> None:
 def _measure(fig: Figure, threads: int, repeats: int, sides: list[str], run, say) -> None:
     """Every repeat runs each side once, in interleaved order: ``fig.add(side, run(side, rep))``,
     progress line ``say(side, rep, value)``; the load average is kept before and after."""
-    from studio.fast import intra_op_threads
+    from studio.model.fast import intra_op_threads
 
     fig.load = (load1(),)
     with intra_op_threads(threads):
@@ -47,7 +47,7 @@ def _measure(fig: Figure, threads: int, repeats: int, sides: list[str], run, say
 
 def data_share(fx: Fixtures, tok, sizes: Sizes) -> tuple[Figure, object, list]:
     """Share of the training split's tokens and notes that one epoch trains on, per side."""
-    from studio.tokenizer import decode
+    from studio.model.tokenizer import decode
 
     prepared, cold = studio_side.prepare(fx.data_dir, tok, sizes.max_seq_len)
     _, warm = studio_side.prepare(fx.data_dir, tok, sizes.max_seq_len)
@@ -55,7 +55,7 @@ def data_share(fx: Fixtures, tok, sizes: Sizes) -> tuple[Figure, object, list]:
     fig = Figure("share", "Training data seen per epoch (share of the train split's tokens)", "%", True,
                  target=None, target_text="studio 100 %", absolute_limit=99.99)
     streams = []  # the studio's token stream per training piece, in split order
-    from studio.data import tokenize_pieces
+    from studio.model.data import tokenize_pieces
 
     for _, ids in tokenize_pieces(prepared.split.train, tok).pieces:
         streams.append(ids)
@@ -88,7 +88,7 @@ def data_share(fx: Fixtures, tok, sizes: Sizes) -> tuple[Figure, object, list]:
 
 
 def training(fx: Fixtures, tok, sizes: Sizes, prepared, files: list) -> list[Figure]:
-    from studio.fast import intra_op_threads
+    from studio.model.fast import intra_op_threads
 
     figs = []
     for label, m in fx.models.items():
@@ -127,7 +127,7 @@ def training(fx: Fixtures, tok, sizes: Sizes, prepared, files: list) -> list[Fig
             "the studio's defaults: the frozen base's own dropout off (GPT-2's 0.1 on attention, residuals "
             "and embeddings; LoRA dropout 0.05 stays), which lets PyTorch use its fused attention kernel, and "
             "the base loaded with the fused tanh GELU (the same function as GPT-2's gelu_new, one kernel "
-            "instead of ~8 ops), and LoRA dropout masks drawn with numpy's PCG64 (studio/dropout.py: the same "
+            "instead of ~8 ops), and LoRA dropout masks drawn with numpy's PCG64 (studio/training/dropout.py: the same "
             "Bernoulli masks, ~3x cheaper than torch's CPU sampler). '-basedrop' is `--base-dropout`, which "
             "keeps the base's dropout. On the bach "
             "data (2 epochs, 4×4, lr 1e-3) validation loss was 1.6912 without the base's dropout and 1.6928 "
@@ -159,7 +159,7 @@ def generation(fx: Fixtures, tok, sizes: Sizes) -> list[Figure]:
                          f"{threads_text(sizes.decode_threads)} on both sides")
         fig.notes.append("reference: PeftModel.generate, adapter unmerged; studio: `python -m studio generate "
                          "--adapter-dir`'s path: the adapter merged into the CLI's own base once "
-                         "(merge_and_unload), sampled with studio.generate.sample's decoder (studio/fast.py, a "
+                         "(merge_and_unload), sampled with studio.model.generate.sample's decoder (studio/model/fast.py, a "
                          "preallocated KV cache). The app, which shares one base between adapters, adds the "
                          "adapter per row instead (the A/B figure)")
         figs.append(fig)
@@ -185,8 +185,8 @@ def ab(fx: Fixtures, tok, sizes: Sizes) -> list[Figure]:
         _measure(fig, sizes.decode_threads, sizes.ab_repeats[label], ["reference", "studio"], run,
                  lambda side, rep, v: f"A/B {label} rep {rep + 1} {side}: {v:.2f} s")
         fig.notes.append("reference: base copy then LoRA copy, each with HF generate; studio: what the "
-                         "Comparer runs (studio.generate.sample_sides): both sides in one batch through "
-                         "studio/fast.py, row 0 the base, row 1 the adapter's low-rank update added on the fly, "
+                         "Comparer runs (studio.model.generate.sample_sides): both sides in one batch through "
+                         "studio/model/fast.py, row 0 the base, row 1 the adapter's low-rank update added on the fly, "
                          f"one generator per row seeded alike; {threads_text(sizes.decode_threads)} on both sides")
         figs.append(fig)
     return figs
@@ -230,7 +230,7 @@ def _probe(side: str, m: ModelFix, threads: int) -> dict:
 def rendering(fx: Fixtures, sizes: Sizes) -> Figure:
     from symusic import Score
 
-    from studio.render import find_soundfont, piece_seconds
+    from studio.audio.render import find_soundfont, piece_seconds
 
     sf2 = find_soundfont()
     score = Score(str(fx.piece))

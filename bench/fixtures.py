@@ -98,9 +98,9 @@ def build(work: Path, sizes: Sizes, tok) -> Fixtures:
 
 def chorale_data(folder: Path, sizes: Sizes) -> tuple[Path, int, int]:
     """15 (smoke: 2) chorales from the music21 corpus, augmented with the guide's settings."""
-    from studio.augment import MANIFEST, augment_dir
+    from studio.ingest.augment import MANIFEST, augment_dir
     from studio.config import AugmentConfig
-    from studio.corpus import export_bach_chorales
+    from studio.ingest.eval_sets import export_bach_chorales
 
     src, aug = folder / "bach", folder / "bach-aug"
     paths = export_bach_chorales(src, n=sizes.chorales, offset=0)
@@ -132,7 +132,7 @@ def base_model(folder: Path, label: str, shape: tuple, tok, notes: list[str]) ->
     if not (out / "config.json").is_file():
         import torch
 
-        from studio.pretrain import gpt2
+        from studio.training.pretrain import gpt2
 
         torch.manual_seed(1234)
         gpt2(tok, layers, width, heads, positions).save_pretrained(out, safe_serialization=True)
@@ -149,8 +149,8 @@ def make_adapters(base_dir: Path, folder: Path, tok) -> dict[str, Path]:
     from transformers import AutoModelForCausalLM
 
     from studio.config import TrainConfig
-    from studio.models import BaseInfo, model_shape, save_adapter
-    from studio.train import lora_model
+    from studio.model.models import BaseInfo, model_shape, save_adapter
+    from studio.training.train import lora_model
 
     for i, (name, path) in enumerate(out.items()):
         base = AutoModelForCausalLM.from_pretrained(base_dir, use_safetensors=True)

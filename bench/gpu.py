@@ -4,13 +4,13 @@ On a CUDA machine it measures, on the hub-shaped GPT-2 (6 × 512, 1024 positions
 augmented chorales of the full benchmark:
 
 1. training throughput: the reference loop (float32, the guide's RTX 4090 recipe, batch 4 ×
-   accumulation 4) against the studio loop (bf16 autocast and fused AdamW, which studio/loop.py
+   accumulation 4) against the studio loop (bf16 autocast and fused AdamW, which studio/training/loop.py
    turns on by itself on CUDA; micro-batch 16 and 32; optionally torch.compile), in useful
    tokens/s and model FLOPs utilization (MFU);
-2. the guide's full augmented recipe end to end through ``studio.train.train`` (8 epochs,
+2. the guide's full augmented recipe end to end through ``studio.training.train.train`` (8 epochs,
    16 sequences per step), against the goal of under a minute on one modern GPU;
 3. generation tokens/s, 1023 new tokens, batch 1, with adapter: PeftModel.generate (unmerged)
-   against the CLI's path (adapter merged once, studio.fast).
+   against the CLI's path (adapter merged once, studio.model.fast).
 
 Results go to bench/gpu_results.json (shown by RESULTS.md's GPU section) and stdout.
 ``--device cpu --smoke`` runs the same code path at tiny sizes on a CPU (tests use it).
@@ -93,7 +93,7 @@ def _lora_params(base) -> int:
     import copy
 
     from studio.config import TrainConfig
-    from studio.train import lora_model
+    from studio.training.train import lora_model
 
     m = lora_model(copy.deepcopy(base), TrainConfig("", ""))
     return sum(p.numel() for p in m.parameters() if p.requires_grad)
@@ -102,7 +102,7 @@ def _lora_params(base) -> int:
 def full_recipe(data_dir: Path, base_dir: Path, device, epochs: int, batch: int, smoke: bool = False) -> dict:
     """The guide's augmented recipe end to end (data prep from the cache, 8 epochs, saving)."""
     from studio.config import TrainConfig
-    from studio.train import train
+    from studio.training.train import train
 
     out = {}
     plans = (("without samples", 0),) if smoke else (("with per-epoch samples", 2), ("without samples", 0))
@@ -132,7 +132,7 @@ def generation(fx_model, tok, device, n_new: int) -> dict:
     n_new = min(n_new, int(base.config.n_positions) - 1)
     out = {}
     for label, fn in (("reference PeftModel.generate", lambda s: reference.generate(ref, tok, n_new, s)[0]),
-                      ("studio generate (merged, studio.fast)",
+                      ("studio generate (merged, studio.model.fast)",
                        lambda s: studio_side.generate(studio_model, tok, n_new, s)[0])):
         fn(0)  # warm-up
         secs = [fn(seed) for seed in (1, 2)]
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     from bench import fixtures
     from bench import studio_side
     from bench.studio_side import prepare
-    from studio.tokenizer import build_tokenizer
+    from studio.model.tokenizer import build_tokenizer
 
     sizes = fixtures.SMOKE if args.smoke else fixtures.FULL
     tmp = tempfile.TemporaryDirectory(prefix="bench-gpu-") if args.smoke and not args.work else None

@@ -24,8 +24,8 @@ def _imports() -> None:
 
     import bench.reference  # noqa: F401
     import bench.studio_side  # noqa: F401
-    import studio.fast  # noqa: F401
-    import studio.models  # noqa: F401
+    import studio.model.fast  # noqa: F401
+    import studio.model.models  # noqa: F401
 
 
 def reference_setup(base_dir: Path, adapters: dict[str, Path], tok, n_new: int) -> None:
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     import psutil
     import torch
 
-    from studio.tokenizer import build_tokenizer
+    from studio.model.tokenizer import build_tokenizer
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

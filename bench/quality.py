@@ -1,7 +1,7 @@
 """``python -m bench quality``: does the default recipe make an adapter sound like the artist?
 
 For each evaluation artist (Beethoven and Haydn string-quartet movements, never in a base's
-training set: studio/eval_sets.py) it does what a user does with the guide's commands and their
+training set: studio/ingest/eval_sets.py) it does what a user does with the guide's commands and their
 defaults: ``augment`` the movements, ``train`` with no flags beyond the folders and the base, then
 ``eval``: held-out loss of the base and the adapter, the texture gap of unprompted samples to the
 artist's own pieces, the copy rate, the minutes of training, and the minutes until the validation
@@ -60,10 +60,10 @@ def run_artist(artist: str, files: list[Path], work: Path, base: str, overrides:
                new_tokens: int) -> dict:
     import shutil
 
-    from studio.augment import augment_dir
+    from studio.ingest.augment import augment_dir
     from studio.config import AugmentConfig, TrainConfig
-    from studio.evaluate import evaluate_adapter
-    from studio.train import train
+    from studio.evaluation.evaluate import evaluate_adapter
+    from studio.training.train import train
 
     album, data, out = work / artist / "album", work / artist / "augmented", work / artist / "adapter"
     for folder in (album, data, out):
@@ -94,7 +94,7 @@ def run_artist(artist: str, files: list[Path], work: Path, base: str, overrides:
 
 
 def _line(e: dict) -> str:
-    from studio.events import describe
+    from studio.training.events import describe
 
     return describe(e)
 
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     overrides = _override(a.set)
     if a.smoke:
         return smoke(a, overrides)
-    from studio.eval_sets import export_set
+    from studio.ingest.eval_sets import export_set
 
     results = []
     for artist in a.artists:
@@ -178,7 +178,7 @@ def smoke(a, overrides: dict) -> int:
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import tiny_gpt2, write_pieces
 
-    from studio.tokenizer import build_tokenizer
+    from studio.model.tokenizer import build_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -11,7 +11,7 @@ From ../shared/seed/LORA_TRAINING_GUIDE.md:
 * audio: the ``fluidsynth`` command line, once per file.
 
 Nothing here imports the studio's training, data or sampling code; only the tokenizer config
-(which both sides must share) comes from ``studio.tokenizer``.
+(which both sides must share) comes from ``studio.model.tokenizer``.
 """
 
 from __future__ import annotations

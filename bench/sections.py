@@ -11,7 +11,7 @@ GPU_JSON = ROOT / "bench" / "gpu_results.json"
 
 def data_lines(fx, sizes, share) -> list[str]:
     lines = [
-        f"Data: {fx.n_sources} Bach chorales from the music21 corpus (studio.corpus.export_bach_chorales, "
+        f"Data: {fx.n_sources} Bach chorales from the music21 corpus (studio.ingest.eval_sets.export_bach_chorales, "
         f"offset 0), augmented as in the guide (transpose {sizes.transpose}, tempo {sizes.tempo}): "
         f"{fx.n_files} files; split by chorale (10 % held out), the same training files on both sides.",
     ]
@@ -42,9 +42,9 @@ def gpu() -> list[str]:
         "**Not measured here**: no GPU was lent to this run. `bench/gpu.py` is the prepared script: on a "
         "CUDA machine, `python -m bench.gpu` runs the training figure (bf16 autocast, fused AdamW, "
         "micro-batch 16 or more, optional `--compile` for torch.compile), the guide's full augmented "
-        "recipe end to end through `studio.train.train` (target: under a minute on one modern GPU; the "
+        "recipe end to end through `studio.training.train.train` (target: under a minute on one modern GPU; the "
         "guide's headline is tens of minutes on an RTX 4090), and generation tokens/s (reference "
-        "PeftModel.generate vs the CLI's path: the adapter merged once, studio.fast), and reports the card, the numbers and the model FLOPs "
+        "PeftModel.generate vs the CLI's path: the adapter merged once, studio.model.fast), and reports the card, the numbers and the model FLOPs "
         "utilization (MFU) into `bench/gpu_results.json`, which this section then shows. Its code path "
         "is exercised on CPU by `python -m bench.gpu --device cpu --smoke` (tests/test_bench_smoke.py).",
     ]
@@ -53,10 +53,10 @@ def gpu() -> list[str]:
 def scale_out() -> list[str]:
     train_src = (ROOT / "studio" / "train.py").read_text()
     applied = (ROOT / "studio" / "distributed.py").is_file() and "Dist.from_env" in train_src
-    state = ("studio/train.py runs under Accelerate: studio/distributed.py wraps the model in DDP, gives "
+    state = ("studio/training/train.py runs under Accelerate: studio/training/distributed.py wraps the model in DDP, gives "
              "each process its share of the windows, takes stop, time-limit and checkpoint decisions "
              "jointly and lets only the main process write." if applied else
-             "**Pending**: studio/train.py does not run under Accelerate in this checkout (studio/distributed.py "
+             "**Pending**: studio/training/train.py does not run under Accelerate in this checkout (studio/training/distributed.py "
              "is missing).")
     return ["## Scale-out (Hugging Face Accelerate)", "",
             "`accelerate launch --multi_gpu --num_processes 2 -m studio train … --device cpu` runs the same "

@@ -1,10 +1,10 @@
 """The studio's side of each figure, through the studio's own code paths.
 
-Training goes through ``studio.data.prepare`` (token cache, packed windows) and the shared loop
-``studio.loop.run`` with the LoRA model of ``studio.train.lora_model``: exactly what
+Training goes through ``studio.model.data.prepare`` (token cache, packed windows) and the shared loop
+``studio.training.loop.run`` with the LoRA model of ``studio.training.train.lora_model``: exactly what
 ``python -m studio train`` runs, stopped after N optimizer steps by its own stop flag.
 Generation samples from the model the CLI's ``generate`` builds (the adapter merged into its own
-base) with the decoder ``studio.generate.sample`` uses; A/B makes the Comparer's
+base) with the decoder ``studio.model.generate.sample`` uses; A/B makes the Comparer's
 ``sample_sides`` call (both sides in one batch, the adapter added per row) on one base with
 adapters attached by name, as the Comparer holds them.
 """
@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 
 from studio.config import TrainConfig
-from studio.train import loop_config
+from studio.training.train import loop_config
 
 
 def prepare(data_dir: Path, tok, max_seq_len: int, seed: int = 42):
     """(PreparedData, seconds): split by piece, tokens from the cache (tokenized once), windows."""
-    from studio.data import prepare as studio_prepare
+    from studio.model.data import prepare as studio_prepare
 
     start = time.perf_counter()
     prepared = studio_prepare(data_dir, tok, max_seq_len, TrainConfig("", "").val_split, seed)
@@ -31,8 +31,8 @@ def prepare(data_dir: Path, tok, max_seq_len: int, seed: int = 42):
 
 
 def load_base(base_dir: Path, tok):
-    """The base as the studio loads it (studio.models.load_base: the fused GELU)."""
-    from studio.models import load_base as studio_load_base
+    """The base as the studio loads it (studio.model.models.load_base: the fused GELU)."""
+    from studio.model.models import load_base as studio_load_base
 
     return studio_load_base(str(base_dir), tok, "cpu")[0]
 
@@ -54,8 +54,8 @@ def train_steps(base, prepared, variant: str, steps: int, seed: int = 42, epochs
     On CUDA the loop itself adds bf16 autocast and fused AdamW; ``compile`` wraps the model in
     torch.compile (its compile time lands in the first step).
     """
-    from studio import loop
-    from studio.train import lora_model
+    from studio.training import loop
+    from studio.training.train import lora_model
 
     micro, accum, base_dropout = _variant(variant)
     cfg = TrainConfig("", "", batch_size=micro, grad_accum_steps=accum, epochs=epochs, seed=seed,
@@ -85,7 +85,7 @@ def train_steps(base, prepared, variant: str, steps: int, seed: int = 42, epochs
 
 def load_with_adapters(base_dir: Path, adapters: dict[str, Path], tok):
     """The Comparer's setup: one base, every adapter attached by name (no copies)."""
-    from studio.models import attach_adapter, load_base
+    from studio.model.models import attach_adapter, load_base
 
     model, info = load_base(str(base_dir), tok, "cpu")
     for name, folder in adapters.items():
@@ -95,9 +95,9 @@ def load_with_adapters(base_dir: Path, adapters: dict[str, Path], tok):
 
 def load_for_generate(base_dir: Path, adapter_dir: Path):
     """The model ``python -m studio generate --adapter-dir`` samples from: its own base with the
-    adapter merged in (studio.generate._load_for)."""
+    adapter merged in (studio.model.generate._load_for)."""
     from studio.config import GenerateConfig
-    from studio.generate import _load_for
+    from studio.model.generate import _load_for
 
     model, _tok, _info = _load_for(GenerateConfig(adapter_dir=str(adapter_dir), model_name=str(base_dir),
                                                   device="cpu"))
@@ -106,9 +106,9 @@ def load_for_generate(base_dir: Path, adapter_dir: Path):
 
 @torch.no_grad()
 def generate(model, tok, n_new: int, seed: int) -> tuple[float, list[int]]:
-    """One piece as ``studio.generate.sample`` decodes it (studio.fast), with EOS held off like
+    """One piece as ``studio.model.generate.sample`` decodes it (studio.model.fast), with EOS held off like
     the reference; (seconds, ids)."""
-    from studio.fast import decode
+    from studio.model.fast import decode
 
     start = time.perf_counter()
     out = decode(model, [tok["BOS_None"]], n_new, [seed], eos_id=tok["EOS_None"], min_new_tokens=n_new)
@@ -118,8 +118,8 @@ def generate(model, tok, n_new: int, seed: int) -> tuple[float, list[int]]:
 @torch.no_grad()
 def ab_pair(model, adapter: str, tok, n_new: int, seed: int) -> float:
     """Base and ``adapter`` sides in one batch, same seed, as the Comparer decodes them
-    (``studio.generate.sample_sides``); seconds."""
-    from studio.fast import decode
+    (``studio.model.generate.sample_sides``); seconds."""
+    from studio.model.fast import decode
 
     start = time.perf_counter()
     decode(model, [tok["BOS_None"]], n_new, [seed, seed], eos_id=tok["EOS_None"], adapters=[None, adapter],
@@ -128,8 +128,8 @@ def ab_pair(model, adapter: str, tok, n_new: int, seed: int) -> float:
 
 
 def render(score, wav: Path, soundfont: Path, cold: bool) -> float:
-    """studio.render with its long-lived synth; ``cold`` frees it first (soundfont load included)."""
-    from studio.render import close_synths, render_score
+    """studio.audio.render with its long-lived synth; ``cold`` frees it first (soundfont load included)."""
+    from studio.audio.render import close_synths, render_score
 
     if cold:
         close_synths()

@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${WORK:-cache/bach}
-python -m studio.corpus bach --out "$work/train" --n 15 --offset 0
-python -m studio.corpus bach --out "$work/heldout" --n 10 --offset 15
+python -m studio.ingest.eval_sets bach --out "$work/train" --n 15 --offset 0
+python -m studio.ingest.eval_sets bach --out "$work/heldout" --n 10 --offset 15
 python -m studio augment --input-dir "$work/train" --output-dir "$work/train_aug" \
   --transpose -2 -1 1 2 --tempo 0.9 1.0 1.1 --include-original
 python -m studio train --data-dir "$work/train_aug" --output-dir adapters/bach-chorales \

@@ -14,7 +14,7 @@ from studio.config import DEFAULT_BASE, AugmentConfig, GenerateConfig, TrainConf
 
 
 def _augment(args) -> int:
-    from studio.augment import augment_dir
+    from studio.ingest.augment import augment_dir
 
     cfg = AugmentConfig(args.input_dir, args.output_dir, args.transpose, args.tempo, args.include_original)
     summary = augment_dir(cfg)
@@ -36,12 +36,12 @@ def _train_config(args) -> TrainConfig:
 
 
 def _train(args) -> int:
-    from studio.cli_progress import TrainProgress
-    from studio.train import train
+    from studio.training.cli_progress import TrainProgress
+    from studio.training.train import train
 
     cfg = _train_config(args)
     if args.run_dir:  # child process of the app: events go to the run folder
-        from studio.jobs import RunWriter
+        from studio.service.runs import RunWriter
 
         with RunWriter(args.run_dir) as writer:
             train(cfg, writer.on_event, writer.should_stop)
@@ -59,7 +59,7 @@ def _train(args) -> int:
 
 
 def _generate(args) -> int:
-    from studio.generate import run
+    from studio.model.generate import run
 
     fields = GenerateConfig.__dataclass_fields__
     cfg = GenerateConfig(**{k: v for k, v in vars(args).items() if k in fields})
@@ -75,7 +75,7 @@ def _generate(args) -> int:
 
 
 def _render(args) -> int:
-    from studio.render import render_file
+    from studio.audio.render import render_file
 
     res = render_file(args.input, args.output, soundfont=args.soundfont, max_seconds=args.max_seconds)
     cut = " (truncated at the duration cap)" if getattr(res, "truncated", False) else ""
@@ -151,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that live in their own modules: each exposes add_parser(sub) setting func=.
-EXTRA_COMMANDS: dict[str, str] = {"pretrain-base": "studio.pretrain", "eval": "studio.evaluate",
-                                  "base-report": "studio.base_report"}
+EXTRA_COMMANDS: dict[str, str] = {"pretrain-base": "studio.training.pretrain", "eval": "studio.evaluation.evaluate",
+                                  "base-report": "studio.evaluation.base_report"}
 HANDLERS = {"augment": _augment, "train": _train, "generate": _generate, "render": _render}
 
 

@@ -17,6 +17,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASE = "xingjianll/midi-gpt2"
 POCKET_NAME = "pocket"
 POCKET_DIR = REPO_ROOT / "models" / "pocket-base"
+# Inclusive MIDI pitches the studio's PerTok vocabulary can represent (miditok's default range;
+# tests/test_models.py checks it against the tokenizer). Augmentation skips transpositions past it.
+PITCH_RANGE = (21, 108)
 
 
 def data_dir() -> Path:
@@ -126,12 +129,12 @@ class TrainConfig(_Job):
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     # Keep the frozen base's own dropout during LoRA training (off by default: see
-    # studio.train.quiet_base_dropout; LoRA dropout above is the adapter's regulariser).
+    # studio.training.train.quiet_base_dropout; LoRA dropout above is the adapter's regulariser).
     base_dropout: bool = False
     max_grad_norm: float = 1.0
     seed: int = 42
     resume: bool = False
-    # Early stopping (see studio/metrics.py): patience in epochs on validation loss (0 = off),
+    # Early stopping (see studio/evaluation/metrics.py): patience in epochs on validation loss (0 = off),
     # and stop when samples copy the training pieces above this rate (0 = off).
     patience: int = 2
     copy_threshold: float = 0.5
@@ -142,9 +145,9 @@ class TrainConfig(_Job):
     extra_data_dirs: list[str] = field(default_factory=list)  # blended in (train split only)
     # How augmented variants are used: "all" trains every variant every epoch (the guide's
     # pipeline); "rotate" trains each source piece once per epoch in one variant drawn anew each
-    # epoch (studio.data.RotatingWindows), so an epoch is one pass over the album.
+    # epoch (studio.model.data.RotatingWindows), so an epoch is one pass over the album.
     variants: str = "all"
-    # auto: bf16 autocast where the processor has bf16 instructions (studio/precision.py)
+    # auto: bf16 autocast where the processor has bf16 instructions (studio/model/precision.py)
     precision: str = "fp32"
     use_rslora: bool = False  # LoRA scaling alpha/sqrt(r) instead of alpha/r (rank-stabilised LoRA)
 

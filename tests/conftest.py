@@ -65,7 +65,7 @@ def _data_dir(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tok():
-    from studio.tokenizer import build_tokenizer
+    from studio.model.tokenizer import build_tokenizer
 
     return build_tokenizer()
 

@@ -44,8 +44,8 @@ def _launch(data: Path, out: Path, base: Path, data_home: Path) -> subprocess.Co
 
 
 def test_two_cpu_processes_train_one_adapter(tmp_path, tiny_base_dir, tok):
-    from studio.data import prepare
-    from studio.models import attach_adapter, load_base
+    from studio.model.data import prepare
+    from studio.model.models import attach_adapter, load_base
 
     data = tmp_path / "album"
     write_pieces(data, 6, n_notes=64)
@@ -54,8 +54,8 @@ def test_two_cpu_processes_train_one_adapter(tmp_path, tiny_base_dir, tok):
     assert res.returncode == 0, (res.stdout[-2000:], res.stderr[-4000:])
 
     meta = json.loads((out / "training_meta.json").read_text())
-    assert "distributed" in meta, ("both processes trained alone: studio/train.py does not run under "
-                                   "Accelerate (studio/distributed.py, Dist in train.py and loop.py)")
+    assert "distributed" in meta, ("both processes trained alone: studio/training/train.py does not run under "
+                                   "Accelerate (studio/training/distributed.py, Dist in train.py and loop.py)")
     assert meta["distributed"]["num_processes"] == 2
     assert [h["epoch"] for h in meta["history"]] == list(range(1, EPOCHS + 1))
     # each process reads half of every epoch's windows (the odd one out is topped up)

@@ -9,7 +9,7 @@ import pytest
 from symusic import Score
 
 from conftest import make_piece, write_pieces
-from studio.augment import MANIFEST, augment_dir, scale_tempo, source_of, transpose
+from studio.ingest.augment import MANIFEST, augment_dir, scale_tempo, source_of, transpose
 from studio.config import AugmentConfig
 
 RANGE = (21, 108)

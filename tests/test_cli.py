@@ -88,7 +88,7 @@ def test_sigkill_mid_epoch_keeps_adapter_best_and_resume_continues(tmp_path, tin
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert best.read_bytes() == before  # the kill left the previous best intact
-    from studio.jobs import read_run
+    from studio.service.jobs import read_run
 
     view = read_run(run)
     assert view.state == "interrupted" and "ended without" in view.error and view.resumable

@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from conftest import tiny_gpt2, write_pieces
-from studio import compare, library
-from studio.compare import Comparer, Knobs
+from studio.service import compare, library
+from studio.service.compare import Comparer, Knobs
 from studio.config import adapters_dir
-from studio.generate import sample
-from studio.models import BaseInfo, load_base, save_adapter
-from studio.render import fluidsynth_status
-from studio.train import TARGET_MODULES
+from studio.model.generate import sample
+from studio.model.models import BaseInfo, load_base, save_adapter
+from studio.audio.render import fluidsynth_status
+from studio.training.train import TARGET_MODULES
 
 AUDIO, _ = fluidsynth_status()
 
@@ -278,7 +278,7 @@ def test_old_renders_are_pruned(tmp_path):
 
 def test_sides_decoded_together_draw_what_each_draws_alone(tok, tiny_base_dir, two_adapters):
     """generate() batches every side through one pass per token; each side keeps its own piece."""
-    from studio import fast
+    from studio.model import fast
 
     c = Comparer(str(tiny_base_dir))
     k = Knobs(max_new_tokens=48)
@@ -300,7 +300,7 @@ def test_cli_generate_merges_the_adapter_and_agrees_with_the_studio(tok, tiny_ba
     from peft import PeftModel
 
     from studio.config import GenerateConfig
-    from studio.generate import _load_for, prompt_ids
+    from studio.model.generate import _load_for, prompt_ids
 
     cfg = GenerateConfig(adapter_dir=str(adapters_dir() / "alpha" / "adapter-best"), model_name=str(tiny_base_dir))
     model, _, _ = _load_for(cfg)

@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from conftest import make_piece, write_pieces
-from studio import jobs
-from studio.compare import Comparer, Knobs
+from studio.service import jobs
+from studio.service.compare import Comparer, Knobs
 from studio.config import adapters_dir, data_dir, datasets_dir, runs_dir
-from studio.render import render_score
+from studio.audio.render import render_score
 from studio.ui import data_tab, train_tab
 from studio.ui.common import Settings
 from test_compare import make_adapter

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from symusic import Score
 
-from studio import corpus
+from studio.ingest import corpus, eval_sets
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +69,13 @@ def test_bach_is_never_exported_as_a_base_collection(exported):
 
 
 def test_bach_slices_are_deterministic_and_disjoint(tmp_path):
-    train = corpus.export_bach_chorales(tmp_path / "train", n=2, offset=0)
-    held = corpus.export_bach_chorales(tmp_path / "held", n=2, offset=2)
-    again = corpus.export_bach_chorales(tmp_path / "again", n=2, offset=0)
+    train = eval_sets.export_bach_chorales(tmp_path / "train", n=2, offset=0)
+    held = eval_sets.export_bach_chorales(tmp_path / "held", n=2, offset=2)
+    again = eval_sets.export_bach_chorales(tmp_path / "again", n=2, offset=0)
     assert [p.name for p in train] == [p.name for p in again]
     assert len(train) == len(held) == 2
     assert not {p.name for p in train} & {p.name for p in held}
-    names = [name for name, _ in corpus.bach_chorale_sources()]
+    names = [name for name, _ in eval_sets.bach_chorale_sources()]
     assert names == sorted(names) and len(names) > 300
     assert [p.stem for p in train + held] == names[:4]
     assert all(Score(str(p)).note_num() > 0 for p in train + held)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import write_pieces
-from studio import data
-from studio.augment import augment_dir
+from studio.model import data
+from studio.ingest.augment import augment_dir
 from studio.config import AugmentConfig
 
 

@@ -14,9 +14,9 @@ import torch
 
 from conftest import make_piece, tiny_gpt2
 from studio.config import TrainConfig
-from studio.data import collect_pieces, split_by_source
-from studio.tokenizer import encode
-from studio.train import train
+from studio.model.data import collect_pieces, split_by_source
+from studio.model.tokenizer import encode
+from studio.training.train import train
 
 COPIES = 8  # each piece as 8 identical "augmented" files, so both sides have several windows
 

@@ -13,8 +13,8 @@ import torch
 from conftest import make_piece, tiny_gpt2, write_pieces
 from studio.__main__ import main
 from studio.config import TrainConfig
-from studio.metrics import HISTOGRAM_FEATURES, SCALAR_FEATURES, note_sequence, per_token_loss
-from studio.tokenizer import encode
+from studio.evaluation.metrics import HISTOGRAM_FEATURES, SCALAR_FEATURES, note_sequence, per_token_loss
+from studio.model.tokenizer import encode
 
 FEATURES = set(HISTOGRAM_FEATURES + SCALAR_FEATURES)
 PIECE_KEYS = {"file", "copy_rate", "longest_copy_notes", "longest_copy_seconds", "source"}
@@ -102,7 +102,7 @@ def test_bad_invocations_say_why(folders, tmp_path, capsys):
 def music_base(tmp_path_factory, tok):
     """A tiny GPT-2 fitted for 60 full steps on four other pieces, so its samples hold notes
     (a freshly initialised one mostly emits none)."""
-    from studio.data import pack_windows
+    from studio.model.data import pack_windows
 
     streams = [np.asarray(encode(tok, make_piece(100 + i, n_notes=24))) for i in range(4)]
     x = torch.tensor(np.stack([w for w in pack_windows(streams, 64) if len(w) == 64]))  # (B, 64)
@@ -121,7 +121,7 @@ def music_base(tmp_path_factory, tok):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, music_base):
     """A LoRA adapter trained for one epoch on a 4-piece album (3 train, 1 validation source)."""
-    from studio.train import train
+    from studio.training.train import train
 
     root = tmp_path_factory.mktemp("eval-run")
     write_pieces(root / "album", 4, n_notes=40)
@@ -157,8 +157,8 @@ def test_adapter_mode_compares_base_and_adapter(trained_run, music_base, tok, tm
             if "file" in r:
                 assert (sample_dir / f"{side}_seed{r['seed']}.mid").is_file()
     # the base side really is the base: its loss equals the plain base model's on the same windows
-    from studio.evaluate import held_out_windows, read_training_meta
-    from studio.models import load_base
+    from studio.evaluation.evaluate import held_out_windows, read_training_meta
+    from studio.model.models import load_base
 
     meta_path, saved = read_training_meta(run / "adapter-best")
     windows, _ = held_out_windows(saved, meta_path, None, tok, 128)
@@ -170,7 +170,7 @@ def test_adapter_mode_compares_base_and_adapter(trained_run, music_base, tok, tm
 
 
 def test_adapter_mode_with_held_out_folder(trained_run, tmp_path):
-    from studio.evaluate import evaluate_adapter
+    from studio.evaluation.evaluate import evaluate_adapter
 
     run, _ = trained_run
     held = tmp_path / "held"

@@ -1,4 +1,4 @@
-"""studio.fast: the lean GPT-2 decoder matches Hugging Face's forward, the filter matches its
+"""studio.model.fast: the lean GPT-2 decoder matches Hugging Face's forward, the filter matches its
 warpers, batched sides draw what each side draws alone, and misuse is refused."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from studio.fast import FastGPT2, decode, filter_logits, merged, sample_pair, unsupported
+from studio.model.fast import FastGPT2, decode, filter_logits, merged, sample_pair, unsupported
 from conftest import tiny_gpt2
 
 

@@ -7,7 +7,7 @@ import torch
 
 from conftest import make_piece, tiny_gpt2
 from studio.config import GenerateConfig
-from studio.generate import fit_context, prompt_ids, run, sample
+from studio.model.generate import fit_context, prompt_ids, run, sample
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_generate_writes_midi_from_a_base_and_from_an_adapter(tok, tmp_path, not
     # an adapter trained on this base remembers it: no --model-name needed
     from conftest import write_pieces
     from studio.config import TrainConfig
-    from studio.train import train
+    from studio.training.train import train
 
     write_pieces(tmp_path / "album", 3, n_notes=30)
     train(TrainConfig(str(tmp_path / "album"), str(tmp_path / "ad"), model_name=str(base_dir), max_seq_len=64,

@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 from symusic import Note, Score, Tempo, Track
 
-from studio.reader import ReaderPool
-from studio.midi import (MAX_NOTES, list_midi, load_many, load_score,
-                         safe_load, scan_files)
-from studio.safezip import extract_midi_zip, safe_filename
+from studio.ingest.reader import ReaderPool
+from studio.ingest.midi import MAX_NOTES, list_midi, load_score
+from studio.ingest.reader import load_many, safe_load, scan_files
+from studio.ingest.safezip import extract_midi_zip, safe_filename
 
 # ---------------------------------------------------------------- raw MIDI bytes
 
@@ -143,7 +143,7 @@ def scanned(hostile_dir):
 
 @pytest.fixture(scope="module")
 def tok():
-    from studio.tokenizer import build_tokenizer
+    from studio.model.tokenizer import build_tokenizer
     return build_tokenizer()
 
 
@@ -167,7 +167,7 @@ def test_rejected_with_reason(name, scanned, hostile_dir):
 
 @pytest.mark.parametrize("name", [n for n, (_, why) in CASES.items() if why is None])
 def test_loaded_and_usable(name, scanned, tok):
-    from studio.tokenizer import encode
+    from studio.model.tokenizer import encode
 
     report = scanned[0][name]
     assert report.ok, report.reason

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import write_pieces
-from studio import jobs
+from studio.service import jobs
 from studio.config import TrainConfig, adapters_dir, runs_dir
 
 

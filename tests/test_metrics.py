@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from symusic import Note, Score, Tempo, Track
 
-from studio.metrics import (
+from studio.evaluation.metrics import (
     CopyResult,
     ReferenceIndex,
     copy_rate,
@@ -338,7 +338,7 @@ def test_evaluate_dirs(tmp_path, refs):
 
 
 def test_evaluate_dirs_with_tokenizer_sees_copies_of_performed_references(tmp_path, refs):
-    from studio.tokenizer import build_tokenizer, decode, encode
+    from studio.model.tokenizer import build_tokenizer, decode, encode
 
     tok = build_tokenizer()
     ref_dir, gen_dir = tmp_path / "album", tmp_path / "generated"

@@ -8,8 +8,10 @@ import pretty_midi
 import pytest
 from symusic import Note, Score, Tempo, Track
 
-from studio.midi import list_midi, load_score, safe_load, score_stats
-from studio.pianoroll import DRUM_RGB, MIN_SHADE, PITCHED_RGB, piano_roll_array, piano_roll_png
+from studio.ingest.midi import list_midi, load_score, score_stats
+
+from studio.ingest.reader import safe_load
+from studio.audio.pianoroll import DRUM_RGB, MIN_SHADE, PITCHED_RGB, piano_roll_array, piano_roll_png
 
 SCALE = (60, 62, 64, 65, 67, 69, 71, 72)
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import tiny_gpt2
-from studio import hub
-from studio.models import attach_adapter, check_adapter, load_base, resolve_base, safe_adapter_name
-from studio.tokenizer import PERTOK_PARAMS, fingerprint, load_tokenizer, save_tokenizer
+from studio.model import hub
+from studio.model.models import attach_adapter, check_adapter, load_base, resolve_base, safe_adapter_name
+from studio.model.tokenizer import PERTOK_PARAMS, fingerprint, load_tokenizer, save_tokenizer
 
 
 def test_tokenizer_is_built_locally_with_the_design_config(tok):
@@ -84,8 +84,8 @@ def test_unsafe_adapter_names_are_refused(name):
 
 
 def _adapter(tok, base_dir, out):
-    from studio.models import save_adapter
-    from studio.train import lora_model
+    from studio.model.models import save_adapter
+    from studio.training.train import lora_model
     from studio.config import TrainConfig
 
     base, info = load_base(str(base_dir), tok)
@@ -120,7 +120,7 @@ def test_pickle_only_adapter_is_refused(tok, tmp_path, tiny_base_dir):
 
 
 def test_atomic_save_keeps_the_old_adapter_when_writing_fails(tok, tmp_path, tiny_base_dir, monkeypatch):
-    from studio import models
+    from studio.model import models
 
     _adapter(tok, tiny_base_dir, tmp_path / "ad")
     before = (tmp_path / "ad" / "adapter_model.safetensors").read_bytes()
@@ -133,3 +133,10 @@ def test_atomic_save_keeps_the_old_adapter_when_writing_fails(tok, tmp_path, tin
         _adapter(tok, tiny_base_dir, tmp_path / "ad")
     assert (tmp_path / "ad" / "adapter_model.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ad"]  # no half-written temp folder left
+
+
+def test_the_pitch_range_augmentation_uses_is_the_tokenizers(tok):
+    from studio.config import PITCH_RANGE
+    from studio.model.tokenizer import pitch_range
+
+    assert pitch_range(tok) == PITCH_RANGE

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from studio.config import POCKET_DIR, REPO_ROOT
-from studio.generate import sample
-from studio.models import attach_adapter, load_base
-from studio.tokenizer import fingerprint, load_tokenizer
+from studio.model.generate import sample
+from studio.model.models import attach_adapter, load_base
+from studio.model.tokenizer import fingerprint, load_tokenizer
 
 DEMO = REPO_ROOT / "adapters" / "bach-chorales"
 

@@ -184,7 +184,7 @@ def test_file_inputs_must_be_this_pages_uploads(app):
 
 
 def test_uploads_are_per_session_limited_and_removed_when_the_page_closes(app):
-    from studio.public import session_key
+    from studio.service.public import session_key
 
     session = uuid.uuid4().hex[:12]
     folder = app.data / "datasets" / ".sessions" / session_key(session)
@@ -229,7 +229,7 @@ def test_errors_are_readable_without_tracebacks_or_server_paths(app):
 
 
 def test_switch_limits_and_clamping(tmp_path):
-    from studio import public
+    from studio.service import public
     from studio.config import TrainConfig
 
     assert public.enabled({"SPACE_ID": "a/b"}) and not public.enabled({})
@@ -253,7 +253,7 @@ def test_switch_limits_and_clamping(tmp_path):
 
 
 def test_session_folders_are_named_safely_and_cleaned_by_age(monkeypatch):
-    from studio import jobs, public
+    from studio.service import jobs, public
     from studio.config import runs_dir
 
     for bad in ("../../etc", "", None, "a/b", "x" * 200):

@@ -15,7 +15,8 @@ import pytest
 import soundfile as sf
 from symusic import Score, Tempo, Track, Note
 
-from studio import render as R
+from studio.audio import render as R
+from studio.audio import soundfonts as SF
 from studio.config import REPO_ROOT
 
 TPQ = 480
@@ -86,8 +87,8 @@ def test_lookup_order(tmp_path, monkeypatch):
     bundled = R.bundled_soundfont()
     assert bundled is not None and bundled.name == "TimGM6mb.sf2"
     monkeypatch.delenv(R.ENV_SOUNDFONT, raising=False)
-    monkeypatch.setattr(R, "SOUNDFONT_DIR", tmp_path / "soundfonts")
-    monkeypatch.setattr(R, "SYSTEM_SOUNDFONTS", ())
+    monkeypatch.setattr(SF, "SOUNDFONT_DIR", tmp_path / "soundfonts")
+    monkeypatch.setattr(SF, "SYSTEM_SOUNDFONTS", ())
     assert R.find_soundfont() == bundled.resolve()  # last resort: pretty_midi's TimGM6mb
 
     dropped = tmp_path / "soundfonts" / "Mine.SF2"
@@ -219,7 +220,7 @@ def test_import_works_without_libfluidsynth_and_render_says_how_to_install():
     code = (
         "import ctypes.util\n"
         "ctypes.util.find_library = lambda name: None\n"
-        "import studio.render as R\n"
+        "import studio.audio.render as R\n"
         "ok, msg = R.fluidsynth_status()\n"
         "assert not ok and 'apt-get install -y libfluidsynth3' in msg and 'brew install fluid-synth' in msg, msg\n"
         "try:\n"

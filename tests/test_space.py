@@ -95,7 +95,7 @@ def test_readme_front_matter_and_packages_make_a_gradio_space():
     assert len(meta.get("short_description", "")) <= 60, "the Hub refuses a short_description over 60 characters"
     packages = (REPO / "packages.txt").read_text().split()
     assert {"fluidsynth", "libfluidsynth3", "fluid-soundfont-gm"} <= set(packages)
-    from studio.render import SYSTEM_SOUNDFONTS
+    from studio.audio.render import SYSTEM_SOUNDFONTS
 
     # fluid-soundfont-gm installs FluidR3_GM here, the first place the renderer looks
     assert SYSTEM_SOUNDFONTS[0] == Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
@@ -116,7 +116,7 @@ def test_data_dir_on_a_space(monkeypatch, tmp_path):
 
 
 def test_zerogpu_decorator_is_transparent_without_spaces():
-    from studio import zerogpu
+    from studio.service import zerogpu
 
     def work(x):
         return x + 1
@@ -130,8 +130,8 @@ def test_zerogpu_decorator_is_transparent_without_spaces():
 def test_start_builds_the_studio_without_initialising_cuda(tiny_base_dir):
     """ZeroGPU forbids CUDA in the main process: building the app and loading the base must not
     touch it (meaningful on a machine with a GPU; run there by the device check)."""
-    from studio import zerogpu
-    from studio.compare import get_comparer
+    from studio.service import zerogpu
+    from studio.service.compare import get_comparer
     from studio.ui import blocks
 
     settings = blocks.make_settings(str(tiny_base_dir))
@@ -180,7 +180,7 @@ def test_training_in_bounded_chunks_resumes_to_the_end(tmp_path, tiny_base_dir):
     import json
     from functools import partial
 
-    from studio import jobs, zerogpu
+    from studio.service import jobs, zerogpu
     from studio.config import adapters_dir
     from test_jobs import config, wait_for
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from symusic import Note, Score, Tempo, Track
 
-from studio.texture import mean_voices, texture, texture_gap
+from studio.evaluation.texture import mean_voices, texture, texture_gap
 
 # A four-voice C-major progression (I IV V I, twice), one chord per quarter at 120 bpm.
 CHORDS = [(48, 64, 67, 72), (53, 65, 69, 72), (55, 62, 67, 71), (48, 64, 67, 72)] * 2

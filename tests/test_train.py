@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from conftest import write_pieces
-from studio import checkpoint
+from studio.training import checkpoint
 from studio.config import TrainConfig
-from studio.dropout import LoraDropout
-from studio.models import attach_adapter, load_base
-from studio.train import TARGET_MODULES, train
+from studio.training.dropout import LoraDropout
+from studio.model.models import attach_adapter, load_base
+from studio.training.train import TARGET_MODULES, train
 
 
 def config(data_dir, out, base, **kw) -> TrainConfig:
@@ -54,7 +54,7 @@ def test_two_epochs_lower_the_loss_and_write_everything(album, tmp_path, tiny_ba
 
 
 def test_reloaded_adapter_gives_identical_logits(album, tmp_path, tiny_base_dir, tok):
-    from studio.train import lora_model
+    from studio.training.train import lora_model
 
     cfg = config(album, tmp_path / "run", tiny_base_dir, epochs=1)
     train(cfg)
@@ -119,7 +119,7 @@ def _two_train_passes_differ(model, tok) -> bool:
 @pytest.mark.parametrize("base_dropout", [False, True])
 def test_frozen_base_dropout_is_off_unless_asked_for(tmp_path, tiny_base_dir, tok, base_dropout):
     """LoRA dropout 0 isolates the base: its own dropout is the only randomness left in train mode."""
-    from studio.train import lora_model
+    from studio.training.train import lora_model
 
     base, _ = load_base(str(tiny_base_dir), tok)
     cfg = TrainConfig("d", "o", lora_dropout=0.0, base_dropout=base_dropout)
@@ -200,7 +200,7 @@ def test_every_epoch_is_kept_with_its_loss_copy_rate_and_texture_gap(album, tmp_
 def test_rotated_variants_train_each_piece_once_an_epoch_in_a_new_variant(tmp_path, tiny_base_dir, tok):
     import numpy as np
 
-    from studio.data import RotatingWindows
+    from studio.model.data import RotatingWindows
 
     variants = {"a": [np.full(100, i, dtype=np.int32) for i in (10, 11, 12)],
                 "b": [np.full(60, i, dtype=np.int32) for i in (20, 21)]}

@@ -12,9 +12,9 @@ import gradio as gr
 import pytest
 
 from conftest import make_piece, write_pieces
-from studio import jobs
+from studio.service import jobs
 from studio.config import adapters_dir, cache_dir, datasets_dir, renders_dir
-from studio.render import fluidsynth_status
+from studio.audio.render import fluidsynth_status
 from studio.ui import adapters_tab, blocks, compare_tab, data_tab, train_tab
 from studio.ui.common import Settings, handler, parse_numbers, user_message
 from test_compare import make_adapter
@@ -307,7 +307,7 @@ def test_public_studio_caps_its_shared_adapters(settings, adapters, uploads):
     runs are refused with a reason; a resume of an existing run is not a new adapter."""
     from dataclasses import replace
 
-    from studio import public
+    from studio.service import public
 
     zip_path = adapters_tab.download("alpha")["value"]
     capped = replace(settings, local=False, limits=replace(public.LOCAL, max_adapters=2))  # alpha, beta
@@ -375,9 +375,9 @@ def test_start_holds_the_compute_slot_only_to_launch(settings):
 
 
 def test_without_fluidsynth_the_studio_works_silently(settings, adapters, monkeypatch):
-    import studio.render
+    import studio.audio.render
 
-    monkeypatch.setattr(studio.render, "fluidsynth_status", lambda: (False, "FluidSynth library not available (test)"))
+    monkeypatch.setattr(studio.audio.render, "fluidsynth_status", lambda: (False, "FluidSynth library not available (test)"))
     s = blocks.make_settings(settings.base)
     assert not s.audio and "Audio is off" in blocks.banners(s)
     blocks.build_demo(s)  # audio players are simply not shown

@@ -6,8 +6,8 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from studio import library, public
-from studio.compare import forget_adapter, get_comparer
+from studio.service import library, public
+from studio.service.compare import forget_adapter, get_comparer
 from studio.ui.common import Settings, handler
 
 HEADERS = ["name", "base", "dataset", "date", "epochs", "best val loss", "copy rate", "texture gap", "weights", "source"]

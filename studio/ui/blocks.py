@@ -9,7 +9,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio import library, public
+from studio.service import library, public
 from studio.config import (DEFAULT_BASE, POCKET_NAME, REPO_ROOT, adapters_dir, bundled_adapters_dir, cache_dir,
                            datasets_dir, renders_dir, runs_dir)
 from studio.ui import adapters_tab, compare_tab, data_tab, train_tab
@@ -21,8 +21,8 @@ DELETE_CACHE = (3600, 6 * 3600)  # every hour, drop gradio's cached uploads/outp
 
 def choose_base(requested: str | None) -> tuple[str, str]:
     """(base, note): the requested base, else the hub default if it loads, else the pocket base."""
-    from studio import hub
-    from studio.models import local_alternatives, resolve_base
+    from studio.model import hub
+    from studio.model.models import local_alternatives, resolve_base
 
     if requested:
         return requested, ""
@@ -42,13 +42,13 @@ def is_public() -> bool:
 
 
 def make_settings(base: str | None = None) -> Settings:
-    from studio.models import local_alternatives
-    from studio.render import fluidsynth_status
+    from studio.model.models import local_alternatives
+    from studio.audio.render import fluidsynth_status
 
     chosen, note = choose_base(base or os.environ.get("STUDIO_BASE"))
     audio, audio_note = fluidsynth_status()
     bases = list(dict.fromkeys([chosen, DEFAULT_BASE, *local_alternatives()]))
-    from studio import public as studio_public
+    from studio.service import public as studio_public
 
     public = is_public()
     limit = int(os.environ.get("STUDIO_COMPUTE_LIMIT", "1" if public else "2"))
@@ -58,7 +58,7 @@ def make_settings(base: str | None = None) -> Settings:
 
 def preload(settings: Settings) -> threading.Thread:
     """Load the base in the background so the first Generate does not wait for it."""
-    from studio.compare import get_comparer
+    from studio.service.compare import get_comparer
 
     def run():
         try:

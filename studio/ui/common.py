@@ -16,7 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio import public
+from studio.service import public
 from studio.config import data_dir
 
 log = logging.getLogger("studio.ui")
@@ -35,7 +35,7 @@ class Settings:
     audio_note: str = ""  # how to enable audio when it is not
     local: bool = True  # server folders may be browsed (never on a public Space)
     compute_limit: int = 2  # training jobs + generations running at once
-    limits: public.Limits = public.LOCAL  # upload and training limits (public mode: studio/public.py)
+    limits: public.Limits = public.LOCAL  # upload and training limits (public mode: studio/service/public.py)
 
 
 DUPLICATE_NOTE = ("This is a shared public studio: training is limited and runs one job at a time for "

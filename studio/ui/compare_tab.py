@@ -10,12 +10,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio import library
-from studio.compare import Knobs, get_comparer
+from studio.service import library
+from studio.service.compare import Knobs, get_comparer
 from studio.config import renders_dir
-from studio.texture import describe as describe_texture
+from studio.evaluation.texture import describe as describe_texture
 from studio.ui.common import Settings, base_choices, datasets_root, handler, user_message
-from studio.zerogpu import gpu
+from studio.service.zerogpu import gpu
 
 BASE = "base alone"
 NONE = "(none)"
@@ -63,7 +63,7 @@ def refresh_choices(a=BASE, b=BASE, c=NONE, picked=NO_PROMPT, request: gr.Reques
 def prompt_path(uploaded, picked, datasets: Path | None = None) -> Path | None:
     """A clean copy (re-written by symusic) of the uploaded or picked prompt, or None.
     ``datasets``: where picked pieces are looked up (a public session's folder)."""
-    from studio.midi import safe_load
+    from studio.ingest.reader import safe_load
 
     if uploaded:
         src = Path(uploaded if isinstance(uploaded, str) else uploaded.name)

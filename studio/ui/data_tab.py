@@ -10,8 +10,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from studio import library, public
-from studio.augment import augment_dir, source_of
+from studio.service import library, public
+from studio.ingest.augment import augment_dir, source_of
 from studio.config import AugmentConfig, renders_dir
 from studio.ui.common import Settings, datasets_root, handler, md_list, parse_numbers
 
@@ -22,7 +22,7 @@ HEADERS = ["file", "duration (s)", "tracks", "notes", "tokens", "status"]
 @lru_cache(maxsize=1)
 def tokenizer():
     """The studio's PerTok tokenizer (a process resource, built once)."""
-    from studio.tokenizer import build_tokenizer
+    from studio.model.tokenizer import build_tokenizer
 
     return build_tokenizer()
 
@@ -100,9 +100,9 @@ def import_folder(folder, dataset):
 
 def preview_files(midi_path: str | Path, audio: bool) -> tuple[str | None, str | None, str]:
     """(ogg, png, caption) for one MIDI file; cached by content, parsed in a worker process."""
-    from studio.compare import render_ogg
-    from studio.midi import safe_load
-    from studio.pianoroll import piano_roll_png
+    from studio.service.compare import render_ogg
+    from studio.ingest.reader import safe_load
+    from studio.audio.pianoroll import piano_roll_png
 
     midi_path = Path(midi_path)
     score = safe_load(midi_path)

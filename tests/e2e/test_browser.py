@@ -47,7 +47,7 @@ def stop_training_children(data: Path) -> None:
     import json
     import signal
 
-    from studio.jobs import pid_alive
+    from studio.service.jobs import pid_alive
 
     for launch in data.glob("runs/*/launch.json"):
         info = json.loads(launch.read_text())

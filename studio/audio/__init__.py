@@ -1,0 +1,1 @@
+"""Audio: score to synthesizer events, FluidSynth rendering, piano rolls."""

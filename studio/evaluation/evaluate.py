@@ -1,0 +1,376 @@
+"""``python -m studio eval``: did the adapter learn the style, or copy the album? (measures: metrics.py)
+
+Two modes:
+
+* ``--generated DIR --reference DIR``: copy rate of every generated file against the reference
+  pieces, and the style distance of the two folders (``metrics.evaluate_dirs``).
+* ``--adapter-dir <run>/adapter-best``: seeded samples from the base and from base + adapter (same
+  seeds, same prompt = BOS, one base in memory with the adapter switched off for the base side),
+  then per side: held-out loss per token, copy rate against the adapter's own training pieces
+  and style distance to them. The training pieces and the held-out pieces are read from
+  ``<run>/training_meta.json``, which ``studio.training.train`` writes next to the adapter folders.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from studio.layout import ADAPTER_BEST, ADAPTER_LAST, TOKENIZER, TRAINING_META
+from studio.evaluation import metrics
+from studio.ingest.augment import VARIANT_SEP, source_of
+from studio.config import DEFAULT_BASE, SamplingConfig
+from studio.evaluation.texture import describe, mean_texture, texture_gap
+
+log = logging.getLogger(__name__)
+META = TRAINING_META
+
+
+# ----------------------------------------------------------------------------- folders mode
+
+
+def evaluate_folders(generated_dir, reference_dir, n: int = 8, through_tokenizer: bool = False) -> dict:
+    """``metrics.evaluate_dirs`` plus the folders it compared (JSON-ready)."""
+    tok = None
+    if through_tokenizer:
+        from studio.model.tokenizer import build_tokenizer
+
+        tok = build_tokenizer()
+    result = metrics.evaluate_dirs(generated_dir, reference_dir, n=n, tokenizer=tok)
+    return {"mode": "pieces", "generated_dir": str(generated_dir), "reference_dir": str(reference_dir),
+            "references_through_tokenizer": through_tokenizer, **result}
+
+
+def folders_table(result: dict) -> str:
+    """One line per generated file, then the style distance per feature."""
+    width = max([len("file")] + [len(p["file"]) for p in result["pieces"]])
+    lines = [f"{'file':<{width}}  copy rate  longest copy         source",
+             f"{'-' * width}  ---------  -------------------  ------"]
+    for p in result["pieces"]:
+        longest = f"{p['longest_copy_notes']} notes / {p['longest_copy_seconds']:.1f} s"
+        lines.append(f"{p['file']:<{width}}  {p['copy_rate']:9.2f}  {longest:<19}  {p['source'] or '-'}")
+    s = result["summary"]
+    lines.append(f"mean copy rate {s['mean_copy_rate']:.2f}, max {s['max_copy_rate']:.2f} "
+                 f"(n = {result['n']} notes per n-gram)")
+    lines += _style_lines({"": result["style_distance"]}, [""])
+    for skip in result["skipped"]:
+        lines.append(f"skipped ({skip['set']}) {skip['reason']}")
+    return "\n".join(lines)
+
+
+def _style_lines(sides: dict, names: list[str]) -> list[str]:
+    """'style distance' and its features, one column per side (None: no samples with notes)."""
+    def cell(side, key):
+        sd = sides[side]
+        if sd is None:
+            return "-"
+        return f"{sd['combined'] if key == 'combined' else sd['features'][key]:.3f}"
+
+    out = ["style distance (0 = same, 1 = disjoint)" + "".join(f"  {cell(s, 'combined'):>10}" for s in names)]
+    for feat in metrics.HISTOGRAM_FEATURES + metrics.SCALAR_FEATURES:
+        out.append(f"  {feat:<37}" + "".join(f"  {cell(s, feat):>10}" for s in names))
+    return out
+
+
+# ----------------------------------------------------------------------------- adapter mode
+
+
+def read_training_meta(adapter_dir) -> tuple[Path, dict]:
+    """(path, contents) of the training_meta.json of the run an adapter folder belongs to."""
+    folder = Path(adapter_dir)
+    if not (folder / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{folder}: not an adapter folder (no adapter_config.json)")
+    path = folder.parent / META
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no training meta next to the adapter; it names the training "
+                                "pieces eval compares against (or pass --reference DIR and --data-dir DIR)")
+    try:
+        return path, json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+
+
+def _under(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _sources_of(files: list[Path], data_dir: Path) -> dict[Path, str]:
+    """Source piece of each training file, named as studio.model.data names it (manifest honoured)."""
+    from studio.model.data import collect_pieces
+
+    known = {}
+    if data_dir.is_dir():
+        known = {p.path.resolve(): p.source for p in collect_pieces(data_dir)}
+    return {f: known.get(f.resolve(), f"{data_dir.name}/{source_of(f.name)}") for f in files}
+
+
+def training_references(meta: dict, meta_path: Path) -> tuple[dict[str, Path], list[dict]]:
+    """One file per training source piece of the album: {source: file}, plus the files skipped.
+
+    Copy rate is invariant to transposition and tempo, so one variant stands for all of them; the
+    original (no ``__`` in its name) is preferred, so style distance is measured to the album as
+    written rather than to a transposed variant. Pieces blended in from ``extra_data_dirs`` (a
+    corpus) are left out: the question is whether the adapter copies the album.
+    """
+    cfg = meta.get("config", {})
+    data_dir = Path(cfg.get("data_dir", ""))
+    extras = [Path(d) for d in cfg.get("extra_data_dirs", [])]
+    files = [Path(f) for f in meta.get("train_files", [])]
+    if not files:
+        raise ValueError(f"{meta_path}: lists no train_files")
+    skipped = [{"file": str(f), "reason": "blended corpus piece"} for f in files if any(_under(f, e) for e in extras)]
+    files = [f for f in files if not any(_under(f, e) for e in extras)]
+    missing = [f for f in files if not f.is_file()]
+    skipped += [{"file": str(f), "reason": "file no longer exists"} for f in missing]
+    files = [f for f in files if f.is_file()]
+    if not files:
+        raise FileNotFoundError(f"{meta_path}: none of its training files exist any more "
+                                f"(first: {missing[0] if missing else '-'}); pass --reference DIR")
+    chosen: dict[str, Path] = {}
+    for f, src in sorted(_sources_of(files, data_dir).items(), key=lambda kv: (VARIANT_SEP in kv[0].stem, str(kv[0]))):
+        chosen.setdefault(src, f)  # originals sort first
+    return dict(sorted(chosen.items())), skipped
+
+
+def _load_references(files: dict[str, Path], tok) -> tuple[dict, list[dict]]:
+    """{name: score as the model saw it (encoded, decoded)}, plus the files that failed to load."""
+    from studio.ingest.reader import load_many
+    from studio.model.tokenizer import decode, encode
+
+    by_path = {p: name for name, p in files.items()}
+    loaded, failed = load_many(list(files.values()))
+    refs = {by_path[p]: decode(tok, encode(tok, s)) for p, s in loaded}
+    return refs, [{"file": str(p), "reason": why} for p, why in failed]
+
+
+def held_out_windows(meta: dict, meta_path: Path, data_dir, tok, window: int) -> tuple[list, dict]:
+    """Token windows of the held-out pieces (--data-dir, else the run's validation files)."""
+    from studio.model.data import Piece, collect_pieces, pack_windows, tokenize_pieces
+
+    if data_dir:
+        pieces = collect_pieces(data_dir)  # FileNotFoundError names a missing folder
+        origin = f"--data-dir {data_dir}"
+    else:
+        paths = [Path(f) for f in meta.get("val_files", [])]
+        pieces = [Piece(p, source_of(p.name)) for p in paths if p.is_file()]
+        origin = f"val_files of {meta_path}"
+        if not pieces:
+            raise FileNotFoundError(f"{meta_path}: none of its {len(paths)} validation files exist; "
+                                    "pass --data-dir DIR with held-out pieces")
+    if not pieces:
+        raise ValueError(f"{data_dir}: no .mid or .midi files found")
+    toks = tokenize_pieces(pieces, tok)
+    if not toks.pieces:
+        raise ValueError(f"{origin}: no held-out piece could be tokenized ({toks.failed[:3]})")
+    windows = pack_windows([ids for _, ids in toks.pieces], window, seed=0)
+    info = {"from": origin, "files": len(toks.pieces), "tokens": toks.n_tokens, "windows": len(windows),
+            "window_tokens": window, "failed": [{"file": f, "reason": r} for f, r in toks.failed]}
+    return windows, info
+
+
+def _sample_side(model, tok, seeds, sampling: SamplingConfig, index, save_dir, label) -> tuple:
+    """Seeded samples of one side, each scored against the reference index."""
+    from studio.model.generate import sample
+
+    rows, scores, messages = [], [], []
+    for seed in seeds:
+        gen = sample(model, tok, [tok["BOS_None"]], sampling.max_new_tokens, sampling.temperature, sampling.top_p,
+                     sampling.top_k, seed, min_new_tokens=sampling.min_tokens)
+        messages += [m for m in gen.notes if m not in messages]
+        row = {"seed": seed, "new_tokens": gen.new_tokens, "notes": gen.n_notes, **asdict(index.score(gen.score))}
+        if save_dir is not None and gen.n_notes:
+            path = Path(save_dir) / f"{label}_seed{seed}.mid"
+            gen.score.dump_midi(str(path))
+            row["file"] = str(path)
+        rows.append(row)
+        if gen.n_notes:
+            scores.append(gen.score)
+    return rows, scores, messages
+
+
+def _side_summary(rows: list[dict], scores: list, refs: dict, loss: float, ref_texture: dict) -> dict:
+    rates = [r["copy_rate"] for r in rows]
+    tex = mean_texture(scores) if scores else {}
+    top = max(rows, key=lambda r: (r["copy_rate"], r["longest_copy_notes"]))
+    longest = max(rows, key=lambda r: r["longest_copy_notes"])
+    return {
+        "held_out_loss": loss,
+        "mean_copy_rate": float(np.mean(rates)),
+        "max_copy_rate": top["copy_rate"],
+        "most_copied": top["source"],  # the reference the most-copying sample copies from
+        "longest_copy_notes": longest["longest_copy_notes"],
+        "longest_copy_seconds": longest["longest_copy_seconds"],
+        "samples_with_notes": len(scores),
+        # None when no sample has a note: there is nothing to compare
+        "style_distance": metrics.style_distance(scores, list(refs.values())) if scores else None,
+        # what a listener hears first, next to the artist's own (studio/evaluation/texture.py)
+        "texture": tex,
+        "texture_gap": texture_gap(tex, ref_texture) if scores else 1.0,
+        "samples": rows,
+    }
+
+
+def evaluate_adapter(adapter_dir, data_dir=None, reference_dir=None, samples: int = 8,
+                     max_new_tokens: int = 512, seed: int = 0, model_name: str | None = None,
+                     device: str = "auto", n: int = 8, temperature: float = 1.0, top_p: float = 0.95,
+                     top_k: int = 50, save_samples=None, min_new_tokens: int = SamplingConfig.min_new_tokens) -> dict:
+    """Base vs base + adapter on the same seeds: held-out loss, copy rate, style distance (JSON-ready)."""
+    from studio.model.models import attach_adapter, load_base, pick_device, read_adapter_meta
+    from studio.model.tokenizer import load_tokenizer
+
+    if samples < 1 or max_new_tokens < 1:
+        raise ValueError(f"--samples and --max-new-tokens must be >= 1, got {samples} and {max_new_tokens}")
+    started = time.time()
+    adapter_dir = Path(adapter_dir)
+    last = adapter_dir.parent / ADAPTER_LAST
+    if not adapter_dir.exists() and adapter_dir.name == ADAPTER_BEST and last.is_dir():
+        # train.py saves adapter-best only for an epoch whose samples did not copy
+        raise FileNotFoundError(f"{adapter_dir}: no best adapter in this run (no epoch qualified; see "
+                                f"stop_reason in {adapter_dir.parent / META}); evaluate {last} instead")
+    ameta = read_adapter_meta(adapter_dir)  # FileNotFoundError: not an adapter folder
+    meta_path, meta = (None, {}) if reference_dir and data_dir else read_training_meta(adapter_dir)
+    tok_file = adapter_dir / TOKENIZER
+    tok = load_tokenizer(tok_file if tok_file.is_file() else None)
+    if reference_dir:
+        from studio.ingest.midi import list_midi
+
+        root = Path(reference_dir)
+        ref_files = {p.relative_to(root).as_posix(): p for p in list_midi(root)}
+        skipped = []
+    else:
+        ref_files, skipped = training_references(meta, meta_path)
+    refs, failed = _load_references(ref_files, tok)
+    skipped += failed
+    if not refs:
+        raise ValueError(f"{reference_dir or meta_path}: no reference piece could be read ({skipped[:3]})")
+    index = metrics.ReferenceIndex(refs, n)
+
+    name = model_name or ameta.get("base") or DEFAULT_BASE
+    dev = pick_device(device)
+    base, info = load_base(name, tok, dev, fallback=name == DEFAULT_BASE)
+    model = attach_adapter(base, adapter_dir, "adapter", tok, info).eval()
+    window = int(model.config.n_positions)
+    windows, held = held_out_windows(meta, meta_path, data_dir, tok, window)
+    if save_samples:
+        Path(save_samples).mkdir(parents=True, exist_ok=True)
+    seeds = list(range(seed, seed + samples))
+    sampling = SamplingConfig(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature,
+                              top_p=top_p, top_k=top_k)
+    args = (tok, seeds, sampling, index, save_samples)
+    ref_texture = mean_texture(list(refs.values()))
+    with model.disable_adapter():
+        base_loss = metrics.per_token_loss(model, windows, dev)
+        base_rows, base_scores, messages = _sample_side(model, *args, "base")
+    adapter_loss = metrics.per_token_loss(model, windows, dev)
+    ad_rows, ad_scores, more = _sample_side(model, *args, "adapter")
+    return {
+        "mode": "adapter",
+        "adapter_dir": str(adapter_dir),
+        "base_model": info.name,
+        "base_fallback_reason": info.fallback_reason,
+        "settings": {"samples": samples, "seeds": seeds, "prompt": "BOS", "max_new_tokens": max_new_tokens,
+                     "min_new_tokens": sampling.min_tokens, "temperature": temperature, "top_p": top_p,
+                     "top_k": top_k, "n": n, "device": str(dev)},
+        "messages": messages + [m for m in more if m not in messages],
+        "held_out": held,
+        "references": {"from": str(reference_dir) if reference_dir else f"train_files of {meta_path}",
+                       "pieces": {k: str(v) for k, v in ref_files.items() if k in refs},
+                       "through_tokenizer": True, "skipped": skipped},
+        "base": _side_summary(base_rows, base_scores, refs, base_loss, ref_texture),
+        "adapter": _side_summary(ad_rows, ad_scores, refs, adapter_loss, ref_texture),
+        "reference_texture": ref_texture,
+        "seconds": round(time.time() - started, 2),
+    }
+
+
+def adapter_table(result: dict) -> str:
+    """Base and adapter side by side."""
+    b, a = result["base"], result["adapter"]
+
+    def row(label, fmt):
+        return f"{label:<39}" + "".join(f"  {fmt(side):>10}" for side in (b, a))
+
+    def copied(side):
+        return f"{side['longest_copy_notes']}n/{side['longest_copy_seconds']:.1f}s"
+
+    held = result["held_out"]
+    lines = [
+        f"{'':<39}  {'base':>10}  {'adapter':>10}",
+        row(f"held-out loss (nats/token, {held['windows']} windows)", lambda s: f"{s['held_out_loss']:.4f}"),
+        row("held-out perplexity", lambda s: f"{math.exp(min(s['held_out_loss'], 50)):.2f}"),
+        row("mean copy rate", lambda s: f"{s['mean_copy_rate']:.2f}"),
+        row("max copy rate", lambda s: f"{s['max_copy_rate']:.2f}"),
+        row("longest copy (notes/seconds)", copied),
+        row("samples with notes", lambda s: f"{s['samples_with_notes']}/{len(s['samples'])}"),
+        row("texture gap to the artist (0 = same)", lambda s: f"{s['texture_gap']:.2f}"),
+    ]
+    lines += _style_lines({"base": b["style_distance"], "adapter": a["style_distance"]}, ["base", "adapter"])
+    for label, side in (("base", b), ("adapter", a)):
+        if side["most_copied"]:
+            lines.append(f"{label}: most copied piece {side['most_copied']} (copy rate {side['max_copy_rate']:.2f})")
+    lines.append(f"texture: artist {describe(result['reference_texture'])}")
+    for label, side in (("base", b), ("adapter", a)):
+        lines.append(f"texture: {label} {describe(side['texture'])}")
+    lines.append(f"held-out pieces: {held['from']} ({held['files']} files, {held['tokens']} tokens); "
+                 f"references: {len(result['references']['pieces'])} training pieces; "
+                 f"seeds {result['settings']['seeds'][0]}..{result['settings']['seeds'][-1]}")
+    return "\n".join(lines + [f"note: {m}" for m in result["messages"]])
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _handler(args) -> int:
+    if args.adapter_dir:
+        if args.generated:
+            raise ValueError("eval: use either --adapter-dir or --generated/--reference, not both")
+        result = evaluate_adapter(args.adapter_dir, args.data_dir, args.reference, args.samples,
+                                  args.max_new_tokens, args.seed, args.model_name, args.device, args.n,
+                                  args.temperature, args.top_p, args.top_k, args.save_samples, args.min_new_tokens)
+        table = adapter_table(result)
+    elif args.generated and args.reference:
+        result = evaluate_folders(args.generated, args.reference, args.n, args.through_tokenizer)
+        table = folders_table(result)
+    else:
+        raise ValueError("eval needs --generated DIR and --reference DIR, or --adapter-dir DIR")
+    print(table)
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+        print(f"wrote {out}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("eval", help="copy rate, style distance and held-out loss of pieces or of an adapter")
+    p.add_argument("--generated", help="folder of generated MIDI files to score")
+    p.add_argument("--reference", help="folder of reference MIDI (default with --adapter-dir: its training pieces)")
+    p.add_argument("--through-tokenizer", action="store_true",
+                   help="compare references as the tokenizer quantises them (for performed MIDI)")
+    p.add_argument("--adapter-dir", help="an adapter folder, e.g. adapters/NAME/adapter-best")
+    p.add_argument("--data-dir", help="held-out pieces for the loss (default: the run's validation files)")
+    p.add_argument("--samples", type=int, default=8, help="seeded samples per side")
+    p.add_argument("--max-new-tokens", type=int, default=512, help=SamplingConfig.help("max_new_tokens"))
+    p.add_argument("--min-new-tokens", type=int, default=SamplingConfig.min_new_tokens,
+                   help=SamplingConfig.help("min_new_tokens"))
+    p.add_argument("--seed", type=int, default=0, help="first seed; samples use seed, seed+1, ...")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--model-name", default=None, help="default: the adapter's own base")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--save-samples", default=None, help="also write the samples as MIDI into this folder")
+    p.add_argument("--n", type=int, default=8, help="notes per n-gram for copy detection")
+    p.add_argument("--json", default=None, help="write the full result as JSON here")
+    p.set_defaults(func=_handler)

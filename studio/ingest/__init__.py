@@ -1,0 +1,1 @@
+"""MIDI in: safe loading in worker processes, zips, augmentation, the music21 corpus and the evaluation sets."""

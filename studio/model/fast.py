@@ -1,0 +1,372 @@
+"""Faster sampling for listening and A/B: merged LoRA, a lean GPT-2 decoder, batched sides.
+
+Decoding a small GPT-2 one token at a time on a CPU is bound by per-call overhead, not by
+arithmetic: each new token is a (1, n_embd) row through a few (n_embd, k) matrices. Profiled
+here (4 layers, 256 wide, one thread), Hugging Face's forward spends ~40 % of each step in
+``torch.cat`` growing its DynamicCache (O(T) copies per token, O(T²) per piece), and
+``cache_implementation="static"`` is no faster (it attends over the whole 1024-slot cache
+every step). So this module:
+
+* ``merged(model)``: folds the active LoRA adapter into the base weights for the duration
+  (peft's ``merge_adapter``/``unmerge_adapter``, in place, no model copy). Unmerged, an
+  adapter adds ~5 small ops (dropout, A, B, scale, add) to each of 4 layers per block.
+* ``FastGPT2``: an inference-only view over the same module weights (no copy) with a
+  preallocated KV cache that is written in place and read as a growing slice: ~15 ops per
+  block, no cache copies, no mask building. Logits match the Hugging Face forward (tests).
+  It also runs *different adapters per row*: the base product for every row, then each
+  unmerged adapter's low-rank update on its rows only (no weight copies), so an A/B pair's
+  sides go through the model together, one pass per token for both.
+* ``decode(...)``: the sampling loop: temperature → top-k → top-p on the k best logits only,
+  with one ``torch.Generator`` per row seeded with that side's seed, so a row draws what it
+  would draw alone (up to float rounding of batched products).
+
+The filter has Hugging Face's semantics (TemperatureLogitsWarper → TopKLogitsWarper →
+TopPLogitsWarper, checked against them in tests), but the random draws differ from
+Hugging Face's ``generate``: the same seed gives other (equally distributed) tokens. The
+studio samples through here (``studio.model.generate.sample`` and ``sample_sides``) for every GPT-2
+base, without merging: merging and unmerging in place would let float rounding drift the
+shared base weights over a long-running app (the CLI, which owns its model, merges once with
+peft's ``merge_and_unload``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+BASE_ROW = "__base__"  # a row with no adapter (peft's own name for it in mixed batches)
+_ACTIVATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
+
+
+@contextlib.contextmanager
+def merged(model):
+    """``model`` with its active LoRA adapter merged into the base weights, unmerged on exit.
+
+    A plain (non-peft) model is yielded as is. Merging changes weights in place: callers that
+    share the model between threads hold their lock meanwhile (the Comparer does).
+    """
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        yield model
+        return
+    model.merge_adapter()
+    try:
+        yield model
+    finally:
+        model.unmerge_adapter()
+
+
+@contextlib.contextmanager
+def intra_op_threads(n: int):
+    """Run with ``n`` intra-op threads (0: leave torch's setting), then restore. When other
+    processes load a small CPU box's cores, spinning worker threads make every small op wait
+    for a core, so one thread can be the faster choice there."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n) if int(n) > 0 else old)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 50,
+                  top_p: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probs, ids), each (B, k): what temperature, top-k and top-p leave to sample from.
+
+    Hugging Face's rule: keep the k best logits, then the smallest set of those (best first)
+    whose probability reaches ``top_p``. Dropped candidates get probability 0.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    vocab = logits.shape[-1]
+    k = vocab if top_k <= 0 else min(int(top_k), vocab)
+    values, ids = torch.topk(logits.float() / temperature, k, dim=-1)  # (B, k), best first
+    probs = torch.softmax(values, dim=-1)
+    if top_p < 1.0:
+        before = torch.cumsum(probs, dim=-1) - probs  # probability of the better candidates
+        probs = probs.masked_fill(before >= top_p, 0.0)  # the best has before == 0: always kept
+    return probs, ids
+
+
+# ---------------------------------------------------------------- the lean GPT-2 decoder
+
+
+def _weight(mod) -> torch.Tensor:
+    """A Conv1D's (in, out) weight, through a peft LoRA wrapper if there is one."""
+    return getattr(mod, "base_layer", mod).weight
+
+
+def _bias(mod):
+    return getattr(mod, "base_layer", mod).bias
+
+
+class FastGPT2:
+    """Inference over a Hugging Face GPT-2 (plain or wrapped by peft) with its own KV cache.
+
+    Reads the module weights at each call, so merging or switching adapters is seen at once.
+    """
+
+    def __init__(self, model):
+        from peft import PeftModel
+
+        self.peft = model if isinstance(model, PeftModel) else None
+        lm = model.get_base_model() if self.peft is not None else model
+        cfg = lm.config
+        why = unsupported(cfg)
+        if why:
+            raise ValueError(f"FastGPT2: {why}")
+        self.tr, self.cfg = lm.transformer, cfg
+        self.n_head, self.eps = cfg.n_head, cfg.layer_norm_epsilon
+        self.approx = _ACTIVATIONS[cfg.activation_function]
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.length = 0
+        self.rows: list[str | None] = []
+        self.spans: list[tuple[str, int, int]] = []
+        self.deltas: dict[int, list[tuple[int, int, torch.Tensor, torch.Tensor]]] = {}
+
+    def start(self, n_rows: int, capacity: int, rows: list[str | None]) -> None:
+        """Empty cache for ``n_rows`` rows of up to ``capacity`` tokens; ``rows``: adapter per row."""
+        p = self.tr.wte.weight
+        head_dim = self.cfg.n_embd // self.n_head
+        shape = (n_rows, self.n_head, capacity, head_dim)  # (B, H, T, D)
+        self.keys = [torch.empty(shape, dtype=p.dtype, device=p.device) for _ in self.tr.h]
+        self.values = [torch.empty(shape, dtype=p.dtype, device=p.device) for _ in self.tr.h]
+        self.length = 0
+        self.rows = self._check_rows(rows)
+        # rows that share an adapter are neighbours in an A/B batch: (name, first row, end row)
+        self.spans = [(name, r0, r1) for name, r0, r1 in _spans(self.rows) if name is not None]
+        self.deltas = self._plan_deltas()
+
+    def _plan_deltas(self) -> dict:
+        """Per LoRA-wrapped module: [(first row, end row, Aᵀ, scale·Bᵀ)] for the rows' adapters.
+
+        Gathered once per decode, as small contiguous copies (rank × width), so each step does
+        two plain products per module instead of peft's lookups, transposes and scaling.
+        """
+        plan = {}
+        for block in self.tr.h if self.spans else ():
+            for mod in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj):
+                entries = [(r0, r1, mod.lora_A[name].weight.t().contiguous(),
+                            (mod.lora_B[name].weight.t() * mod.scaling[name]).contiguous())
+                           for name, r0, r1 in self.spans if name in getattr(mod, "lora_A", {})]
+                if entries:
+                    plan[id(mod)] = entries
+        return plan
+
+    def _check_rows(self, rows: list[str | None]) -> list[str | None]:
+        """Each row's adapter must be loaded, and merged weights must be what every row wants."""
+        rows = [None if r in (None, BASE_ROW) else r for r in rows]
+        if self.peft is None:
+            if any(rows):
+                raise ValueError("rows ask for adapters but the model has none")
+            return rows
+        for r in rows:
+            if r is not None and r not in self.peft.peft_config:
+                raise ValueError(f"adapter {r!r} is not loaded on this model")
+        merged_now = {a for m in self._lora_modules() for a in m.merged_adapters}
+        if merged_now:
+            if any({r} != merged_now for r in rows):
+                raise ValueError(f"adapter(s) {sorted(merged_now)} are merged: every row must use them "
+                                 "(unmerge to mix sides)")
+            return [None] * len(rows)  # already in the weights: no deltas to add
+        return rows
+
+    def _lora_modules(self):
+        return [m for m in self.peft.modules() if hasattr(m, "lora_A") and hasattr(m, "merged_adapters")]
+
+    def _linear(self, mod, x: torch.Tensor) -> torch.Tensor:
+        """x @ W + b for (B, T, in) x, plus each row's own unmerged LoRA update."""
+        b, t, n_in = x.shape
+        return self._product(mod, x.reshape(b * t, n_in), t).view(b, t, -1)
+
+    def _product(self, mod, flat: torch.Tensor, t: int) -> torch.Tensor:
+        """(B·T, in) -> (B·T, out): the base product for every row, then each adapter's low-rank
+        update on its own rows, in place (out[rows] += (x[rows] @ Aᵀ) @ scale·Bᵀ): no weight
+        copies, two small products."""
+        out = torch.addmm(_bias(mod), flat, _weight(mod))
+        for r0, r1, a_t, b_t in self.deltas.get(id(mod), ()):
+            if (r1 - r0) * t == flat.shape[0]:  # every row has this adapter: no slicing
+                out.addmm_(flat @ a_t, b_t)
+            else:
+                out[r0 * t:r1 * t].addmm_(flat[r0 * t:r1 * t] @ a_t, b_t)
+        return out
+
+    def step(self, ids: torch.Tensor) -> torch.Tensor:
+        """Feed (B, T) new tokens; returns the last position's logits (B, vocab)."""
+        n, t0 = ids.shape[1], self.length
+        t1 = t0 + n
+        if t1 > self.keys[0].shape[2]:
+            raise ValueError(f"cache full: {t1} tokens > capacity {self.keys[0].shape[2]}")
+        if n == 1:
+            return self._step_one(ids[:, 0])
+        tr = self.tr
+        h = F.embedding(ids, tr.wte.weight) + tr.wpe.weight[t0:t1]  # (B, T, E)
+        head_dim = self.cfg.n_embd // self.n_head
+        for i, block in enumerate(tr.h):
+            a = F.layer_norm(h, (h.shape[-1],), block.ln_1.weight, block.ln_1.bias, self.eps)
+            q, k, v = self._linear(block.attn.c_attn, a).split(self.cfg.n_embd, dim=2)
+            q = q.view(q.shape[0], n, self.n_head, head_dim).transpose(1, 2)  # (B, H, T, D)
+            self.keys[i][:, :, t0:t1] = k.view(k.shape[0], n, self.n_head, head_dim).transpose(1, 2)
+            self.values[i][:, :, t0:t1] = v.view(v.shape[0], n, self.n_head, head_dim).transpose(1, 2)
+            # a prompt starts at 0, so its causal mask is the plain lower triangle; one new
+            # token attends to everything before it (no mask)
+            o = F.scaled_dot_product_attention(q, self.keys[i][:, :, :t1], self.values[i][:, :, :t1],
+                                               is_causal=n > 1, scale=1.0 / math.sqrt(head_dim))
+            o = o.transpose(1, 2).reshape(h.shape)
+            h = h + self._linear(block.attn.c_proj, o)
+            m = F.layer_norm(h, (h.shape[-1],), block.ln_2.weight, block.ln_2.bias, self.eps)
+            m = F.gelu(self._linear(block.mlp.c_fc, m), approximate=self.approx)
+            h = h + self._linear(block.mlp.c_proj, m)
+        last = F.layer_norm(h[:, -1], (h.shape[-1],), tr.ln_f.weight, tr.ln_f.bias, self.eps)
+        self.length = t1
+        return last @ tr.wte.weight.t()  # tied LM head: (B, vocab)
+
+    def _step_one(self, ids: torch.Tensor) -> torch.Tensor:
+        """``step`` for one new token per row, on (B, E) rows: one token's (H, 1, D) heads are a
+        plain view of its (E,) row, so no transposes or reshapes; ~20 ops per block instead of
+        ~30, which is most of the step's time outside the products on a CPU."""
+        tr, t0 = self.tr, self.length
+        b, e, n_head = ids.shape[0], self.cfg.n_embd, self.n_head
+        head_dim = e // n_head
+        h = F.embedding(ids, tr.wte.weight) + tr.wpe.weight[t0]  # (B, E)
+        for i, block in enumerate(tr.h):
+            a = F.layer_norm(h, (e,), block.ln_1.weight, block.ln_1.bias, self.eps)
+            qkv = self._product(block.attn.c_attn, a, 1).view(b, 3, n_head, 1, head_dim)
+            self.keys[i][:, :, t0:t0 + 1] = qkv[:, 1]
+            self.values[i][:, :, t0:t0 + 1] = qkv[:, 2]
+            o = F.scaled_dot_product_attention(qkv[:, 0], self.keys[i][:, :, :t0 + 1],
+                                               self.values[i][:, :, :t0 + 1], scale=1.0 / math.sqrt(head_dim))
+            h = h + self._product(block.attn.c_proj, o.reshape(b, e), 1)
+            m = F.layer_norm(h, (e,), block.ln_2.weight, block.ln_2.bias, self.eps)
+            m = F.gelu(self._product(block.mlp.c_fc, m, 1), approximate=self.approx)
+            h = h + self._product(block.mlp.c_proj, m, 1)
+        last = F.layer_norm(h, (e,), tr.ln_f.weight, tr.ln_f.bias, self.eps)
+        self.length = t0 + 1
+        return last @ tr.wte.weight.t()
+
+
+def _spans(rows: list) -> list[tuple]:
+    """[(value, start, end)] runs of equal neighbours: ['a', 'a', None] -> [('a', 0, 2), (None, 2, 3)]."""
+    out = []
+    for i, r in enumerate(rows):
+        if out and out[-1][0] == r:
+            out[-1] = (r, out[-1][1], i + 1)
+        else:
+            out.append((r, i, i + 1))
+    return out
+
+
+def supports(model) -> bool:
+    """Whether FastGPT2 can run ``model`` (plain or peft-wrapped) exactly as its own forward."""
+    from peft import PeftModel
+
+    lm = model.get_base_model() if isinstance(model, PeftModel) else model
+    return hasattr(lm, "transformer") and not unsupported(lm.config)
+
+
+def unsupported(cfg) -> str:
+    """Why FastGPT2 can't reproduce this config's forward ('' when it can)."""
+    if getattr(cfg, "model_type", "") != "gpt2":
+        return f"model type {getattr(cfg, 'model_type', '?')!r} is not gpt2"
+    if cfg.activation_function not in _ACTIVATIONS:
+        return f"activation {cfg.activation_function!r} is not supported"
+    if not cfg.scale_attn_weights or cfg.scale_attn_by_inverse_layer_idx or cfg.reorder_and_upcast_attn:
+        return "non-default attention scaling"
+    if not getattr(cfg, "tie_word_embeddings", True):
+        return "untied LM head"
+    return ""
+
+
+# ---------------------------------------------------------------- sampling
+
+
+@dataclass
+class Decoded:
+    rows: list[list[int]]  # prompt + new tokens, per row (ending at the row's EOS, if any)
+    prompt_len: int
+    seconds: float
+
+    @property
+    def new_tokens(self) -> int:
+        return sum(len(r) - self.prompt_len for r in self.rows)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+@torch.no_grad()
+def decode(model, prompt: list[int], max_new_tokens: int, seeds: list[int], temperature: float = 1.0,
+           top_p: float = 0.95, top_k: int = 50, eos_id: int | None = None,
+           adapters: list[str | None] | None = None, min_new_tokens: int = 0) -> Decoded:
+    """Sample ``len(seeds)`` rows continuing the same ``prompt`` with FastGPT2.
+
+    ``adapters``: per row, an adapter name or None for the base (default: every row runs the
+    model as it is now, i.e. its merged or active adapter). ``min_new_tokens``: EOS cannot end
+    a row before that many tokens. Prompt + max_new_tokens must fit the model's context (see
+    ``studio.model.generate.fit_context``).
+    """
+    n_rows = len(seeds)
+    if n_rows < 1:
+        raise ValueError("decode needs at least one seed (one per row)")
+    engine = FastGPT2(model)
+    if adapters is None:
+        adapters = [_current_adapter(engine.peft)] * n_rows
+    if len(adapters) != n_rows:
+        raise ValueError(f"adapters has {len(adapters)} entries for {n_rows} rows")
+    n_positions = int(engine.cfg.n_positions)
+    if not prompt or max_new_tokens < 1 or len(prompt) + max_new_tokens > n_positions:
+        raise ValueError(f"prompt ({len(prompt)} tokens) + max_new_tokens ({max_new_tokens}) must be "
+                         f"2..{n_positions} tokens (the model's context)")
+    device = engine.tr.wte.weight.device
+    gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+    out = [list(prompt) for _ in range(n_rows)]
+    done = [False] * n_rows
+    start = time.perf_counter()
+    engine.start(n_rows, len(prompt) + max_new_tokens, adapters)
+    logits = engine.step(torch.tensor([prompt] * n_rows, dtype=torch.long, device=device))
+    for step in range(max_new_tokens):
+        if eos_id is not None and step < min_new_tokens:
+            logits[:, eos_id] = float("-inf")
+        probs, cand = filter_logits(logits, temperature, top_k, top_p)
+        probs, cand = probs.cpu(), cand.cpu()
+        picks = [int(cand[r, torch.multinomial(probs[r], 1, generator=gens[r])]) for r in range(n_rows)]
+        for r, pick in enumerate(picks):
+            if not done[r]:
+                out[r].append(pick)
+                done[r] = eos_id is not None and pick == eos_id
+        if all(done) or step + 1 == max_new_tokens:
+            break
+        logits = engine.step(torch.tensor(picks, dtype=torch.long, device=device).unsqueeze(1))
+    return Decoded(out, len(prompt), time.perf_counter() - start)
+
+
+def _current_adapter(peft_model) -> str | None:
+    """What the model runs now: its active adapter, or None (base) when there is none or
+    adapters are disabled (peft's ``disable_adapter()`` context)."""
+    if peft_model is None:
+        return None
+    layers = [m for m in peft_model.modules() if hasattr(m, "lora_A") and hasattr(m, "disable_adapters")]
+    if not layers or layers[0].disable_adapters:
+        return None
+    if layers[0].merged_adapters:
+        return layers[0].merged_adapters[0]
+    active = peft_model.active_adapters
+    return active[0] if active else None
+
+
+def sample_pair(model, adapter: str, prompt: list[int], max_new_tokens: int, seed: int, *,
+                temperature: float = 1.0, top_p: float = 0.95, top_k: int = 50,
+                eos_id: int | None = None, min_new_tokens: int = 0) -> Decoded:
+    """An A/B pair in one batch: row 0 the base, row 1 ``adapter`` (unmerged), both with ``seed``."""
+    return decode(model, prompt, max_new_tokens, [seed, seed], temperature, top_p, top_k, eos_id,
+                  adapters=[None, adapter], min_new_tokens=min_new_tokens)

@@ -1,0 +1,217 @@
+"""Sampling MIDI from a base model or base + adapter: from the start token or continuing a prompt.
+
+The model's context (``n_positions``) bounds prompt + new tokens: max_new_tokens is clipped to
+what fits and a long prompt keeps its tail; every clip is reported in ``notes``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from symusic import Score
+
+from studio.layout import TOKENIZER
+from studio.config import DEFAULT_BASE, GenerateConfig
+from studio.model.tokenizer import decode, encode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Generation:
+    ids: list[int]  # prompt + new tokens
+    prompt_len: int
+    score: Score
+    seed: int
+    seconds: float  # wall time of sampling
+    notes: list[str] = field(default_factory=list)  # what was clipped or adjusted, for the user
+    new_notes: int = 0  # notes in the generated part alone (the prompt's excluded)
+
+    @property
+    def new_tokens(self) -> int:
+        return len(self.ids) - self.prompt_len
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def n_notes(self) -> int:
+        return int(self.score.note_num())
+
+    def info(self) -> dict:
+        return {
+            "seed": self.seed,
+            "prompt_tokens": self.prompt_len,
+            "new_tokens": self.new_tokens,
+            "notes": self.n_notes,
+            "new_notes": self.new_notes,
+            "seconds": round(self.seconds, 3),
+            "tokens_per_s": round(self.tokens_per_s, 1),
+            "music_seconds": round(float(self.score.to("second").end()), 2) if self.n_notes else 0.0,
+            "messages": self.notes,
+        }
+
+
+def fit_context(prompt: list[int], max_new: int, n_positions: int, bos_id: int) -> tuple[list[int], int, list[str]]:
+    """(prompt, max_new, notes) such that len(prompt) + max_new <= n_positions.
+
+    A prompt keeps at most half the context (its tail, after a fresh BOS), so there is always
+    room to continue it; then max_new is clipped to the room left.
+    """
+    notes = []
+    if len(prompt) + max_new <= n_positions:
+        return prompt, max_new, notes
+    keep = max(1, n_positions // 2) if max_new >= n_positions // 2 else n_positions - max_new
+    if len(prompt) > keep:
+        notes.append(f"prompt of {len(prompt)} tokens cut to its last {keep - 1} (+BOS) to fit the context")
+        prompt = [bos_id, *prompt[len(prompt) - keep + 1 :]] if keep > 1 else [bos_id]
+    room = n_positions - len(prompt)
+    if max_new > room:
+        notes.append(f"max_new_tokens {max_new} clipped to {room} (the model's context is {n_positions} "
+                     f"tokens, {len(prompt)} used by the prompt)")
+        max_new = room
+    return prompt, max_new, notes
+
+
+def prompt_ids(tok, prompt_midi: str | Path | None) -> list[int]:
+    """[BOS] alone, or [BOS] + the prompt piece's events (no EOS: the model should continue it)."""
+    if not prompt_midi:
+        return [tok["BOS_None"]]
+    from studio.ingest.reader import safe_load  # a prompt may be a stranger's upload: parse it in a worker
+
+    return encode(tok, safe_load(prompt_midi))[:-1]
+
+
+def _fit(model, tok, prompt: list[int], max_new_tokens: int, seed: int | None):
+    """(prompt, max_new, notes, seed): clipped to the context, checked against the vocabulary."""
+    seed = random.randrange(2**31) if seed is None else int(seed)
+    n_positions = int(getattr(model.config, "n_positions", 1024))
+    prompt, max_new, notes = fit_context(list(prompt), max_new_tokens, n_positions, tok["BOS_None"])
+    vocab = len(tok)
+    if any(not 0 <= i < vocab for i in prompt):  # never feed the model ids it has no embedding for
+        raise ValueError(f"prompt holds token ids outside the vocabulary (0..{vocab - 1})")
+    return prompt, max_new, notes, seed
+
+
+def _generation(tok, ids: list[int], prompt_len: int, seed: int, seconds: float, notes: list[str]) -> Generation:
+    gen = Generation(ids, prompt_len, decode(tok, ids), seed, seconds, list(notes))
+    gen.new_notes = int(decode(tok, ids[prompt_len:]).note_num()) if prompt_len > 1 else gen.n_notes
+    return gen
+
+
+@torch.no_grad()
+def sample(model, tok, prompt: list[int], max_new_tokens: int, temperature: float = 1.0,
+           top_p: float = 0.95, top_k: int = 50, seed: int | None = None, min_new_tokens: int = 0) -> Generation:
+    """Seeded sampling with a KV cache; same seed, model and prompt → same tokens.
+
+    GPT-2 bases (the hub model, pocket) go through ``studio.model.fast``: the active adapter's
+    low-rank update is added on the fly (weights never change), ~2-3x Hugging Face's
+    ``generate`` on a CPU. Other architectures use ``generate``.
+    """
+    from studio.model import fast
+
+    prompt, max_new, notes, seed = _fit(model, tok, prompt, max_new_tokens, seed)
+    min_new = min(min_new_tokens, max_new)  # EOS held off until then (the sample plays as long as asked)
+    start = time.perf_counter()
+    if fast.supports(model):
+        ids = fast.decode(model, prompt, max_new, [seed], temperature, top_p, top_k,
+                          eos_id=tok["EOS_None"], min_new_tokens=min_new).rows[0]
+    else:
+        ids = _hf_generate(model, tok, prompt, max_new, temperature, top_p, top_k, seed, min_new)
+    return _generation(tok, ids, len(prompt), seed, time.perf_counter() - start, notes)
+
+
+def _hf_generate(model, tok, prompt: list[int], max_new: int, temperature: float, top_p: float, top_k: int,
+                 seed: int, min_new: int = 0) -> list[int]:
+    device = next(model.parameters()).device
+    input_ids = torch.tensor([prompt], dtype=torch.long, device=device)  # (1, T)
+    torch.manual_seed(seed)
+    out = model.generate(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        do_sample=True,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        max_new_tokens=max_new,
+        min_new_tokens=min_new,
+        pad_token_id=tok["PAD_None"],
+        eos_token_id=tok["EOS_None"],
+        bos_token_id=tok["BOS_None"],
+    )
+    return out[0].tolist()
+
+
+@torch.no_grad()
+def sample_sides(model, tok, prompt: list[int], sides: list[str | None], max_new_tokens: int,
+                 temperature: float = 1.0, top_p: float = 0.95, top_k: int = 50,
+                 seed: int | None = None, min_new_tokens: int = 0) -> list[Generation]:
+    """Every side (an adapter loaded on ``model`` by name, or None for the base) continuing the
+    same prompt with the same seed, decoded together: one pass over the base weights per token
+    serves all sides, so an A/B pair costs little more than one side. Each side draws what it
+    would draw alone with ``sample`` (up to float rounding of batched products). GPT-2 only
+    (``studio.model.fast.supports``)."""
+    from studio.model import fast
+
+    if not fast.supports(model):
+        raise ValueError("batched sides need a GPT-2 model; sample each side with sample()")
+    prompt, max_new, notes, seed = _fit(model, tok, prompt, max_new_tokens, seed)
+    out = fast.decode(model, prompt, max_new, [seed] * len(sides), temperature, top_p, top_k,
+                      eos_id=tok["EOS_None"], adapters=list(sides), min_new_tokens=min(min_new_tokens, max_new))
+    return [_generation(tok, ids, len(prompt), seed, out.seconds, notes) for ids in out.rows]
+
+
+def _load_for(cfg: GenerateConfig):
+    """(model, tok, base info) for a GenerateConfig: the adapter's own base unless one is given."""
+    from studio.model.models import attach_adapter, load_base, pick_device, read_adapter_meta
+    from studio.model.tokenizer import load_tokenizer
+
+    base_name = cfg.model_name
+    tok_src = None
+    if cfg.adapter_dir:
+        meta = read_adapter_meta(cfg.adapter_dir)
+        base_name = base_name or meta.get("base")
+        tok_src = Path(cfg.adapter_dir) / TOKENIZER
+    tok = load_tokenizer(tok_src if tok_src and tok_src.is_file() else None)
+    base_name = base_name or DEFAULT_BASE
+    model, info = load_base(base_name, tok, pick_device(cfg.device), fallback=base_name == DEFAULT_BASE)
+    if info.fallback_reason:
+        log.warning(info.fallback_reason)
+    if cfg.adapter_dir:
+        # This process owns the model, so the adapter is folded into the weights once: a plain
+        # GPT-2 decodes as fast as the base alone (the app, which shares one base between
+        # adapters, adds them per row instead).
+        model = attach_adapter(model, cfg.adapter_dir, "adapter", tok, info).merge_and_unload()
+    return model, tok, info
+
+
+def run(cfg: GenerateConfig) -> Generation:
+    """The CLI's ``generate``: sample, write the MIDI (and audio), or say why there is nothing."""
+    model, tok, info = _load_for(cfg)
+    gen = sample(model, tok, prompt_ids(tok, cfg.prompt_midi), cfg.max_new_tokens,
+                 cfg.temperature, cfg.top_p, cfg.top_k, cfg.seed, cfg.min_tokens)
+    if info.fallback_reason:
+        gen.notes.insert(0, info.fallback_reason)
+    if gen.new_notes == 0 and gen.prompt_len > 1 and gen.n_notes > 0:
+        # the prompt is music the user gave: keep it, and say the continuation added nothing
+        gen.notes.append(f"warning: the continuation added no notes ({gen.new_tokens} tokens, seed {gen.seed}); "
+                         f"{cfg.output} holds the prompt alone")
+    elif gen.new_notes == 0:
+        raise ValueError(
+            f"{cfg.output}: the model produced {gen.new_tokens} tokens but no notes "
+            f"(seed {gen.seed}); try another seed, more tokens or a prompt"
+        )
+    out = Path(cfg.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    gen.score.dump_midi(str(out))
+    if cfg.audio:
+        from studio.audio.render import render_score
+
+        render_score(gen.score, cfg.audio)
+    return gen

@@ -1,0 +1,292 @@
+"""A/B(/C) listening: one base model in memory, adapters switched on it, the same seed for all sides.
+
+``Comparer(base)`` loads the base once (lazily) and each adapter once, by name, onto the same
+model with peft's ``load_adapter``. On a GPT-2 base (the hub model, pocket) all sides are
+decoded together in one batch, each row with its own adapter's low-rank update and its own
+generator seeded with the same seed (``studio.model.generate.sample_sides``); otherwise a side is
+generated with ``set_adapter(name)``, the base side inside ``disable_adapter()``. A lock
+serialises model use, because adapters and the active adapter are model-wide state. Per side: MIDI, audio (OGG), piano roll (PNG), generation info, and how close
+the piece is to the compared adapter's training pieces (copy rate, style distance).
+
+Comparers are a process resource (a model each), kept in a small registry by base name; what a
+user picked stays in that user's session.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from studio.service import library
+from studio.config import renders_dir
+from studio.model.generate import prompt_ids, sample, sample_sides
+
+log = logging.getLogger(__name__)
+BASE_SIDE = None  # a side with no adapter: the base alone
+MAX_ADAPTERS = 6  # adapters kept loaded on one base; the least recently used is dropped
+MAX_BASES = 2  # Comparers (base models) kept in memory
+RENDER_MAX_SECONDS = 180.0  # cap on rendered audio per side
+
+
+@dataclass
+class Knobs:
+    max_new_tokens: int = 512
+    temperature: float = 1.0
+    top_p: float = 0.95
+    top_k: int = 50
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"max new tokens must be a positive integer, got {self.max_new_tokens!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+
+
+@dataclass
+class SideResult:
+    label: str  # "base" or the adapter's name
+    adapter: str | None
+    midi: Path | None
+    audio: Path | None
+    roll: Path | None
+    info: dict = field(default_factory=dict)  # Generation.info() + copy/style metrics
+    messages: list[str] = field(default_factory=list)  # clipped prompt, silent render, no notes…
+
+
+class Comparer:
+    """One base model (+ tokenizer) with any number of adapters switched on it."""
+
+    def __init__(self, base: str, device: str = "auto"):
+        self.requested = base
+        self.device = device
+        self.tok = None
+        self.model = None
+        self.info = None  # models.BaseInfo once loaded
+        self.lock = threading.RLock()
+        self._adapters: OrderedDict[str, tuple[str, float]] = OrderedDict()  # name -> (weights dir, mtime)
+        self._refs: dict[str, tuple[tuple[str, float], object, list]] = {}  # name -> (key, index, scores)
+
+    # --- loading --------------------------------------------------------------------------
+
+    def load(self):
+        """Load the base (once); returns its BaseInfo."""
+        with self.lock:
+            if self.model is None:
+                from studio.model.models import load_base, pick_device
+                from studio.model.tokenizer import build_tokenizer
+
+                self.tok = build_tokenizer()
+                self.model, self.info = load_base(self.requested, self.tok, pick_device(self.device), fallback=True)
+            return self.info
+
+    def loaded_adapters(self) -> list[str]:
+        return list(self._adapters)
+
+    def _ensure_adapter(self, name: str) -> None:
+        """Attach adapter ``name`` (reloading it if its folder changed since) under the lock."""
+        from peft import PeftModel
+
+        from studio.model.models import attach_adapter
+
+        entry = library.get_adapter(name)
+        weights = entry.weights / "adapter_model.safetensors"
+        key = (str(entry.weights.resolve()), weights.stat().st_mtime if weights.exists() else 0.0)
+        if self._adapters.get(name) == key:
+            self._adapters.move_to_end(name)
+            return
+        if name in self._adapters:  # retrained, renamed over, or replaced: drop the stale weights
+            self._drop(name)
+        self.model = attach_adapter(self.model, entry.weights, name, self.tok, self.info)
+        assert isinstance(self.model, PeftModel)
+        self._adapters[name] = key
+        while len(self._adapters) > MAX_ADAPTERS:
+            self._drop(next(iter(self._adapters)))
+
+    def _drop(self, name: str) -> None:
+        self._adapters.pop(name, None)
+        if name in getattr(self.model, "peft_config", {}):
+            if len(self.model.peft_config) == 1:  # peft keeps at least one adapter: unwrap instead
+                self.model = self.model.unload()
+                self.model.eval()
+            else:
+                if self.model.active_adapter == name:
+                    self.model.set_adapter(next(n for n in self.model.peft_config if n != name))
+                self.model.delete_adapter(name)
+
+    def forget(self, name: str) -> None:
+        """Unload an adapter (after it was renamed or deleted on disk)."""
+        with self.lock:
+            if self.model is not None:
+                self._drop(name)
+            self._refs.pop(name, None)
+
+    @contextmanager
+    def _side(self, adapter: str | None):
+        """The model with ``adapter`` active, or with every adapter disabled for the base side."""
+        if adapter is None:
+            ctx = self.model.disable_adapter() if self._adapters else nullcontext()
+            with ctx:
+                yield self.model
+        else:
+            self._ensure_adapter(adapter)
+            self.model.set_adapter(adapter)
+            yield self.model
+
+    # --- generation -----------------------------------------------------------------------
+
+    def sample_side(self, adapter: str | None, prompt: list[int], knobs: Knobs, seed: int):
+        """One Generation for one side (base when ``adapter`` is None)."""
+        self.load()
+        with self.lock, self._side(adapter) as model:
+            return sample(model, self.tok, prompt, knobs.max_new_tokens, knobs.temperature,
+                          knobs.top_p, knobs.top_k, seed)
+
+    def sample_all(self, sides: list[str | None], prompt: list[int], knobs: Knobs, seed: int):
+        """One Generation per side, same prompt and seed. A GPT-2 base decodes every side in one
+        batch (adapters as per-row updates, ``studio.model.fast``); other models, one side at a time."""
+        from studio.model import fast
+
+        self.load()
+        with self.lock:
+            for adapter in sides:
+                if adapter is not None:
+                    self._ensure_adapter(adapter)
+            if not fast.supports(self.model):
+                return [self.sample_side(adapter, prompt, knobs, seed) for adapter in sides]
+            return sample_sides(self.model, self.tok, prompt, sides, knobs.max_new_tokens, knobs.temperature,
+                                knobs.top_p, knobs.top_k, seed)
+
+    def generate(self, sides: list[str | None], prompt_midi: str | Path | None, knobs: Knobs, seed: int,
+                 audio: bool = True, out_dir: Path | None = None, reference: str | None = None,
+                 stems: list[str] | None = None) -> list[SideResult]:
+        """Every side with the same prompt and seed. ``reference``: the adapter whose training
+        pieces every side is measured against (default: the first adapter among the sides).
+        ``stems``: file names per side (blind mode: names that don't give the side away)."""
+        if not sides:
+            raise ValueError("nothing to compare: choose at least one side")
+        if len(set(sides)) != len(sides):
+            raise ValueError("the same side is chosen twice; pick different adapters")
+        self.load()
+        prompt = prompt_ids(self.tok, prompt_midi)
+        out_dir = Path(out_dir or renders_dir() / "compare" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        reference = reference or next((s for s in sides if s), None)
+        if stems is not None and len(stems) != len(sides):
+            raise ValueError(f"stems: {len(stems)} names for {len(sides)} sides")
+        results = []
+        for i, (adapter, gen) in enumerate(zip(sides, self.sample_all(sides, prompt, knobs, seed))):
+            label = adapter or "base"
+            stem = stems[i] if stems else f"{i}-{label}"
+            results.append(self._side_files(gen, label, adapter, out_dir / stem, audio, reference))
+        return results
+
+    def _side_files(self, gen, label: str, adapter, stem: Path, audio: bool, reference: str | None) -> SideResult:
+        from studio.audio.pianoroll import piano_roll_png
+
+        res = SideResult(label, adapter, None, None, None, gen.info(), list(gen.notes))
+        if gen.n_notes == 0:
+            res.messages.append(f"{label}: {gen.new_tokens} tokens but no notes with seed {gen.seed}; "
+                                "try another seed, more tokens or a prompt")
+            return res
+        res.midi = stem.with_suffix(".mid")
+        gen.score.dump_midi(str(res.midi))
+        res.roll = piano_roll_png(gen.score, stem.with_suffix(".png"))
+        if audio:
+            res.audio, why = render_ogg(gen.score, stem.with_suffix(".ogg"))
+            if why:
+                res.messages.append(why)
+        if reference:
+            res.info.update(self.closeness(gen.score, reference))
+        return res
+
+    # --- closeness to the training pieces ---------------------------------------------------
+
+    def _references(self, name: str):
+        """(ReferenceIndex, scores) over the adapter's training pieces; cached per adapter."""
+        from studio.evaluation.metrics import ReferenceIndex
+        from studio.ingest.reader import load_many
+
+        entry = library.get_adapter(name)
+        files = library.training_pieces(entry)
+        key = (str(entry.folder), sum(p.stat().st_mtime for p in files))
+        cached = self._refs.get(name)
+        if cached and cached[0] == key:
+            return cached[1], cached[2]
+        loaded, _failed = load_many(files) if files else ([], [])
+        index = ReferenceIndex({p.stem: s for p, s in loaded}) if loaded else None
+        scores = [s for _, s in loaded]
+        self._refs[name] = (key, index, scores)
+        return index, scores
+
+    def closeness(self, score, reference: str) -> dict:
+        """copy rate (share of 8-note patterns found in a training piece) and style distance."""
+        from studio.evaluation.metrics import style_distance
+
+        from studio.evaluation.texture import mean_texture, texture, texture_gap
+
+        tex = texture(score).as_dict()
+        index, scores = self._references(reference)
+        if index is None:
+            return {"compared_with": f"{reference} (its training pieces are not on this machine)", "texture": tex}
+        cr = index.score(score)
+        artist = mean_texture(scores)
+        return {
+            # what a listener hears first, next to the artist's own (the adapter's training pieces)
+            "texture": tex,
+            "artist_texture": artist,
+            "texture_gap": texture_gap(tex, artist),
+            "compared_with": f"{reference}'s {len(scores)} training pieces",
+            "copy_rate": round(cr.copy_rate, 3),
+            "longest_copy_notes": cr.longest_copy_notes,
+            "copied_from": cr.source,
+            "style_distance": round(style_distance([score], scores)["combined"], 3),
+        }
+
+
+def render_ogg(score, out_path: Path) -> tuple[Path | None, str]:
+    """(path, "") or (None, why): audio is optional, a failed render never fails a comparison."""
+    from studio.audio.render import fluidsynth_status, render_score
+
+    ok, why = fluidsynth_status()
+    if not ok:
+        return None, why
+    try:
+        return render_score(score, out_path, max_seconds=RENDER_MAX_SECONDS).path, ""
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+        return None, f"no audio: {e}"
+
+
+# --- the registry: one Comparer per base, shared by every session -----------------------------
+
+_registry: OrderedDict[str, Comparer] = OrderedDict()
+_registry_lock = threading.Lock()
+
+
+def get_comparer(base: str) -> Comparer:
+    """The process-wide Comparer for ``base`` (created on first use, not loaded until needed)."""
+    with _registry_lock:
+        if base in _registry:
+            _registry.move_to_end(base)
+            return _registry[base]
+        comparer = _registry[base] = Comparer(base)
+        while len(_registry) > MAX_BASES:
+            _registry.popitem(last=False)  # the model is freed once no generation holds it
+        return comparer
+
+
+def forget_adapter(name: str) -> None:
+    """After a rename or delete: no Comparer keeps serving the old weights under that name."""
+    with _registry_lock:
+        comparers = list(_registry.values())
+    for c in comparers:
+        c.forget(name)

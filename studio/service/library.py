@@ -1,0 +1,234 @@
+"""What the studio keeps on disk: adapters (here) and datasets (studio/service/datasets.py, re-exported).
+
+Adapters: ``adapters_dir()/NAME/`` is either a training output folder (``adapter-best``,
+``adapter-last``, ``training_meta.json``…) or a bare adapter (``adapter_config.json`` +
+``adapter_model.safetensors``). The demo adapter committed with the code lives in
+``bundled_adapters_dir()`` and is read-only. Datasets: ``ROOT/NAME/`` holds MIDI files, where ROOT
+is ``datasets_dir()`` or, in public mode, one session's folder (``root=``, see studio/service/public.py).
+
+Names become folder names and peft adapter keys, so every name goes through
+``models.safe_adapter_name`` (letters, digits, ``._-``; nothing path-like). Errors are
+ValueError/FileNotFoundError naming the adapter, dataset or file and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from studio.layout import TRAINING_META, WEIGHT_FOLDERS
+from studio.config import adapters_dir, bundled_adapters_dir, renders_dir
+from studio.model.models import check_adapter, read_adapter_meta, safe_adapter_name
+from studio.ingest.safezip import extract_tree_zip, safe_filename
+# Datasets live in their own module; the library is the one place the UI asks for either.
+from studio.service.datasets import (MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, AddResult, DatasetEntry,  # noqa: F401
+                                     add_files, folders, dataset_path, delete_dataset, import_folder, list_datasets,
+                                     make_blend, scan_dataset)
+
+BUNDLED = ("bach-chorales",)  # committed with the code: listed, never renamed or deleted
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+ADAPTER_ZIP_SUFFIXES = (".json", ".safetensors", ".md", ".txt", ".mid")  # what an adapter zip may bring
+MAX_ADAPTER_ZIP_BYTES = 512 * 2**20  # uncompressed; a LoRA of GPT-2 small at r=64 is ~40 MB
+
+
+# ----------------------------------------------------------------------------------- adapters
+
+
+@dataclass
+class AdapterEntry:
+    name: str
+    folder: Path  # the adapter's own folder
+    weights: Path  # the folder peft loads: adapter-best, else adapter-last, else ``folder``
+    bundled: bool
+    meta: dict = field(default_factory=dict)  # training_meta.json, {} for a bare adapter
+    info: dict = field(default_factory=dict)  # studio_adapter.json (base, tokenizer fingerprint)
+
+    def row(self) -> dict:
+        """One line of the Adapters table."""
+        m = self.meta
+        hist = m.get("history") or []
+        planned = (m.get("config") or {}).get("epochs")
+        data = (m.get("config") or {}).get("data_dir")
+        best = m.get("best_val_loss")
+        best_rec = next((h for h in hist if h.get("epoch") == m.get("best_epoch")), {})
+        return {
+            "name": self.name,
+            "base": _short_base(self.info.get("base") or m.get("base") or "?"),
+            "dataset": Path(data).name if data else "",
+            "date": (m.get("finished_at") or m.get("started_at") or _mtime(self.folder)).replace("T", " ")[:16],
+            "epochs": f"{len(hist)}/{planned}" if planned else str(len(hist) or ""),
+            "best val loss": round(best, 4) if isinstance(best, (int, float)) else None,
+            # of the best epoch's samples: did it copy the album, does it sound like it (0 = same texture)
+            "copy rate": _rounded(best_rec.get("copy_rate")),
+            "texture gap": _rounded(best_rec.get("texture_gap")),
+            "weights": self.weights.name if self.weights != self.folder else "adapter",
+            "source": "bundled" if self.bundled else "yours",
+        }
+
+
+def _rounded(x) -> float | None:
+    return round(float(x), 3) if isinstance(x, (int, float)) else None
+
+
+def _short_base(name: str) -> str:
+    return Path(name).name if "/" in name and Path(name).is_absolute() else name
+
+
+def _mtime(path: Path) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M", time.localtime(path.stat().st_mtime))
+
+
+def weights_dir(folder: Path) -> Path | None:
+    """The folder holding adapter_config.json: adapter-best, adapter-last, or ``folder`` itself."""
+    for sub in WEIGHT_FOLDERS:
+        if (folder / sub / "adapter_config.json").is_file():
+            return folder / sub
+    return folder if (folder / "adapter_config.json").is_file() else None
+
+
+def _entry(folder: Path, bundled: bool) -> AdapterEntry | None:
+    weights = weights_dir(folder)
+    if weights is None:
+        return None
+    meta_path = folder / TRAINING_META
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        info = read_adapter_meta(weights)
+    except (OSError, ValueError):  # a half-written or foreign folder is not listed
+        return None
+    return AdapterEntry(folder.name, folder, weights, bundled, meta, info)
+
+
+def list_adapters() -> list[AdapterEntry]:
+    """User adapters (newest first), then bundled ones; a user adapter shadows a bundled name."""
+    bundled_root = bundled_adapters_dir().resolve()
+    user_root = adapters_dir().resolve()
+    user = []
+    for folder in folders(user_root):
+        is_bundled = user_root == bundled_root and folder.name in BUNDLED
+        e = _entry(folder, is_bundled)
+        if e is not None and not is_bundled:
+            user.append(e)
+    user.sort(key=lambda e: e.folder.stat().st_mtime, reverse=True)
+    names = {e.name for e in user}
+    bundled = [e for f in folders(bundled_root) if f.name in BUNDLED and f.name not in names
+               for e in [_entry(f, True)] if e is not None]
+    return user + bundled
+
+
+def get_adapter(name: str) -> AdapterEntry:
+    safe_adapter_name(name)
+    for e in list_adapters():
+        if e.name == name:
+            return e
+    raise FileNotFoundError(f"adapter {name!r}: not found (no folder {name} with adapter weights)")
+
+
+def _user_adapter(name: str, action: str) -> AdapterEntry:
+    e = get_adapter(name)
+    if e.bundled:
+        raise ValueError(f"adapter {name!r} is bundled with the studio and cannot be {action}")
+    return e
+
+
+def rename_adapter(old: str, new: str) -> AdapterEntry:
+    e = _user_adapter(old, "renamed")
+    safe_adapter_name(new)
+    target = adapters_dir() / new
+    if target.exists() or new in BUNDLED:
+        raise ValueError(f"adapter {new!r} already exists; pick another name")
+    e.folder.rename(target)
+    return get_adapter(new)
+
+
+def delete_adapter(name: str) -> None:
+    e = _user_adapter(name, "deleted")
+    trash = e.folder.with_name(f".{name}.deleted-{time.time_ns()}")
+    e.folder.rename(trash)  # one rename: the adapter vanishes at once, even if rmtree is slow
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def zip_adapter(name: str, out_dir: Path | None = None) -> Path:
+    """``NAME.zip`` holding the adapter folder minus the resume checkpoint (optimizer state)."""
+    e = get_adapter(name)
+    out_dir = Path(out_dir or renders_dir() / "zips")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{name}.zip"
+    tmp = out.with_name(f".{out.name}.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(e.folder.rglob("*")):
+            rel = f.relative_to(e.folder)
+            if f.is_file() and not f.is_symlink() and rel.parts[0] != "checkpoint" and not rel.name.startswith("."):
+                zf.write(f, f"{name}/{rel.as_posix()}")
+    tmp.replace(out)
+    return out
+
+
+def import_adapter_zip(zip_path: str | Path, name: str | None = None, tok=None, base=None) -> AdapterEntry:
+    """Unpack an adapter zip under a safe name after checking it (studio.ingest.safezip.extract_tree_zip).
+
+    With ``tok`` (and ``base``, a models.BaseInfo) the adapter must match the tokenizer and the
+    base's shape, so an incompatible upload is refused here rather than at generation time.
+    """
+    zip_path = Path(zip_path)
+    name = safe_adapter_name(name or safe_filename(zip_path.stem))
+    final = adapters_dir() / name
+    if final.exists() or name in BUNDLED:
+        raise ValueError(f"adapter {name!r} already exists; rename or delete it first")
+    adapters_dir().mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".import-{name}-", dir=adapters_dir()))
+    try:
+        extract_tree_zip(zip_path, tmp, ADAPTER_ZIP_SUFFIXES, PICKLE_SUFFIXES, skip_folders=("checkpoint",),
+                         max_total_bytes=MAX_ADAPTER_ZIP_BYTES)
+        weights = weights_dir(tmp)
+        if weights is None:
+            raise ValueError(f"{zip_path.name}: no adapter_config.json inside; not a LoRA adapter zip")
+        if not (weights / "adapter_model.safetensors").is_file():
+            raise ValueError(f"{zip_path.name}: no adapter_model.safetensors; the studio loads safetensors only")
+        if tok is not None:
+            check_adapter(weights, tok, base)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return get_adapter(name)
+
+
+RENDER_KINDS = ("compare", "preview", "prompts", "zips", "runs")  # what the studio writes under renders/
+
+
+def prune_renders(max_age_s: float = 24 * 3600, now: float | None = None) -> int:
+    """Delete rendered files and folders older than ``max_age_s``; returns how many went.
+
+    Renders are caches (audio, piano rolls, zips): the browser got its copy long ago and a new
+    request renders again. Only the studio's own sub-folders are touched.
+    """
+    now = time.time() if now is None else now
+    removed = 0
+    for kind in RENDER_KINDS:
+        folder = renders_dir() / kind
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            try:
+                if now - p.stat().st_mtime <= max_age_s:
+                    continue
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                removed += 1
+            except OSError:  # being written or already gone: next time
+                continue
+    return removed
+
+
+def training_pieces(entry: AdapterEntry, limit: int = 200) -> list[Path]:
+    """The adapter's training files that still exist (for copy rate and style distance)."""
+    files = [p for p in (Path(f) for f in entry.meta.get("train_files") or []) if p.is_file()]
+    shipped = entry.folder / "pieces"  # an adapter shipped with its training pieces (the demo)
+    if not files and shipped.is_dir():
+        files = sorted(shipped.glob("*.mid"))
+    return files[:limit]

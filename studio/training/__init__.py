@@ -1,0 +1,1 @@
+"""Training: data (split, cache, windows), the shared loop, LoRA training, pocket pretraining, typed events."""
