@@ -10,12 +10,14 @@ import argparse
 import logging
 import sys
 
-from studio.config import DEFAULT_BASE, AugmentConfig, GenerateConfig, TrainConfig
+from studio.config import AugmentConfig, GenerateConfig, TrainConfig
 
 
 def _augment(args) -> int:
     from studio.ingest.augment import augment_dir
 
+    if not args.input_dir or not args.output_dir:
+        raise ValueError("augment needs --input-dir and --output-dir")
     cfg = AugmentConfig(args.input_dir, args.output_dir, args.transpose, args.tempo, args.include_original)
     summary = augment_dir(cfg)
     for name, why in summary.skipped:
@@ -87,29 +89,7 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a LoRA adapter on a folder of MIDI files")
     p.add_argument("--config", help="a TrainConfig JSON file (instead of the flags)")
     p.add_argument("--run-dir", help=argparse.SUPPRESS)  # used by the app's child process
-    p.add_argument("--data-dir")
-    p.add_argument("--output-dir")
-    d = TrainConfig("", "")
-    p.add_argument("--model-name", default=DEFAULT_BASE, help="hub id, local folder or 'pocket'")
-    p.add_argument("--tokenizer-name", default=None, help="tokenizer.json, a folder holding one, or a hub id")
-    for flag, typ in [("max-seq-len", int), ("batch-size", int), ("grad-accum-steps", int), ("epochs", int),
-                      ("num-workers", int), ("lr", float), ("weight-decay", float), ("warmup-steps", int),
-                      ("val-split", float), ("lora-r", int), ("lora-alpha", int), ("lora-dropout", float),
-                      ("max-grad-norm", float), ("seed", int), ("patience", int), ("copy-threshold", float),
-                      ("samples-per-epoch", int), ("sample-tokens", int), ("max-minutes", float)]:
-        p.add_argument(f"--{flag}", type=typ, default=getattr(d, flag.replace("-", "_")))
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--extra-data-dirs", nargs="*", default=[], help="blend these folders into training")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
-    p.add_argument("--base-dropout", action="store_true",
-                   help="keep the frozen base's own dropout while training (slower; LoRA dropout always applies)")
-    p.add_argument("--variants", default=d.variants, choices=["all", "rotate"],
-                   help="augmented variants: all every epoch (the guide's), or rotate: each piece once per epoch "
-                        "in a variant drawn anew each epoch")
-    p.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16"],
-                   help="auto: bf16 autocast where the processor has bf16 instructions")
-    p.add_argument("--use-rslora", action=argparse.BooleanOptionalAction, default=d.use_rslora,
-                   help="rank-stabilised LoRA scaling (alpha/sqrt(r))")
+    add_config_flags(p, TrainConfig, required_later=("data_dir", "output_dir"))
 
 
 def _add_generate(sub) -> None:
@@ -117,15 +97,29 @@ def _add_generate(sub) -> None:
     add_config_flags(p, GenerateConfig, {"device": ["auto", "cpu", "cuda", "mps"]})
 
 
-def add_config_flags(p, cls, choices: dict | None = None) -> None:
-    """One ``--flag`` per dataclass field, its default and help read from the field (one place)."""
+_TYPES = {"int": int, "float": float, "str": str, "int | None": int, "str | None": str, "float | None": float}
+
+
+def add_config_flags(p, cls, choices: dict | None = None, required_later: tuple = ()) -> None:
+    """One ``--flag`` per dataclass field, its default, type, choices and help read from the field,
+    so a default and its explanation live in one place (the UI reads the same metadata).
+    ``required_later``: fields left None here, checked by the command (e.g. unless --config)."""
     import dataclasses
 
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else None
-        typ = {"int | None": int, "str | None": str}.get(str(f.type), {"int": int, "float": float, "str": str}.get(str(f.type), str))
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=default,
-                       choices=(choices or {}).get(f.name), help=f.metadata.get("help"))
+        flag = f"--{f.name.replace('_', '-')}"
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kw = {"help": f.metadata.get("help"), "default": None if f.name in required_later else default}
+        kind = str(f.type)
+        if kind == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+            continue
+        if kind.startswith("list["):
+            kw.update(nargs="*", type=_TYPES[kind[5:-1]])
+        else:
+            kw["type"] = _TYPES.get(kind, str)
+        kw["choices"] = (choices or {}).get(f.name) or f.metadata.get("choices")
+        p.add_argument(flag, **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,11 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("augment", help="transpose and tempo-scale a folder of MIDI files")
-    a.add_argument("--input-dir", required=True)
-    a.add_argument("--output-dir", required=True)
-    a.add_argument("--transpose", type=int, nargs="*", default=[-2, -1, 1, 2], help="semitones")
-    a.add_argument("--tempo", type=float, nargs="*", default=[0.9, 1.0, 1.1], help="speed factors")
-    a.add_argument("--include-original", action="store_true", help="also write each piece unchanged")
+    add_config_flags(a, AugmentConfig, required_later=("input_dir", "output_dir"))
     _add_train(sub)
     _add_generate(sub)
     r = sub.add_parser("render", help="render a MIDI file to audio with FluidSynth")

@@ -90,13 +90,21 @@ def _check_positive(name: str, value, allow_zero: bool = False) -> None:
         raise ValueError(f"{name} must be a finite number {want}, got {value!r}")
 
 
+def _help(default=None, text: str = "", factory=None, **kw):
+    """A dataclass field whose help text lives with its default (the CLI and the UI read both)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": text, **kw})
+    return field(default=default, metadata={"help": text, **kw})
+
+
 @dataclass
 class AugmentConfig(_Job):
-    input_dir: str
-    output_dir: str
-    transpose: list[int] = field(default_factory=lambda: [-2, -1, 1, 2])  # semitones
-    tempo: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])  # speed factors
-    include_original: bool = False  # also write each piece unchanged
+    input_dir: str = _help("", "folder of MIDI files (the album)")
+    output_dir: str = _help("", "where the variants are written")
+    transpose: list[int] = _help(text="semitone shifts (each piece gets every shift × every tempo)",
+                                 factory=lambda: [-2, -1, 1, 2])
+    tempo: list[float] = _help(text="speed factors", factory=lambda: [0.9, 1.0, 1.1])
+    include_original: bool = _help(False, "also write each piece unchanged")
 
     def __post_init__(self) -> None:
         self.transpose = [int(t) for t in self.transpose]
@@ -112,44 +120,46 @@ class AugmentConfig(_Job):
 
 @dataclass
 class TrainConfig(_Job):
-    data_dir: str
-    output_dir: str
-    model_name: str = DEFAULT_BASE
-    tokenizer_name: str | None = None  # None: the studio's PerTok config, built locally
-    max_seq_len: int = 1024  # tokens per training window (the base's context)
-    batch_size: int = 1
-    grad_accum_steps: int = 16
-    epochs: int = 6
-    num_workers: int = 0
-    lr: float = 2e-4
-    weight_decay: float = 0.01
-    warmup_steps: int = 20  # optimizer steps of linear warm-up
-    val_split: float = 0.1  # share of *source pieces* held out
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    data_dir: str = _help("", "folder of (augmented) MIDI files to train on")
+    output_dir: str = _help("", "where adapter-best, adapter-last, epochs/ and training_meta.json go")
+    model_name: str = _help(DEFAULT_BASE, "base: a hub id, a local folder or pocket")
+    tokenizer_name: str | None = _help(None, "tokenizer.json, a folder holding one, or a hub id (default: built locally)")
+    max_seq_len: int = _help(1024, "tokens per training window; 1024 is the base's context, smaller is faster")
+    batch_size: int = _help(1, "windows per micro-batch (CPU / Apple M1: 1 with 16 accumulation steps; RTX 4090: 4 with 4)")
+    grad_accum_steps: int = _help(16, "micro-batches summed per optimizer step: batch × this = effective batch")
+    epochs: int = _help(6, "4–10 for small datasets; stop early if samples start copying")
+    num_workers: int = _help(0, "data-loader worker processes")
+    lr: float = _help(2e-4, "AdamW learning rate (peak of the warm-up/decay schedule)")
+    weight_decay: float = _help(0.01, "AdamW weight decay")
+    warmup_steps: int = _help(20, "optimizer steps of linear learning-rate warm-up")
+    val_split: float = _help(0.1, "share of source pieces held out; augmented variants stay with their piece")
+    lora_r: int = _help(16, "LoRA rank: 8–16 for small datasets (higher = more capacity, more overfit)")
+    lora_alpha: int = _help(32, "scales the LoRA update; usually 2× the rank")
+    lora_dropout: float = _help(0.05, "dropout on the LoRA input: regularises against overfitting small albums")
     # Keep the frozen base's own dropout during LoRA training (off by default: see
     # studio.training.train.quiet_base_dropout; LoRA dropout above is the adapter's regulariser).
-    base_dropout: bool = False
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    resume: bool = False
-    # Early stopping (see studio/evaluation/metrics.py): patience in epochs on validation loss (0 = off),
-    # and stop when samples copy the training pieces above this rate (0 = off).
-    patience: int = 2
-    copy_threshold: float = 0.5
-    samples_per_epoch: int = 2  # seeded samples per epoch, for copy rate (0 = off)
-    sample_tokens: int = 256
-    device: str = "auto"  # auto | cpu | cuda | mps
-    max_minutes: float = 0.0  # stop (and save) after this many minutes; 0 = no limit
-    extra_data_dirs: list[str] = field(default_factory=list)  # blended in (train split only)
-    # How augmented variants are used: "all" trains every variant every epoch (the guide's
-    # pipeline); "rotate" trains each source piece once per epoch in one variant drawn anew each
-    # epoch (studio.model.data.RotatingWindows), so an epoch is one pass over the album.
-    variants: str = "all"
-    # auto: bf16 autocast where the processor has bf16 instructions (studio/model/precision.py)
-    precision: str = "fp32"
-    use_rslora: bool = False  # LoRA scaling alpha/sqrt(r) instead of alpha/r (rank-stabilised LoRA)
+    base_dropout: bool = _help(False, "keep the frozen base's own dropout while training (slower)")
+    max_grad_norm: float = _help(1.0, "gradient clipping norm")
+    seed: int = _help(42, "same seed, data and settings → the same adapter")
+    resume: bool = _help(False, "continue an interrupted run from its checkpoint")
+    # Early stopping (see studio/evaluation/metrics.py)
+    patience: int = _help(2, "stop when validation loss has not improved for this many epochs; 0 = off")
+    copy_threshold: float = _help(0.5, "stop when the epoch's samples copy the training pieces above this rate; 0 = off")
+    samples_per_epoch: int = _help(2, "seeded samples after each epoch (copy rate, texture gap; to hear it evolve)")
+    sample_tokens: int = _help(256, "tokens per epoch sample")
+    device: str = _help("auto", "auto, cpu, cuda or mps", choices=("auto", "cpu", "cuda", "mps"))
+    max_minutes: float = _help(0.0, "stop and save after this many minutes of training; 0 = no limit")
+    extra_data_dirs: list[str] = _help(text="folders blended into training (train split only)", factory=list)
+    # How augmented variants are used (studio.model.data.RotatingWindows).
+    variants: str = _help("all", "augmented variants: all of them every epoch (the guide's), or rotate: each piece "
+                          "once per epoch in a variant drawn anew each epoch", choices=("all", "rotate"))
+    precision: str = _help("fp32", "auto: bf16 autocast where the processor has bf16 instructions "
+                           "(studio/model/precision.py)", choices=("auto", "fp32", "bf16"))
+    use_rslora: bool = _help(False, "rank-stabilised LoRA scaling (alpha/sqrt(r) instead of alpha/r)")
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        return cls.__dataclass_fields__[name].metadata.get("help", "")
 
     def __post_init__(self) -> None:
         for name in ("max_seq_len", "batch_size", "grad_accum_steps", "epochs", "lora_r", "lora_alpha"):
@@ -175,11 +185,6 @@ class TrainConfig(_Job):
             raise ValueError(f"variants must be all or rotate, got {self.variants!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
-
-
-def _help(default, text: str, **kw):
-    """A dataclass field whose help text lives with its default (the CLI and the UI read both)."""
-    return field(default=default, metadata={"help": text, **kw})
 
 
 @dataclass
@@ -216,7 +221,14 @@ class SamplingConfig(_Job):
 
     @classmethod
     def help(cls, name: str) -> str:
-        return next(f.metadata.get("help", "") for f in fields(cls) if f.name == name)
+        return cls.knob(name)["help"]
+
+    @classmethod
+    def knob(cls, name: str) -> dict:
+        """{default, help, min, max} of a field: what a CLI flag or a UI slider needs."""
+        f = next(f for f in fields(cls) if f.name == name)
+        return {"default": f.default, "help": f.metadata.get("help", ""), "min": f.metadata.get("min"),
+                "max": f.metadata.get("max")}
 
     def sampling(self) -> "SamplingConfig":
         """Just the sampling fields (of a subclass such as GenerateConfig)."""
@@ -230,4 +242,4 @@ class GenerateConfig(SamplingConfig):
     model_name: str | None = _help(None, "base: a hub id, a folder or pocket; none: the adapter's own base")
     prompt_midi: str | None = _help(None, "a MIDI file to continue")
     audio: str | None = _help(None, "also render to this .wav/.ogg/.flac")
-    device: str = _help("auto", "auto, cpu, cuda or mps")
+    device: str = _help("auto", "auto, cpu, cuda or mps", choices=("auto", "cpu", "cuda", "mps"))

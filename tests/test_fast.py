@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from studio.model.fast import FastGPT2, decode, filter_logits, merged, sample_pair, unsupported
+from studio.model.fast import FastGPT2, decode, filter_logits, merged, unsupported
 from conftest import tiny_gpt2
 
 
@@ -95,7 +95,7 @@ def test_filter_matches_huggingface_warpers(temperature, top_k, top_p):
 def test_pair_rows_draw_what_each_side_draws_alone(models, tok):
     _, pm = models
     bos, eos = tok["BOS_None"], tok["EOS_None"]
-    pair = sample_pair(pm, "two", [bos, 40, 41], 30, seed=7, eos_id=eos, min_new_tokens=30)
+    pair = decode(pm, [bos, 40, 41], 30, [7, 7], eos_id=eos, adapters=[None, "two"], min_new_tokens=30)
     with pm.disable_adapter():
         alone_base = decode(pm, [bos, 40, 41], 30, [7], eos_id=eos, min_new_tokens=30)
     pm.set_adapter("two")
@@ -104,7 +104,7 @@ def test_pair_rows_draw_what_each_side_draws_alone(models, tok):
     assert pair.rows == [alone_base.rows[0], alone_b.rows[0]]
     assert pair.rows[0] != pair.rows[1]  # base and adapter really differ
     assert len(pair.rows[0]) == 33 and pair.new_tokens == 60
-    again = sample_pair(pm, "two", [bos, 40, 41], 30, seed=7, eos_id=eos, min_new_tokens=30)
+    again = decode(pm, [bos, 40, 41], 30, [7, 7], eos_id=eos, adapters=[None, "two"], min_new_tokens=30)
     assert again.rows == pair.rows
 
 

@@ -12,7 +12,6 @@ from symusic import Note, Score, Tempo, Track
 from studio.evaluation.metrics import (
     CopyResult,
     ReferenceIndex,
-    copy_rate,
     evaluate_dirs,
     note_sequence,
     note_tokens,
@@ -214,13 +213,14 @@ def test_partial_copy_finds_the_copied_stretch(index):
 
 
 def test_short_piece_has_rate_zero():
-    res = copy_rate(random_walk(1, count=5), {"walk1": random_walk(1)}, n=8)
+    res = ReferenceIndex({"walk1": random_walk(1)}, n=8).score(random_walk(1, count=5))
     assert res == CopyResult(0.0, 0, 0.0, None)
 
 
-def test_copy_rate_function_matches_index(refs, index):
-    piece = refs["bwv347"].shift_pitch(-2)
-    assert copy_rate(piece, refs) == index.score(piece)
+def test_a_transposed_chorale_is_a_copy_of_it_and_a_random_walk_is_not(refs, index):
+    res = index.score(refs["bwv347"].shift_pitch(-2))
+    assert res.source == "bwv347" and res.copy_rate > 0.95 and res.longest_copy_notes > 20
+    assert index.score(random_walk(99)).copy_rate < 0.05
 
 
 def test_bad_n_is_refused():

@@ -185,11 +185,6 @@ class ReferenceIndex:
         return CopyResult(matched / len(keys), last - first + 1, seconds, self.names[best_ref])
 
 
-def copy_rate(piece: Score, references: dict[str, Score], n: int = 8) -> CopyResult:
-    """One-off ``ReferenceIndex(references, n).score(piece)``; index once to score many pieces."""
-    return ReferenceIndex(references, n).score(piece)
-
-
 # ----------------------------------------------------------------------------- style distance
 
 # Histogram bins. Durations and inter-onset intervals are in quarter notes (tempo-free, like the

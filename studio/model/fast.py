@@ -362,11 +362,3 @@ def _current_adapter(peft_model) -> str | None:
         return layers[0].merged_adapters[0]
     active = peft_model.active_adapters
     return active[0] if active else None
-
-
-def sample_pair(model, adapter: str, prompt: list[int], max_new_tokens: int, seed: int, *,
-                temperature: float = 1.0, top_p: float = 0.95, top_k: int = 50,
-                eos_id: int | None = None, min_new_tokens: int = 0) -> Decoded:
-    """An A/B pair in one batch: row 0 the base, row 1 ``adapter`` (unmerged), both with ``seed``."""
-    return decode(model, prompt, max_new_tokens, [seed, seed], temperature, top_p, top_k, eos_id,
-                  adapters=[None, adapter], min_new_tokens=min_new_tokens)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio.service import library
-from studio.config import renders_dir
+from studio.config import SamplingConfig, renders_dir
 from studio.model.generate import prompt_ids, sample, sample_sides
 
 log = logging.getLogger(__name__)
@@ -35,21 +35,10 @@ RENDER_MAX_SECONDS = 180.0  # cap on rendered audio per side
 
 
 @dataclass
-class Knobs:
-    max_new_tokens: int = 512
-    temperature: float = 1.0
-    top_p: float = 0.95
-    top_k: int = 50
+class Knobs(SamplingConfig):
+    """The Compare tab's sampling: the one SamplingConfig, with a shorter default for listening."""
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ValueError(f"max new tokens must be a positive integer, got {self.max_new_tokens!r}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+    max_new_tokens: int = field(default=512, metadata=SamplingConfig.__dataclass_fields__["max_new_tokens"].metadata)
 
 
 @dataclass
@@ -149,7 +138,7 @@ class Comparer:
         self.load()
         with self.lock, self._side(adapter) as model:
             return sample(model, self.tok, prompt, knobs.max_new_tokens, knobs.temperature,
-                          knobs.top_p, knobs.top_k, seed)
+                          knobs.top_p, knobs.top_k, seed, min_new_tokens=knobs.min_tokens)
 
     def sample_all(self, sides: list[str | None], prompt: list[int], knobs: Knobs, seed: int):
         """One Generation per side, same prompt and seed. A GPT-2 base decodes every side in one
@@ -164,7 +153,7 @@ class Comparer:
             if not fast.supports(self.model):
                 return [self.sample_side(adapter, prompt, knobs, seed) for adapter in sides]
             return sample_sides(self.model, self.tok, prompt, sides, knobs.max_new_tokens, knobs.temperature,
-                                knobs.top_p, knobs.top_k, seed)
+                                knobs.top_p, knobs.top_k, seed, min_new_tokens=knobs.min_tokens)
 
     def generate(self, sides: list[str | None], prompt_midi: str | Path | None, knobs: Knobs, seed: int,
                  audio: bool = True, out_dir: Path | None = None, reference: str | None = None,

@@ -22,7 +22,6 @@ NONE = "(none)"
 NO_PROMPT = "(no prompt)"
 N_SIDES = 3
 GPU_SECONDS = 120  # ZeroGPU: the longest one Generate may hold the GPU (3 sides of 1024 tokens + audio)
-SIDE_OUTPUTS = 6  # column, title, audio, roll, midi, info
 
 
 def adapter_names() -> list[str]:
@@ -128,6 +127,13 @@ def side_updates(results, titles) -> list:
     return out
 
 
+def _slider(name: str, label: str, step: float, **kw):
+    """A sampling slider whose default, range and help come from the one sampling config."""
+    k = Knobs.knob(name)
+    default = getattr(Knobs(), name)
+    return gr.Slider(k["min"], k["max"], value=default, step=step, label=label, info=k["help"], **kw)
+
+
 @gpu(duration=GPU_SECONDS)
 def generate_sides(base: str, sides, prompt, knobs: Knobs, seed: int, audio: bool, stems, reference):
     """The model work of one Generate: on ZeroGPU it runs in a worker that holds the GPU, so it
@@ -139,11 +145,13 @@ def generate_sides(base: str, sides, prompt, knobs: Knobs, seed: int, audio: boo
 
 def make_generate(settings: Settings):
     @handler
-    def generate(base, a, b, c, uploaded, picked, max_new, temperature, top_p, top_k, seed, blind,
+    def generate(base, a, b, c, uploaded, picked, max_new, temperature, top_p, top_k, seed, blind, min_new=None,
                  request: gr.Request = None):
         sides = sides_from(a, b, c)
         library.prune_renders()  # old comparisons go; this one is written next
-        knobs = Knobs(int(max_new), float(temperature), float(top_p), int(top_k))
+        min_new = Knobs.min_new_tokens if min_new is None or min_new == "" else int(min_new)
+        knobs = Knobs(max_new_tokens=int(max_new), min_new_tokens=min_new, temperature=float(temperature),
+                      top_p=float(top_p), top_k=int(top_k))
         seed = random.randrange(2**31) if seed is None or seed == "" else int(seed)
         prompt = prompt_path(uploaded, picked, datasets_root(request))
         reference = next((s for s in sides if s), None)  # chosen before the shuffle
@@ -237,11 +245,11 @@ def build(settings: Settings) -> dict:
             p_audio = gr.Audio(label="Prompt", type="filepath", interactive=False, visible=settings.audio)
             p_roll = gr.Image(label="Prompt piano roll", type="filepath", interactive=False, height=160)
     with gr.Row():
-        max_new = gr.Slider(32, 1024, value=512, step=32, label="Max new tokens", elem_id="max-new")
-        temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature",
-                                info="Higher = more surprise; the guide suggests more noise for artist-only adapters.")
-        top_p = gr.Slider(0.5, 1.0, value=0.95, step=0.01, label="Top-p")
-        top_k = gr.Slider(0, 200, value=50, step=1, label="Top-k (0 = off)")
+        max_new = _slider("max_new_tokens", "Max new tokens", 32, elem_id="max-new")
+        min_new = _slider("min_new_tokens", "Min new tokens", 32, elem_id="min-new")
+        temperature = _slider("temperature", "Temperature", 0.05)
+        top_p = _slider("top_p", "Top-p", 0.01)
+        top_k = _slider("top_k", "Top-k (0 = off)", 1)
     with gr.Row():
         seed = gr.Number(lambda: random.randrange(100_000), label="Seed (one for every side)", precision=0,
                          elem_id="seed", info="Same seed, sides and knobs → the same music.")
@@ -269,7 +277,7 @@ def build(settings: Settings) -> dict:
         tally_view = gr.Markdown()
 
     go.click(make_generate(settings),
-             [base, a, b, c, uploaded, picked, max_new, temperature, top_p, top_k, seed, blind],
+             [base, a, b, c, uploaded, picked, max_new, temperature, top_p, top_k, seed, blind, min_new],
              [status, seed, blind_state, favourite, vote_box, *side_parts],
              concurrency_id="compute", concurrency_limit=settings.compute_limit)
     go.click(lambda: "", None, [reveal], queue=False)

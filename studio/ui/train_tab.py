@@ -39,27 +39,15 @@ PRESET_HELP = {
             "augmented (±2 semitones, 0.9–1.1× tempo) if it is not already, and can be blended "
             "with pieces of the base's own corpus; rank 16, 8 epochs.",
 }
-# (field, label, help from the guide); defaults come from TrainConfig, overridden by presets.
-KNOBS = [
-    ("epochs", "Epochs", "4–10 for small datasets; stop early if samples start copying."),
-    ("lora_r", "LoRA rank r", "8–16 for small datasets (higher = more capacity, more overfit). "
-                              "Conservative: 8; if outputs feel too generic: 32."),
-    ("lora_alpha", "LoRA alpha", "Scales the LoRA update; usually 2× the rank (32 for r=16, 64 for r=32)."),
-    ("lora_dropout", "LoRA dropout", "Regularises against overfitting, important with ~15 files; conservative: 0.1."),
-    ("lr", "Learning rate", "AdamW learning rate; 2e-4 is the usual LoRA value."),
-    ("batch_size", "Batch size", "CPU / Apple M1: 1 (with 16 accumulation steps); RTX 4090: 4 (with 4)."),
-    ("grad_accum_steps", "Gradient accumulation steps", "Batches summed per optimizer step: batch × this = effective batch."),
-    ("max_seq_len", "Max sequence length (tokens)", "1024 is the base's context; smaller is much faster for quick tries."),
-    ("warmup_steps", "Warm-up steps", "Optimizer steps of linear learning-rate warm-up."),
-    ("weight_decay", "Weight decay", "AdamW weight decay."),
-    ("val_split", "Validation share", "Share of source pieces held out; augmented variants stay with their piece."),
-    ("patience", "Early-stop patience (epochs)", "Stop when validation loss has not improved for this many epochs; 0 = off."),
-    ("copy_threshold", "Copy-rate stop", "Stop when the epoch's samples copy the training pieces above this rate (0–1); 0 = off."),
-    ("samples_per_epoch", "Samples per epoch", "Seeded samples after each epoch, to hear the adapter evolve and measure copying."),
-    ("sample_tokens", "Sample length (tokens)", "Tokens per epoch sample."),
-    ("seed", "Seed", "Same seed, data and settings → the same adapter."),
-    ("max_minutes", "Time limit (minutes)", "Stop and save after this long; 0 = no limit."),
-]
+# (field, label); defaults and help come from TrainConfig's fields, defaults overridden by presets.
+KNOBS = [(name, label, TrainConfig.help(name)) for name, label in [
+    ("epochs", "Epochs"), ("lora_r", "LoRA rank r"), ("lora_alpha", "LoRA alpha"), ("lora_dropout", "LoRA dropout"),
+    ("lr", "Learning rate"), ("batch_size", "Batch size"), ("grad_accum_steps", "Gradient accumulation steps"),
+    ("max_seq_len", "Max sequence length (tokens)"), ("warmup_steps", "Warm-up steps"),
+    ("weight_decay", "Weight decay"), ("val_split", "Validation share"), ("patience", "Early-stop patience (epochs)"),
+    ("copy_threshold", "Copy-rate stop"), ("samples_per_epoch", "Samples per epoch"),
+    ("sample_tokens", "Sample length (tokens)"), ("seed", "Seed"), ("max_minutes", "Time limit (minutes)"),
+]]
 INTS = {"epochs", "lora_r", "lora_alpha", "batch_size", "grad_accum_steps", "max_seq_len", "warmup_steps",
         "patience", "samples_per_epoch", "sample_tokens", "seed"}
 KNOB_NAMES = [k for k, _, _ in KNOBS] + ["device", "resume", "base_dropout"]
