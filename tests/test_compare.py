@@ -74,7 +74,7 @@ def test_one_base_many_adapters_same_seed(tok, tiny_base_dir, two_adapters):
     assert alpha1.ids != base1.ids and beta.ids != alpha1.ids  # adapters really switch
     # the base side is the plain base model: same tokens as a separately loaded copy
     plain, _ = load_base(str(tiny_base_dir), tok)
-    assert sample(plain, tok, prompt(tok), 48, seed=5).ids == base1.ids
+    assert sample(plain, tok, prompt(tok), 48, seed=5, min_new_tokens=k.min_tokens).ids == base1.ids
     # one copy of the base weights, both adapters on it
     assert set(c.model.peft_config) == {"alpha", "beta"}
     base_params = sum(p.numel() for n, p in c.model.named_parameters() if "lora_" not in n)
@@ -308,5 +308,31 @@ def test_cli_generate_merges_the_adapter_and_agrees_with_the_studio(tok, tiny_ba
     ids = prompt_ids(tok, album[0])
     cli = sample(model, tok, ids, 48, seed=5)
     c = Comparer(str(tiny_base_dir))
-    assert cli.ids == c.sample_side("alpha", ids, Knobs(max_new_tokens=48), seed=5).ids
-    assert cli.ids != c.sample_side(None, ids, Knobs(max_new_tokens=48), seed=5).ids
+    assert cli.ids == c.sample_side("alpha", ids, Knobs(max_new_tokens=48, min_new_tokens=0), seed=5).ids
+    assert cli.ids != c.sample_side(None, ids, Knobs(max_new_tokens=48, min_new_tokens=0), seed=5).ids
+
+
+def test_strength_blend_and_variations_are_rows_of_one_batch(tok, tiny_base_dir, two_adapters, album, tmp_path):
+    """Strength scales an adapter's low-rank update per row; 0 is the base, 1 the adapter as
+    trained; a blend mixes two; variations are seed, seed+1, … of a side. Base weights never move."""
+    import torch
+
+    c = Comparer(str(tiny_base_dir))
+    k = Knobs(max_new_tokens=40, min_new_tokens=40)
+    c.sample_all(["alpha", "beta"], prompt(tok), k, 5)  # both adapters on the base
+    before = {n: p.detach().clone() for n, p in c.model.named_parameters() if "lora_" not in n}
+    base, full, zero, half, double, blend = c.sample_all(
+        [None, "alpha", (("alpha", 0.0),), (("alpha", 0.5),), (("alpha", 2.0),), (("alpha", 0.7), ("beta", 0.3))],
+        prompt(tok), k, 5)
+    assert zero.ids == base.ids and full.ids == c.sample_side("alpha", prompt(tok), k, 5).ids
+    assert len({tuple(g.ids) for g in (base, full, half, double, blend)}) == 5  # each side its own music
+    after = dict((n, p) for n, p in c.model.named_parameters() if "lora_" not in n)
+    assert all(torch.equal(before[n], after[n]) for n in before)
+    (v,) = c.sample_all(["alpha"], prompt(tok), k, 5, variations=3)
+    assert [g.seed for g in v] == [5, 6, 7] and v[0].ids == full.ids and v[1].ids != v[0].ids
+    assert v[2].ids == c.sample_side("alpha", prompt(tok), k, 7).ids
+    res = c.generate([None, (("alpha", 0.5),)], album[0], k, 5, audio=False, out_dir=tmp_path, variations=2)
+    assert [r.label for r in res] == ["base", "alpha ×0.5"] and len(res[1].variations) == 1
+    assert res[1].variations[0].midi.name.endswith("-v2.mid")
+    with pytest.raises(ValueError, match="variations must be 1..4"):
+        c.generate(["alpha"], None, k, 5, variations=5)

@@ -253,7 +253,10 @@ def prepare(
         split=split,
         train_windows=(_rotating(train.pieces, max_seq_len, seed) if rotate
                        else pack_windows([ids for _, ids in train.pieces], max_seq_len, seed)),
-        val_windows=pack_windows([ids for _, ids in val.pieces], max_seq_len, seed),
+        # rotate: validate on one variant of each held-out piece, the same one every epoch (the
+        # variants of one piece say little more than one does, and cost a pass each)
+        val_windows=(_rotating(val.pieces, max_seq_len, seed).for_epoch(0) if rotate
+                     else pack_windows([ids for _, ids in val.pieces], max_seq_len, seed)),
         train_tokens=train.n_tokens,
         val_tokens=val.n_tokens,
         failed=failed,

@@ -133,8 +133,9 @@ class FastGPT2:
         self.spans: list[tuple[str, int, int]] = []
         self.deltas: dict[int, list[tuple[int, int, torch.Tensor, torch.Tensor]]] = {}
 
-    def start(self, n_rows: int, capacity: int, rows: list[str | None]) -> None:
-        """Empty cache for ``n_rows`` rows of up to ``capacity`` tokens; ``rows``: adapter per row."""
+    def start(self, n_rows: int, capacity: int, rows: list) -> None:
+        """Empty cache for ``n_rows`` rows of up to ``capacity`` tokens; ``rows``: per row, what
+        it runs (``row_mix``): None for the base, an adapter name, or ((name, weight), ...)."""
         p = self.tr.wte.weight
         head_dim = self.cfg.n_embd // self.n_head
         shape = (n_rows, self.n_head, capacity, head_dim)  # (B, H, T, D)
@@ -147,34 +148,37 @@ class FastGPT2:
         self.deltas = self._plan_deltas()
 
     def _plan_deltas(self) -> dict:
-        """Per LoRA-wrapped module: [(first row, end row, Aᵀ, scale·Bᵀ)] for the rows' adapters.
+        """Per LoRA-wrapped module: [(first row, end row, Aᵀ, weight·scale·Bᵀ)] for the rows' mixes.
 
         Gathered once per decode, as small contiguous copies (rank × width), so each step does
-        two plain products per module instead of peft's lookups, transposes and scaling.
+        two plain products per module and adapter instead of peft's lookups, transposes and
+        scaling. A strength or blend weight only scales Bᵀ: the base weights never change.
         """
         plan = {}
         for block in self.tr.h if self.spans else ():
             for mod in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj):
                 entries = [(r0, r1, mod.lora_A[name].weight.t().contiguous(),
-                            (mod.lora_B[name].weight.t() * mod.scaling[name]).contiguous())
-                           for name, r0, r1 in self.spans if name in getattr(mod, "lora_A", {})]
+                            (mod.lora_B[name].weight.t() * (mod.scaling[name] * weight)).contiguous())
+                           for mix, r0, r1 in self.spans for name, weight in mix
+                           if name in getattr(mod, "lora_A", {}) and weight != 0]
                 if entries:
                     plan[id(mod)] = entries
         return plan
 
-    def _check_rows(self, rows: list[str | None]) -> list[str | None]:
-        """Each row's adapter must be loaded, and merged weights must be what every row wants."""
-        rows = [None if r in (None, BASE_ROW) else r for r in rows]
+    def _check_rows(self, rows: list) -> list:
+        """Each row's adapters must be loaded, and merged weights must be what every row wants."""
+        rows = [row_mix(r) for r in rows]
         if self.peft is None:
             if any(rows):
                 raise ValueError("rows ask for adapters but the model has none")
             return rows
-        for r in rows:
-            if r is not None and r not in self.peft.peft_config:
-                raise ValueError(f"adapter {r!r} is not loaded on this model")
+        for mix in rows:
+            for name, _ in mix or ():
+                if name not in self.peft.peft_config:
+                    raise ValueError(f"adapter {name!r} is not loaded on this model")
         merged_now = {a for m in self._lora_modules() for a in m.merged_adapters}
         if merged_now:
-            if any({r} != merged_now for r in rows):
+            if any(mix != ((a, 1.0),) for mix in rows for a in merged_now) or len(merged_now) > 1:
                 raise ValueError(f"adapter(s) {sorted(merged_now)} are merged: every row must use them "
                                  "(unmerge to mix sides)")
             return [None] * len(rows)  # already in the weights: no deltas to add
@@ -254,6 +258,21 @@ class FastGPT2:
         return last @ tr.wte.weight.t()
 
 
+def row_mix(spec) -> tuple[tuple[str, float], ...] | None:
+    """What one row runs, normalised: None (the base alone) or ((adapter, weight), ...).
+
+    ``spec``: None or BASE_ROW (base), a name (weight 1: the adapter as trained), or pairs
+    (name, weight): one pair at another strength (0.5 = half the low-rank update, 2 = double),
+    several for a blend (0.7 A + 0.3 B). Weights of 0 are dropped; nothing left is the base.
+    """
+    if spec is None or spec == BASE_ROW:
+        return None
+    if isinstance(spec, str):
+        return ((spec, 1.0),)
+    pairs = tuple((str(n), float(w)) for n, w in spec if float(w) != 0.0)
+    return pairs or None
+
+
 def _spans(rows: list) -> list[tuple]:
     """[(value, start, end)] runs of equal neighbours: ['a', 'a', None] -> [('a', 0, 2), (None, 2, 3)]."""
     out = []
@@ -310,8 +329,9 @@ def decode(model, prompt: list[int], max_new_tokens: int, seeds: list[int], temp
            adapters: list[str | None] | None = None, min_new_tokens: int = 0) -> Decoded:
     """Sample ``len(seeds)`` rows continuing the same ``prompt`` with FastGPT2.
 
-    ``adapters``: per row, an adapter name or None for the base (default: every row runs the
-    model as it is now, i.e. its merged or active adapter). ``min_new_tokens``: EOS cannot end
+    ``adapters``: per row, an adapter name, None for the base, or (name, weight) pairs for a
+    strength or a blend (``row_mix``); default: every row runs the model as it is now, i.e. its
+    merged or active adapter. ``min_new_tokens``: EOS cannot end
     a row before that many tokens. Prompt + max_new_tokens must fit the model's context (see
     ``studio.model.generate.fit_context``).
     """

@@ -149,9 +149,9 @@ def _hf_generate(model, tok, prompt: list[int], max_new: int, temperature: float
 
 
 @torch.no_grad()
-def sample_sides(model, tok, prompt: list[int], sides: list[str | None], max_new_tokens: int,
+def sample_sides(model, tok, prompt: list[int], sides: list, max_new_tokens: int,
                  temperature: float = 1.0, top_p: float = 0.95, top_k: int = 50,
-                 seed: int | None = None, min_new_tokens: int = 0) -> list[Generation]:
+                 seed: int | list[int] | None = None, min_new_tokens: int = 0) -> list[Generation]:
     """Every side (an adapter loaded on ``model`` by name, or None for the base) continuing the
     same prompt with the same seed, decoded together: one pass over the base weights per token
     serves all sides, so an A/B pair costs little more than one side. Each side draws what it
@@ -161,10 +161,12 @@ def sample_sides(model, tok, prompt: list[int], sides: list[str | None], max_new
 
     if not fast.supports(model):
         raise ValueError("batched sides need a GPT-2 model; sample each side with sample()")
-    prompt, max_new, notes, seed = _fit(model, tok, prompt, max_new_tokens, seed)
-    out = fast.decode(model, prompt, max_new, [seed] * len(sides), temperature, top_p, top_k,
+    seeds = list(seed) if isinstance(seed, (list, tuple)) else None
+    prompt, max_new, notes, seed = _fit(model, tok, prompt, max_new_tokens, seeds[0] if seeds else seed)
+    seeds = seeds or [seed] * len(sides)  # a side is an adapter name, None, or (name, weight) pairs
+    out = fast.decode(model, prompt, max_new, seeds, temperature, top_p, top_k,
                       eos_id=tok["EOS_None"], adapters=list(sides), min_new_tokens=min(min_new_tokens, max_new))
-    return [_generation(tok, ids, len(prompt), seed, out.seconds, notes) for ids in out.rows]
+    return [_generation(tok, ids, len(prompt), s, out.seconds, notes) for ids, s in zip(out.rows, seeds)]
 
 
 def _load_for(cfg: GenerateConfig):

@@ -32,6 +32,32 @@ BASE_SIDE = None  # a side with no adapter: the base alone
 MAX_ADAPTERS = 6  # adapters kept loaded on one base; the least recently used is dropped
 MAX_BASES = 2  # Comparers (base models) kept in memory
 RENDER_MAX_SECONDS = 180.0  # cap on rendered audio per side
+MAX_VARIATIONS = 4  # seeded samples per side in one Generate
+
+
+def side_label(side) -> str:
+    """How a side is named: 'base', 'NAME', 'NAME ×0.5', '0.7 A + 0.3 B'."""
+    from studio.model.fast import row_mix
+
+    mix = row_mix(side)
+    if mix is None:
+        return "base"
+    if len(mix) == 1:
+        name, w = mix[0]
+        return name if w == 1.0 else f"{name} ×{w:g}"
+    return " + ".join(f"{w:g} {name}" for name, w in mix)
+
+
+def first_adapter(side) -> str | None:
+    """The side's first adapter (whose training pieces it is measured against), or None."""
+    from studio.model.fast import row_mix
+
+    mix = row_mix(side)
+    return mix[0][0] if mix else None
+
+
+def safe_stem(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-" else "_" for c in label)[:60]  # no dots: suffixes are added
 
 
 @dataclass
@@ -50,6 +76,7 @@ class SideResult:
     roll: Path | None
     info: dict = field(default_factory=dict)  # Generation.info() + copy/style metrics
     messages: list[str] = field(default_factory=list)  # clipped prompt, silent render, no notes…
+    variations: list["SideResult"] = field(default_factory=list)  # seed+1, seed+2, … of the same side
 
 
 class Comparer:
@@ -140,46 +167,69 @@ class Comparer:
             return sample(model, self.tok, prompt, knobs.max_new_tokens, knobs.temperature,
                           knobs.top_p, knobs.top_k, seed, min_new_tokens=knobs.min_tokens)
 
-    def sample_all(self, sides: list[str | None], prompt: list[int], knobs: Knobs, seed: int):
-        """One Generation per side, same prompt and seed. A GPT-2 base decodes every side in one
-        batch (adapters as per-row updates, ``studio.model.fast``); other models, one side at a time."""
+    def sample_all(self, sides: list, prompt: list[int], knobs: Knobs, seed: int, variations: int = 1):
+        """Generations per side, same prompt; variation v of every side uses seed + v. A GPT-2 base
+        decodes every (side, variation) row in one batch (adapters, strengths and blends as per-row
+        low-rank updates, ``studio.model.fast``); other models, one plain side at a time.
+        Returns one Generation per side (variations=1) or a list per side."""
         from studio.model import fast
 
         self.load()
+        mixes = [fast.row_mix(s) for s in sides]
         with self.lock:
-            for adapter in sides:
-                if adapter is not None:
-                    self._ensure_adapter(adapter)
+            for mix in mixes:
+                for name, _ in mix or ():
+                    self._ensure_adapter(name)
             if not fast.supports(self.model):
-                return [self.sample_side(adapter, prompt, knobs, seed) for adapter in sides]
-            return sample_sides(self.model, self.tok, prompt, sides, knobs.max_new_tokens, knobs.temperature,
-                                knobs.top_p, knobs.top_k, seed, min_new_tokens=knobs.min_tokens)
+                if any(m and (len(m) > 1 or m[0][1] != 1.0) for m in mixes) or variations != 1:
+                    raise ValueError("strengths, blends and variations need a GPT-2 base")
+                return [self.sample_side(m[0][0] if m else None, prompt, knobs, seed) for m in mixes]
+            rows = [m for m in mixes for _ in range(variations)]
+            seeds = [seed + v for _ in mixes for v in range(variations)]
+            gens = sample_sides(self.model, self.tok, prompt, rows, knobs.max_new_tokens, knobs.temperature,
+                                knobs.top_p, knobs.top_k, seeds, min_new_tokens=knobs.min_tokens)
+            if variations == 1:
+                return gens
+            return [gens[i * variations:(i + 1) * variations] for i in range(len(mixes))]
 
-    def generate(self, sides: list[str | None], prompt_midi: str | Path | None, knobs: Knobs, seed: int,
+    def generate(self, sides: list, prompt_midi: str | Path | None, knobs: Knobs, seed: int,
                  audio: bool = True, out_dir: Path | None = None, reference: str | None = None,
-                 stems: list[str] | None = None) -> list[SideResult]:
+                 stems: list[str] | None = None, variations: int = 1) -> list[SideResult]:
         """Every side with the same prompt and seed. ``reference``: the adapter whose training
         pieces every side is measured against (default: the first adapter among the sides).
-        ``stems``: file names per side (blind mode: names that don't give the side away)."""
+        ``stems``: file names per side (blind mode: names that don't give the side away).
+        A side is None (the base), an adapter name, or (name, weight) pairs (a strength, a blend;
+        ``studio.model.fast.row_mix``). ``variations``: seeded samples per side (seed, seed+1, …),
+        decoded in the same batch; the first is the side's result, the others its ``variations``."""
+        if not 1 <= variations <= MAX_VARIATIONS:
+            raise ValueError(f"variations must be 1..{MAX_VARIATIONS}, got {variations}")
         if not sides:
             raise ValueError("nothing to compare: choose at least one side")
-        if len(set(sides)) != len(sides):
-            raise ValueError("the same side is chosen twice; pick different adapters")
+        from studio.model.fast import row_mix
+
+        if len({row_mix(s) for s in sides}) != len(sides):
+            raise ValueError("the same side is chosen twice; pick different adapters or strengths")
         self.load()
         prompt = prompt_ids(self.tok, prompt_midi)
         out_dir = Path(out_dir or renders_dir() / "compare" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
         out_dir.mkdir(parents=True, exist_ok=True)
-        reference = reference or next((s for s in sides if s), None)
+        reference = reference or next((first_adapter(s) for s in sides if first_adapter(s)), None)
         if stems is not None and len(stems) != len(sides):
             raise ValueError(f"stems: {len(stems)} names for {len(sides)} sides")
         results = []
-        for i, (adapter, gen) in enumerate(zip(sides, self.sample_all(sides, prompt, knobs, seed))):
-            label = adapter or "base"
-            stem = stems[i] if stems else f"{i}-{label}"
-            results.append(self._side_files(gen, label, adapter, out_dir / stem, audio, reference))
+        per_side = self.sample_all(sides, prompt, knobs, seed, variations)
+        for i, (side, gens) in enumerate(zip(sides, per_side)):
+            gens = gens if isinstance(gens, list) else [gens]
+            label = side_label(side)
+            stem = stems[i] if stems else f"{i}-{safe_stem(label)}"
+            files = [self._side_files(g, label, first_adapter(side), out_dir / (stem + (f"-v{v + 1}" if v else "")),
+                                      audio, reference) for v, g in enumerate(gens)]
+            files[0].variations = files[1:]
+            results.append(files[0])
         return results
 
-    def _side_files(self, gen, label: str, adapter, stem: Path, audio: bool, reference: str | None) -> SideResult:
+    def _side_files(self, gen, label: str, adapter: str | None, stem: Path, audio: bool,
+                    reference: str | None) -> SideResult:
         from studio.audio.pianoroll import piano_roll_png
 
         res = SideResult(label, adapter, None, None, None, gen.info(), list(gen.notes))
