@@ -79,7 +79,8 @@ def _generate(args) -> int:
 def _render(args) -> int:
     from studio.audio.render import render_file
 
-    res = render_file(args.input, args.output, soundfont=args.soundfont, max_seconds=args.max_seconds)
+    res = render_file(args.input, args.output, soundfont=args.soundfont, max_seconds=args.max_seconds,
+                      program=args.program)
     cut = " (truncated at the duration cap)" if getattr(res, "truncated", False) else ""
     print(f"wrote {res.path}: {res.seconds:.1f} s, peak {res.peak:.3f}{cut}")
     return 0
@@ -133,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("render", help="render a MIDI file to audio with FluidSynth")
     r.add_argument("input")
     r.add_argument("--output", required=True, help=".wav, .ogg or .flac")
-    r.add_argument("--soundfont", default=None)
+    r.add_argument("--soundfont", default=None, help="a .sf2 file (default: soundfonts/, the system's GM font, TimGM6mb)")
+    r.add_argument("--program", type=int, default=None,
+                   help="General MIDI program for every pitched track (0 piano, 40 violin, 48 strings, 52 choir)")
     r.add_argument("--max-seconds", type=float, default=600.0, help="duration cap")
     for name, mod in EXTRA_COMMANDS.items():
         __import__(mod, fromlist=["add_parser"]).add_parser(sub)

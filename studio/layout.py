@@ -21,6 +21,7 @@ ADAPTER_LAST = "adapter-last"
 WEIGHT_FOLDERS = (ADAPTER_BEST, ADAPTER_LAST)  # preferred order when an adapter has both
 EPOCHS = "epochs"
 EPOCH_METRICS = "epoch_metrics.json"
+EPOCH_SEP = "@epoch"  # "bach-chorales@epoch03": a kept epoch, named as a side of its own
 CHECKPOINT = "checkpoint"
 SAMPLES = "samples"
 TRAINING_META = "training_meta.json"

@@ -12,7 +12,7 @@ import gradio as gr
 import pytest
 
 from conftest import make_piece, write_pieces
-from studio.service import jobs
+from studio.service import jobs, library
 from studio.config import adapters_dir, cache_dir, datasets_dir, renders_dir
 from studio.audio.render import fluidsynth_status
 from studio.ui import adapters_tab, blocks, compare_tab, data_tab, train_tab
@@ -389,3 +389,51 @@ def test_without_fluidsynth_the_studio_works_silently(settings, adapters, monkey
         assert audio is None and Path(midi).read_bytes()[:4] == b"MThd" and Path(roll).is_file()
     ogg, png, _ = data_tab.preview_files(datasets_dir() / "album" / "piece00.mid", s.audio)
     assert ogg is None and Path(png).is_file()
+
+
+def test_compare_strength_blend_epochs_variations_and_instrument(settings, adapters, tmp_path):
+    """The Compare tab's producer knobs reach the comparer: strength and blend labels, a kept
+    epoch as a side, two variations per side with their own players, a General MIDI program."""
+    import json
+    import shutil
+
+    from studio.config import adapters_dir
+    from studio.ui import compare_sides
+
+    alpha = library.get_adapter("alpha")
+    kept = alpha.folder / "epochs" / "03"
+    shutil.copytree(alpha.weights, kept)
+    (kept / "epoch_metrics.json").write_text(json.dumps({"epoch": 3, "val_loss": 2.5, "copy_rate": 0.0,
+                                                         "texture_gap": 0.25}))
+    ab, _ = compare_tab.side_choices()
+    assert ("alpha @ epoch 3 · loss 2.50 · copy 0.00 · texture gap 0.25", "alpha@epoch03") in ab
+    assert alpha.folder == adapters_dir() / "alpha"
+    spec = compare_sides.side_spec("alpha", 0.5)
+    assert spec == (("alpha", 0.5),) and compare_sides.side_spec("alpha", 1.0) == "alpha"
+    assert compare_sides.side_spec("alpha", 1.0, "beta", 0.3) == (("alpha", 0.7), ("beta", 0.3))
+    with pytest.raises(ValueError, match="strength must be between 0 and 2"):
+        compare_sides.side_spec("alpha", 3.0)
+    generate = compare_tab.make_generate(settings)
+    epoch_side = generate(settings.base, "alpha", "alpha@epoch03", compare_tab.NONE, None, "prompts/short.mid",
+                          16, 1.0, 0.95, 50, 3, False)
+    assert "alpha@epoch03" in epoch_side[5 + 6 + 1]
+    out = generate(settings.base, "alpha", "alpha", "beta", None, "prompts/short.mid", 32, 1.0, 0.95, 50, 11, False,
+                   32, 1.0, 0.5, 1.0, compare_tab.NONE, compare_tab.NONE, "alpha", 0.0, 0.0, 0.4, 2, "Violin",
+                   compare_tab.DEFAULT_SOUNDFONT)
+    _, _, _, _, _, *parts = out
+    titles = [parts[1], parts[7], parts[13]]
+    assert "alpha" in titles[0] and "alpha ×0.5" in titles[1] and "0.6 beta + 0.4 alpha" in titles[2]
+    variation_players = parts[3 * 6:]
+    assert len(variation_players) == 3 * compare_tab.N_VARIATION_PLAYERS
+    assert [p["visible"] for p in variation_players[::3]] == [AUDIO] * 3  # variation 2 of each side
+    assert not any(p["visible"] for k, p in enumerate(variation_players) if k % 3)  # no variation 3 or 4
+    if AUDIO:
+        assert Path(variation_players[0]["value"]).name.endswith("-v2.ogg")
+    with pytest.raises(gr.Error, match="variations must be 1..4"):
+        generate(settings.base, compare_tab.BASE, "alpha", compare_tab.NONE, None, None, 16, 1, 1, 0, 1, False,
+                 16, 1, 1, 1, compare_tab.NONE, compare_tab.NONE, compare_tab.NONE, 0, 0, 0, 5)
+    from studio.service import public
+
+    with pytest.raises(ValueError, match="at most 3072 tokens per Generate"):
+        public.PUBLIC.check_compute(3, 2, 1024)
+    public.PUBLIC.check_compute(3, 1, 1024)

@@ -289,6 +289,25 @@ class RenderResult:
     soundfont: Path | None = None
 
 
+# General MIDI programs a listener can pick for every pitched track (None: as in the file).
+INSTRUMENTS = {"as in the file": None, "Piano": 0, "Harpsichord": 6, "Church organ": 19, "Nylon guitar": 24,
+               "Violin": 40, "Cello": 42, "Strings (ensemble)": 48, "Choir": 52, "Trumpet": 56,
+               "Clarinet": 71, "Flute": 73}
+
+
+def with_program(score: Score, program: int | None) -> Score:
+    """A copy of ``score`` whose pitched tracks all play General MIDI ``program`` (drums stay)."""
+    if program is None:
+        return score
+    if not 0 <= int(program) <= 127:
+        raise ValueError(f"program must be a General MIDI program 0..127, got {program}")
+    out = score.copy()
+    for track in out.tracks:
+        if not track.is_drum:
+            track.program = int(program)
+    return out
+
+
 def render_to_array(score: Score, soundfont: str | Path | None = None, sample_rate: int = 44100,
                     max_seconds: float = 600.0, gain: float = DEFAULT_GAIN,
                     name: str = "score") -> tuple[np.ndarray, int]:
@@ -299,9 +318,11 @@ def render_to_array(score: Score, soundfont: str | Path | None = None, sample_ra
 
 def render_score(score: Score, out_path: str | Path, soundfont: str | Path | None = None,
                  sample_rate: int = 44100, max_seconds: float = 600.0, gain: float = DEFAULT_GAIN,
-                 name: str | None = None) -> RenderResult:
-    """Render to ``out_path``; the suffix (.wav, .flac, .ogg) picks the format."""
+                 name: str | None = None, program: int | None = None) -> RenderResult:
+    """Render to ``out_path``; the suffix (.wav, .flac, .ogg) picks the format. ``program``: every
+    pitched track played by this General MIDI instrument (None: the file's own)."""
     out_path = Path(out_path)
+    score = with_program(score, program)
     _audio_format(out_path)  # fail before rendering, not after
     renderer = Renderer(soundfont, sample_rate)
     audio = renderer.render(score, max_seconds, gain, name or out_path.name)
@@ -319,7 +340,7 @@ def render_score(score: Score, out_path: str | Path, soundfont: str | Path | Non
 
 def render_file(midi_path: str | Path, out_path: str | Path, soundfont: str | Path | None = None,
                 sample_rate: int = 44100, max_seconds: float = 600.0,
-                gain: float = DEFAULT_GAIN) -> RenderResult:
+                gain: float = DEFAULT_GAIN, program: int | None = None) -> RenderResult:
     """Load a MIDI file and render it; errors name the MIDI file."""
     from studio.ingest.midi import load_score  # ValueError naming the file when it can't be read
 
@@ -327,7 +348,8 @@ def render_file(midi_path: str | Path, out_path: str | Path, soundfont: str | Pa
     if not midi_path.is_file():
         raise FileNotFoundError(f"{midi_path}: MIDI file not found")
     score = load_score(midi_path)
-    return render_score(score, out_path, soundfont, sample_rate, max_seconds, gain, name=midi_path.name)
+    return render_score(score, out_path, soundfont, sample_rate, max_seconds, gain, name=midi_path.name,
+                        program=program)
 
 
 def write_audio(audio: np.ndarray, sample_rate: int, out_path: str | Path) -> Path:

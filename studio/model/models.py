@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from studio.layout import ADAPTER_META
+from studio.layout import ADAPTER_META, EPOCH_SEP
 from studio.model import hub
 from studio.config import DEFAULT_BASE, POCKET_DIR, POCKET_NAME, REPO_ROOT
 from studio.model.tokenizer import check_model_config, compare_fingerprints, fingerprint, save_tokenizer
@@ -210,7 +210,7 @@ def attach_adapter(model, adapter_dir: str | Path, name: str, tok, base: BaseInf
     """Load an adapter onto ``model`` under ``name`` (a PeftModel is returned the first time)."""
     from peft import PeftModel
 
-    safe_adapter_name(name)
+    safe_adapter_name(name.partition(EPOCH_SEP)[0])  # NAME@epochNN: a kept epoch
     folder = Path(adapter_dir)
     check_adapter(folder, tok, base)
     if isinstance(model, PeftModel):

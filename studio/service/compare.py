@@ -194,13 +194,15 @@ class Comparer:
 
     def generate(self, sides: list, prompt_midi: str | Path | None, knobs: Knobs, seed: int,
                  audio: bool = True, out_dir: Path | None = None, reference: str | None = None,
-                 stems: list[str] | None = None, variations: int = 1) -> list[SideResult]:
+                 stems: list[str] | None = None, variations: int = 1, soundfont: str | None = None,
+                 program: int | None = None) -> list[SideResult]:
         """Every side with the same prompt and seed. ``reference``: the adapter whose training
         pieces every side is measured against (default: the first adapter among the sides).
         ``stems``: file names per side (blind mode: names that don't give the side away).
         A side is None (the base), an adapter name, or (name, weight) pairs (a strength, a blend;
         ``studio.model.fast.row_mix``). ``variations``: seeded samples per side (seed, seed+1, …),
-        decoded in the same batch; the first is the side's result, the others its ``variations``."""
+        decoded in the same batch; the first is the side's result, the others its ``variations``.
+        ``soundfont`` and ``program`` (a General MIDI instrument) apply alike to every side."""
         if not 1 <= variations <= MAX_VARIATIONS:
             raise ValueError(f"variations must be 1..{MAX_VARIATIONS}, got {variations}")
         if not sides:
@@ -222,14 +224,16 @@ class Comparer:
             gens = gens if isinstance(gens, list) else [gens]
             label = side_label(side)
             stem = stems[i] if stems else f"{i}-{safe_stem(label)}"
+            sound = (soundfont, program) if audio else None
             files = [self._side_files(g, label, first_adapter(side), out_dir / (stem + (f"-v{v + 1}" if v else "")),
-                                      audio, reference) for v, g in enumerate(gens)]
+                                      sound, reference) for v, g in enumerate(gens)]
             files[0].variations = files[1:]
             results.append(files[0])
         return results
 
-    def _side_files(self, gen, label: str, adapter: str | None, stem: Path, audio: bool,
+    def _side_files(self, gen, label: str, adapter: str | None, stem: Path, sound: tuple | None,
                     reference: str | None) -> SideResult:
+        """MIDI, piano roll, audio (``sound``: (soundfont, program), None for no audio), closeness."""
         from studio.audio.pianoroll import piano_roll_png
 
         res = SideResult(label, adapter, None, None, None, gen.info(), list(gen.notes))
@@ -240,8 +244,8 @@ class Comparer:
         res.midi = stem.with_suffix(".mid")
         gen.score.dump_midi(str(res.midi))
         res.roll = piano_roll_png(gen.score, stem.with_suffix(".png"))
-        if audio:
-            res.audio, why = render_ogg(gen.score, stem.with_suffix(".ogg"))
+        if sound is not None:
+            res.audio, why = render_ogg(gen.score, stem.with_suffix(".ogg"), *sound)
             if why:
                 res.messages.append(why)
         if reference:
@@ -292,7 +296,8 @@ class Comparer:
         }
 
 
-def render_ogg(score, out_path: Path) -> tuple[Path | None, str]:
+def render_ogg(score, out_path: Path, soundfont: str | Path | None = None,
+               program: int | None = None) -> tuple[Path | None, str]:
     """(path, "") or (None, why): audio is optional, a failed render never fails a comparison."""
     from studio.audio.render import fluidsynth_status, render_score
 
@@ -300,7 +305,7 @@ def render_ogg(score, out_path: Path) -> tuple[Path | None, str]:
     if not ok:
         return None, why
     try:
-        return render_score(score, out_path, max_seconds=RENDER_MAX_SECONDS).path, ""
+        return render_score(score, out_path, soundfont, max_seconds=RENDER_MAX_SECONDS, program=program).path, ""
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
         return None, f"no audio: {e}"
 

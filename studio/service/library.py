@@ -21,9 +21,10 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from studio.layout import TRAINING_META, WEIGHT_FOLDERS
+from studio.layout import EPOCH_METRICS, EPOCH_SEP, EPOCHS, TRAINING_META, WEIGHT_FOLDERS
 from studio.config import adapters_dir, bundled_adapters_dir, renders_dir
 from studio.model.models import check_adapter, read_adapter_meta, safe_adapter_name
+from studio.ingest.midi import list_midi  # noqa: F401 (the UI lists files through the library)
 from studio.ingest.safezip import extract_tree_zip, safe_filename
 # Datasets live in their own module; the library is the one place the UI asks for either.
 from studio.service.datasets import (MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, AddResult, DatasetEntry,  # noqa: F401
@@ -122,11 +123,47 @@ def list_adapters() -> list[AdapterEntry]:
 
 
 def get_adapter(name: str) -> AdapterEntry:
+    """An adapter by name; ``NAME@epochNN`` is epoch NN kept by its training (epochs/NN)."""
+    if EPOCH_SEP in name:
+        return _epoch_entry(name)
     safe_adapter_name(name)
     for e in list_adapters():
         if e.name == name:
             return e
     raise FileNotFoundError(f"adapter {name!r}: not found (no folder {name} with adapter weights)")
+
+
+def epoch_sides(entry: AdapterEntry) -> list[tuple[str, str]]:
+    """(label, name) of every kept epoch of ``entry``: 'NAME @ epoch 3 · loss 1.62 · copy 0.00 · gap 0.21'."""
+    out = []
+    for folder in sorted((entry.folder / EPOCHS).glob("[0-9][0-9]")):
+        if not (folder / "adapter_config.json").is_file():
+            continue
+        m = _read(folder / EPOCH_METRICS)
+        bits = [f"{label} {m[key]:.2f}" for key, label in (("val_loss", "loss"), ("copy_rate", "copy"),
+                                                             ("texture_gap", "texture gap"))
+                if isinstance(m.get(key), (int, float))]
+        out.append((" · ".join([f"{entry.name} @ epoch {int(folder.name)}", *bits]),
+                    f"{entry.name}{EPOCH_SEP}{folder.name}"))
+    return out
+
+
+def _epoch_entry(name: str) -> AdapterEntry:
+    base, _, epoch = name.partition(EPOCH_SEP)
+    if not (epoch.isdigit() and len(epoch) == 2):
+        raise ValueError(f"adapter {name!r}: an epoch side is NAME{EPOCH_SEP}NN (two digits)")
+    entry = get_adapter(base)
+    weights = entry.folder / EPOCHS / epoch
+    if not (weights / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"adapter {base!r}: no kept epoch {int(epoch)} (no {EPOCHS}/{epoch})")
+    return AdapterEntry(name, entry.folder, weights, entry.bundled, entry.meta, entry.info)
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _user_adapter(name: str, action: str) -> AdapterEntry:

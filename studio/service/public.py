@@ -58,15 +58,28 @@ class Limits:
     max_session_mb: int = 0  # all of one session's datasets (public mode)
     session_max_age_h: float = 0.0  # a session's datasets are removed this long after their last change
     max_adapters: int = 0  # user adapters (trained or uploaded) the shared studio keeps
+    # tokens one Generate may decode: sides × variations × max new tokens (0 = no limit); the
+    # public figure is what three sides of 1024 tokens cost before variations existed
+    max_generate_tokens: int = 0
 
     def __post_init__(self) -> None:
         for name in ("max_epochs", "max_dataset_files", "max_file_mb", "max_upload_files", "max_upload_mb",
-                     "max_session_mb", "max_adapters"):
+                     "max_session_mb", "max_adapters", "max_generate_tokens"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
         if not self.max_minutes >= 0 or not self.session_max_age_h >= 0:
             raise ValueError("max_minutes and session_max_age_h must be >= 0")
+
+    def check_compute(self, sides: int, variations: int, max_new_tokens: int) -> None:
+        """ValueError when one Generate would decode more than this studio allows per click."""
+        if not 1 <= variations <= 4:
+            raise ValueError(f"variations must be 1..4, got {variations}")
+        asked = sides * variations * max_new_tokens
+        if self.max_generate_tokens and asked > self.max_generate_tokens:
+            raise ValueError(f"this shared studio decodes at most {self.max_generate_tokens} tokens per Generate; "
+                             f"{sides} sides × {variations} variations × {max_new_tokens} tokens = {asked}: "
+                             "lower the variations or the max new tokens")
 
     @property
     def gradio_max_file_size(self) -> str:
@@ -75,12 +88,14 @@ class Limits:
 
 LOCAL = Limits()
 PUBLIC = Limits(max_epochs=10, max_minutes=20.0, max_dataset_files=200, max_file_mb=10, max_upload_files=300,
-                max_upload_mb=30, max_session_mb=60, session_max_age_h=6.0, max_adapters=40)
+                max_upload_mb=30, max_session_mb=60, session_max_age_h=6.0, max_adapters=40,
+                max_generate_tokens=3 * 1024)
 # Owners of a Space can loosen or tighten the public limits with these variables.
 ENV_LIMITS = {"STUDIO_MAX_EPOCHS": "max_epochs", "STUDIO_MAX_MINUTES": "max_minutes",
               "STUDIO_MAX_FILES": "max_dataset_files", "STUDIO_MAX_UPLOAD_MB": "max_upload_mb",
               "STUDIO_MAX_SESSION_MB": "max_session_mb", "STUDIO_MAX_FILE_MB": "max_file_mb",
-              "STUDIO_MAX_UPLOAD_FILES": "max_upload_files", "STUDIO_MAX_ADAPTERS": "max_adapters"}
+              "STUDIO_MAX_UPLOAD_FILES": "max_upload_files", "STUDIO_MAX_ADAPTERS": "max_adapters",
+              "STUDIO_MAX_GENERATE_TOKENS": "max_generate_tokens"}
 
 
 def limits(env=None) -> Limits:

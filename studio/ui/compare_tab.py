@@ -11,27 +11,35 @@ from pathlib import Path
 import gradio as gr
 
 from studio.service import library
-from studio.service.compare import Knobs, get_comparer
+from studio.audio.render import INSTRUMENTS
+from studio.audio.soundfonts import list_soundfonts
+from studio.service.compare import Knobs, first_adapter, get_comparer
 from studio.config import renders_dir
-from studio.evaluation.texture import describe as describe_texture
-from studio.ui.common import Settings, base_choices, datasets_root, handler, user_message
 from studio.service.zerogpu import gpu
+from studio.ui.common import Settings, base_choices, datasets_root, handler, user_message
+from studio.ui.compare_sides import (BASE, N_SIDES, N_VARIATION_PLAYERS, NONE, adapter_names,  # noqa: F401
+                                     choice_values, info_md, pairing, shuffled, side_choices, side_updates,
+                                     sides_from, tally_md, variation_updates)
 
-BASE = "base alone"
-NONE = "(none)"
 NO_PROMPT = "(no prompt)"
-N_SIDES = 3
 GPU_SECONDS = 120  # ZeroGPU: the longest one Generate may hold the GPU (3 sides of 1024 tokens + audio)
 
 
-def adapter_names() -> list[str]:
-    return [e.name for e in library.list_adapters()]
+DEFAULT_SOUNDFONT = "default (soundfonts/, then the system's GM font)"
 
 
-def side_choices() -> tuple[list[str], list[str]]:
-    """(choices for sides A and B, choices for side C)."""
-    names = adapter_names()
-    return [BASE, *names], [NONE, BASE, *names]
+def soundfont_choices() -> list:
+    return [DEFAULT_SOUNDFONT, *[(p.name, str(p)) for p in list_soundfonts()]]
+
+
+def soundfont_path(choice: str | None) -> str | None:
+    """A listed soundfont only: the dropdown's value is never trusted as a path."""
+    if not choice or choice == DEFAULT_SOUNDFONT:
+        return None
+    known = {str(p) for p in list_soundfonts()}
+    if choice not in known:
+        raise ValueError(f"soundfont {choice!r}: not one of the listed soundfonts")
+    return choice
 
 
 def prompt_choices(root: Path | None = None) -> list[str]:
@@ -50,10 +58,10 @@ def refresh_choices(a=BASE, b=BASE, c=NONE, picked=NO_PROMPT, request: gr.Reques
     """New choices after training, renames or uploads; the session's picks stay when still valid."""
     ab, c_choices = side_choices()
     names = adapter_names()
-    a = a if a in ab else BASE
-    if b not in ab or (b == a and names):
+    a = a if a in choice_values(ab) else BASE
+    if b not in choice_values(ab) or (b == a and names):
         b = next((n for n in names if n != a), BASE)
-    c = c if c in c_choices else NONE
+    c = c if c in choice_values(c_choices) else NONE
     prompts = prompt_choices(datasets_root(request))
     return (gr.update(choices=ab, value=a), gr.update(choices=ab, value=b), gr.update(choices=c_choices, value=c),
             gr.update(choices=prompts, value=picked if picked in prompts else NO_PROMPT))
@@ -84,49 +92,6 @@ def prompt_path(uploaded, picked, datasets: Path | None = None) -> Path | None:
     return out
 
 
-def sides_from(a, b, c) -> list[str | None]:
-    picked = [s for s in (a, b, c) if s and s != NONE]
-    if len(picked) < 2:
-        raise ValueError("choose at least two sides to compare (A and B)")
-    if len(set(picked)) < len(picked):
-        if not adapter_names():
-            raise ValueError("no adapters yet: train one in the Train tab or add one in the Adapters tab")
-        raise ValueError("the same side is chosen twice; pick different adapters")
-    return [None if s == BASE else s for s in picked]
-
-
-def info_md(r, shown_label: str) -> str:
-    i = r.info
-    lines = [f"{i.get('new_tokens', 0)} new tokens (+{i.get('prompt_tokens', 0)} prompt) in {i.get('seconds', 0)} s "
-             f"· {i.get('tokens_per_s', 0)} tokens/s · {i.get('notes', 0)} notes · {i.get('music_seconds', 0)} s of music"]
-    if "copy_rate" in i:
-        lines.append(f"copy rate {i['copy_rate']:.2f} (longest copy {i['longest_copy_notes']} notes) · "
-                     f"style distance {i['style_distance']:.3f} — vs {i['compared_with']}")
-    elif "compared_with" in i:
-        lines.append(f"no copy rate: {i['compared_with']}")
-    if i.get("texture"):
-        lines.append(f"texture: {describe_texture(i['texture'])}")
-    if i.get("artist_texture"):
-        lines.append(f"artist's own: {describe_texture(i['artist_texture'])} · texture gap {i['texture_gap']:.2f} "
-                     "(0 = the same notes/s, voices and span)")
-    for m in r.messages:
-        lines.append(f"⚠ {user_message(m).replace(r.label, shown_label)}")
-    return "\n\n".join(lines)
-
-
-def side_updates(results, titles) -> list:
-    out = []
-    for k in range(N_SIDES):
-        if k >= len(results):
-            out += [gr.update(visible=False), "", None, None, None, ""]
-            continue
-        r, title = results[k], titles[k]
-        out += [gr.update(visible=True), f"<span class='side-title'>{title}</span>",
-                str(r.audio) if r.audio else None, str(r.roll) if r.roll else None,
-                str(r.midi) if r.midi else None, info_md(r, title)]
-    return out
-
-
 def _slider(name: str, label: str, step: float, **kw):
     """A sampling slider whose default, range and help come from the one sampling config."""
     k = Knobs.knob(name)
@@ -135,31 +100,41 @@ def _slider(name: str, label: str, step: float, **kw):
 
 
 @gpu(duration=GPU_SECONDS)
-def generate_sides(base: str, sides, prompt, knobs: Knobs, seed: int, audio: bool, stems, reference):
+def generate_sides(base: str, sides, prompt, knobs: Knobs, seed: int, audio: bool, stems, reference,
+                   sound: dict | None = None):
     """The model work of one Generate: on ZeroGPU it runs in a worker that holds the GPU, so it
-    takes and returns plain picklable values: (side results, the base's fallback note)."""
+    takes and returns plain picklable values: (side results, the base's fallback note).
+    ``sound``: variations per side, the General MIDI program and the soundfont, alike for every side."""
     comparer = get_comparer(base)
-    results = comparer.generate(sides, prompt, knobs, seed, audio=audio, stems=stems, reference=reference)
+    results = comparer.generate(sides, prompt, knobs, seed, audio=audio, stems=stems, reference=reference,
+                                **(sound or {}))
     return results, (comparer.info.fallback_reason if comparer.info else "")
 
 
 def make_generate(settings: Settings):
     @handler
     def generate(base, a, b, c, uploaded, picked, max_new, temperature, top_p, top_k, seed, blind, min_new=None,
+                 strength_a=1.0, strength_b=1.0, strength_c=1.0, blend_a=NONE, blend_b=NONE, blend_c=NONE,
+                 weight_a=0.0, weight_b=0.0, weight_c=0.0, variations=1, instrument=None, soundfont=None,
                  request: gr.Request = None):
-        sides = sides_from(a, b, c)
+        sides = sides_from(a, b, c, (strength_a, strength_b, strength_c),
+                           ((blend_a, weight_a), (blend_b, weight_b), (blend_c, weight_c)))
+        variations = int(variations or 1)
+        settings.limits.check_compute(len(sides), variations, int(max_new))
         library.prune_renders()  # old comparisons go; this one is written next
         min_new = Knobs.min_new_tokens if min_new is None or min_new == "" else int(min_new)
         knobs = Knobs(max_new_tokens=int(max_new), min_new_tokens=min_new, temperature=float(temperature),
                       top_p=float(top_p), top_k=int(top_k))
         seed = random.randrange(2**31) if seed is None or seed == "" else int(seed)
         prompt = prompt_path(uploaded, picked, datasets_root(request))
-        reference = next((s for s in sides if s), None)  # chosen before the shuffle
+        reference = next((first_adapter(s) for s in sides if s), None)  # chosen before the shuffle
         if blind:
             sides = shuffled(sides)
         stems = [f"side{k + 1}" for k in range(len(sides))] if blind else None
+        sound = {"variations": variations, "program": INSTRUMENTS.get(instrument),
+                 "soundfont": soundfont_path(soundfont)}
         results, fallback = generate_sides(base or settings.base, sides, prompt, knobs, seed, settings.audio,
-                                           stems, reference)
+                                           stems, reference, sound)
         labels = [r.label for r in results]
         titles = [f"Side {k + 1}" for k in range(len(results))] if blind else labels
         status = f"Seed **{seed}** for every side"
@@ -169,19 +144,9 @@ def make_generate(settings: Settings):
             status += f"\n\n⚠ {user_message(fallback)}"
         blind_state = {"labels": labels, "voted": False} if blind else {}
         vote = gr.update(choices=titles, value=None, visible=bool(blind))
-        return [status, seed, blind_state, vote, gr.update(visible=bool(blind)), *side_updates(results, titles)]
+        return [status, seed, blind_state, vote, gr.update(visible=bool(blind)), *side_updates(results, titles),
+                *variation_updates(results, settings.audio)]
     return generate
-
-
-def shuffled(items: list, rng: random.Random | None = None) -> list:
-    """A shuffled copy: the listener must not know which side is which."""
-    out = list(items)
-    (rng or random.SystemRandom()).shuffle(out)
-    return out
-
-
-def pairing(labels: list[str]) -> str:
-    return " vs ".join(sorted(labels))
 
 
 @handler
@@ -200,15 +165,6 @@ def vote(choice, blind_state, tally):
     counts[winner] = counts.get(winner, 0) + 1
     reveal = " · ".join(f"Side {k + 1} was **{name}**" for k, name in enumerate(labels))
     return {**blind_state, "voted": True}, tally, f"You picked **{winner}**. {reveal}", tally_md(tally)
-
-
-def tally_md(tally: dict) -> str:
-    if not tally:
-        return ""
-    rows = ["| pairing | favourites |", "|---|---|"]
-    for key, counts in tally.items():
-        rows.append(f"| {key} | " + ", ".join(f"{n}: {c}" for n, c in sorted(counts.items(), key=lambda x: -x[1])) + " |")
-    return "\n".join(rows)
 
 
 def make_preview(settings: Settings):
@@ -235,6 +191,17 @@ def build(settings: Settings) -> dict:
         a = gr.Dropdown(ab, value=BASE, label="Side A", scale=1, elem_id="side-a")
         b = gr.Dropdown(ab, value=names[0] if names else BASE, label="Side B", scale=1, elem_id="side-b")
         c = gr.Dropdown(c_choices, value=NONE, label="Side C (optional)", scale=1, elem_id="side-c")
+    with gr.Accordion("Strength and blends", open=False, elem_id="strength-box"):
+        strengths, blends, weights = [], [], []
+        with gr.Row():
+            for k in "abc":
+                with gr.Column(min_width=160):
+                    strengths.append(gr.Slider(0, 2, value=1, step=0.05, label="Strength", elem_id=f"strength-{k}",
+                                               info=f"side {k.upper()}: 0 = the base, 1 = as trained, 2 = double"))
+                    blends.append(gr.Dropdown([NONE, *adapter_names()], value=NONE, label="Blend with",
+                                              elem_id=f"blend-{k}"))
+                    weights.append(gr.Slider(0, 1, value=0.3, step=0.05, label="Blend weight",
+                                             elem_id=f"weight-{k}", info="0.3 → 0.7 side + 0.3 blend"))
     with gr.Accordion("Prompt (optional): the sides continue it", open=False, elem_id="prompt-box"):
         with gr.Row():
             with gr.Column():
@@ -254,11 +221,17 @@ def build(settings: Settings) -> dict:
         seed = gr.Number(lambda: random.randrange(100_000), label="Seed (one for every side)", precision=0,
                          elem_id="seed", info="Same seed, sides and knobs → the same music.")
         dice = gr.Button("New seed", scale=0)
+        variations = gr.Number(1, label="Variations", minimum=1, maximum=4, precision=0, elem_id="variations",
+                               info="seeded samples per side (seed, seed+1, …), decoded together")
+        instrument = gr.Dropdown(list(INSTRUMENTS), value="as in the file", label="Instrument", elem_id="instrument",
+                                 info="General MIDI program for every side")
+        soundfont = gr.Dropdown(soundfont_choices(), value=DEFAULT_SOUNDFONT, label="Soundfont", elem_id="soundfont")
+    with gr.Row():
         blind = gr.Checkbox(False, label="Blind: hide and shuffle the sides, then pick a favourite")
         go = gr.Button("Generate", variant="primary", elem_id="generate-btn", scale=2)
     status = gr.Markdown("Press **Generate**: every side continues the same prompt with the same seed.",
                          elem_id="compare-status")
-    side_parts = []
+    side_parts, variation_parts = [], []
     with gr.Row(equal_height=False):
         for k in range(N_SIDES):
             with gr.Column(visible=False) as col:  # shown by Generate
@@ -268,6 +241,9 @@ def build(settings: Settings) -> dict:
                 roll = gr.Image(label="Piano roll", type="filepath", interactive=False, height=200)
                 midi = gr.File(label="MIDI", interactive=False, height=70, elem_classes=["side-midi"])
                 info = gr.Markdown()
+                variation_parts += [gr.Audio(label=f"Variation {v + 2}", type="filepath", interactive=False,
+                                             visible=False, elem_classes=["variation-audio"])
+                                    for v in range(N_VARIATION_PLAYERS)]
             side_parts += [col, title, audio, roll, midi, info]
     with gr.Group(visible=False) as vote_box:
         with gr.Row():
@@ -277,8 +253,9 @@ def build(settings: Settings) -> dict:
         tally_view = gr.Markdown()
 
     go.click(make_generate(settings),
-             [base, a, b, c, uploaded, picked, max_new, temperature, top_p, top_k, seed, blind, min_new],
-             [status, seed, blind_state, favourite, vote_box, *side_parts],
+             [base, a, b, c, uploaded, picked, max_new, temperature, top_p, top_k, seed, blind, min_new,
+              *strengths, *blends, *weights, variations, instrument, soundfont],
+             [status, seed, blind_state, favourite, vote_box, *side_parts, *variation_parts],
              concurrency_id="compute", concurrency_limit=settings.compute_limit)
     go.click(lambda: "", None, [reveal], queue=False)
     dice.click(lambda: random.randrange(100_000), None, [seed], queue=False)

@@ -1,0 +1,132 @@
+"""The Compare tab's sides: what can be a side (base, adapters, kept epochs, strengths, blends),
+how a side is named and shown (texture next to the artist's), and the blind-mode helpers."""
+
+from __future__ import annotations
+
+import random
+
+import gradio as gr
+
+from studio.evaluation.texture import describe as describe_texture
+from studio.service import library
+from studio.ui.common import user_message
+
+BASE = "base alone"
+NONE = "(none)"
+N_SIDES = 3
+N_VARIATION_PLAYERS = 3  # variations 2..4 of each side get their own players
+
+
+def adapter_names() -> list[str]:
+    return [e.name for e in library.list_adapters()]
+
+
+def side_choices() -> tuple[list, list]:
+    """(choices for sides A and B, choices for side C): base, adapters, then every kept epoch
+    as ("NAME @ epoch N · loss · copy · texture gap", "NAME@epochNN")."""
+    entries = library.list_adapters()
+    names = [e.name for e in entries]
+    epochs = [pair for e in entries for pair in library.epoch_sides(e)]
+    return [BASE, *names, *epochs], [NONE, BASE, *names, *epochs]
+
+
+def choice_values(choices: list) -> list[str]:
+    return [c[1] if isinstance(c, tuple) else c for c in choices]
+
+
+def side_spec(pick: str, strength: float = 1.0, blend: str | None = None, weight: float = 0.0):
+    """One side for the comparer: None (base), a name, or (name, weight) pairs.
+
+    ``strength`` scales the side's low-rank update (0 = the base, 1 = as trained, 2 = double);
+    a blend mixes in a second adapter: strength × ((1 − weight) · pick + weight · blend)."""
+    if pick == BASE:
+        return None
+    strength = float(1.0 if strength is None else strength)
+    if not 0 <= strength <= 2:
+        raise ValueError(f"strength must be between 0 and 2, got {strength}")
+    if blend and blend not in (NONE, BASE) and float(weight or 0) > 0:
+        weight = float(weight)
+        if not 0 < weight < 1:
+            raise ValueError(f"blend weight must be between 0 and 1, got {weight}")
+        if blend == pick:
+            raise ValueError(f"side {pick}: blending an adapter with itself is a strength; use the Strength slider")
+        return ((pick, round(strength * (1 - weight), 4)), (blend, round(strength * weight, 4)))
+    return pick if strength == 1.0 else ((pick, strength),)
+
+
+def sides_from(a, b, c, strengths=(1.0, 1.0, 1.0), blends=((None, 0.0),) * 3) -> list:
+    """The chosen sides as comparer specs (see ``side_spec``), refusing fewer than two or twins."""
+    chosen = [(s, st, bl) for s, st, bl in zip((a, b, c), strengths, blends) if s and s != NONE]
+    specs = [side_spec(s, st, *bl) for s, st, bl in chosen]
+    picked = [repr(x) for x in specs]
+    if len(picked) < 2:
+        raise ValueError("choose at least two sides to compare (A and B)")
+    if len(set(picked)) < len(picked):
+        if not adapter_names():
+            raise ValueError("no adapters yet: train one in the Train tab or add one in the Adapters tab")
+        raise ValueError("the same side is chosen twice; pick different adapters")
+    return specs
+
+
+def info_md(r, shown_label: str) -> str:
+    i = r.info
+    lines = [f"{i.get('new_tokens', 0)} new tokens (+{i.get('prompt_tokens', 0)} prompt) in {i.get('seconds', 0)} s "
+             f"· {i.get('tokens_per_s', 0)} tokens/s · {i.get('notes', 0)} notes · {i.get('music_seconds', 0)} s of music"]
+    if "copy_rate" in i:
+        lines.append(f"copy rate {i['copy_rate']:.2f} (longest copy {i['longest_copy_notes']} notes) · "
+                     f"style distance {i['style_distance']:.3f} — vs {i['compared_with']}")
+    elif "compared_with" in i:
+        lines.append(f"no copy rate: {i['compared_with']}")
+    if i.get("texture"):
+        lines.append(f"texture: {describe_texture(i['texture'])}")
+    if i.get("artist_texture"):
+        lines.append(f"artist's own: {describe_texture(i['artist_texture'])} · texture gap {i['texture_gap']:.2f} "
+                     "(0 = the same notes/s, voices and span)")
+    for m in r.messages:
+        lines.append(f"⚠ {user_message(m).replace(r.label, shown_label)}")
+    return "\n\n".join(lines)
+
+
+def side_updates(results, titles) -> list:
+    out = []
+    for k in range(N_SIDES):
+        if k >= len(results):
+            out += [gr.update(visible=False), "", None, None, None, ""]
+            continue
+        r, title = results[k], titles[k]
+        out += [gr.update(visible=True), f"<span class='side-title'>{title}</span>",
+                str(r.audio) if r.audio else None, str(r.roll) if r.roll else None,
+                str(r.midi) if r.midi else None, info_md(r, title)]
+    return out
+
+
+def variation_updates(results, audio: bool) -> list:
+    """Players for variations 2..4 of each side (hidden when a side has fewer)."""
+    out = []
+    for k in range(N_SIDES):
+        extra = results[k].variations if k < len(results) else []
+        for v in range(N_VARIATION_PLAYERS):
+            r = extra[v] if v < len(extra) else None
+            path = str(r.audio) if r is not None and r.audio else None
+            out.append(gr.update(value=path, visible=bool(r is not None and audio), label=f"Variation {v + 2}"))
+    return out
+
+
+def shuffled(items: list, rng: random.Random | None = None) -> list:
+    """A shuffled copy: the listener must not know which side is which."""
+    out = list(items)
+    (rng or random.SystemRandom()).shuffle(out)
+    return out
+
+
+def pairing(labels: list[str]) -> str:
+    return " vs ".join(sorted(labels))
+
+
+def tally_md(tally: dict) -> str:
+    if not tally:
+        return ""
+    rows = ["| pairing | favourites |", "|---|---|"]
+    for key, counts in tally.items():
+        rows.append(f"| {key} | " + ", ".join(f"{n}: {c}" for n, c in sorted(counts.items(), key=lambda x: -x[1])) + " |")
+    return "\n".join(rows)
