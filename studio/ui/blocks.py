@@ -12,7 +12,7 @@ import gradio as gr
 from studio.service import library, public
 from studio.config import (DEFAULT_BASE, POCKET_NAME, REPO_ROOT, adapters_dir, bundled_adapters_dir, cache_dir,
                            datasets_dir, renders_dir, runs_dir)
-from studio.ui import adapters_tab, compare_tab, data_tab, train_tab
+from studio.ui import adapters_tab, api, compare_tab, data_tab, train_tab
 from studio.ui.common import CSS, DUPLICATE_NOTE, WATCHERS, Settings, base_label, datasets_root, user_message
 
 log = logging.getLogger("studio.ui")
@@ -97,6 +97,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
                 compare = compare_tab.build(settings)
             with gr.Tab("Adapters", id="adapters") as t_adapters:
                 adapters = adapters_tab.build(settings)
+        api.build(settings)  # /compare and /render for scripts (gradio_client)
 
         def datasets_for_train(current, request: gr.Request = None):
             names = data_tab.dataset_names(datasets_root(request))

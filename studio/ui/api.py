@@ -1,0 +1,100 @@
+"""Scriptable endpoints: ``/compare`` (a comparison, as the Compare tab makes it) and ``/render``
+(a MIDI file to audio). Named with ``gr.api`` so ``gradio_client`` can call them (README).
+
+Files travel as base64 text both ways, so a script needs nothing but ``Client.predict``. Public
+mode's limits apply: tokens per call (``Limits.check_compute``), the size of a MIDI sent in, the
+rendered length, and untrusted MIDI is parsed in a worker process like every upload.
+"""
+
+from __future__ import annotations
+
+import base64
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from studio.audio.render import INSTRUMENTS
+from studio.service.compare import RENDER_MAX_SECONDS, Knobs
+from studio.ui.common import Settings, handler
+from studio.ui.compare_sides import BASE, side_spec
+
+MAX_API_MIDI_BYTES = 2 * 2**20  # a MIDI file sent to /render
+
+
+def _b64(path: Path | None) -> str | None:
+    return base64.b64encode(Path(path).read_bytes()).decode() if path else None
+
+
+def make_compare(settings: Settings):
+    from studio.ui.compare_tab import generate_sides
+
+    @handler
+    def compare(sides: list[str], seed: int = 0, max_new_tokens: int = 512, min_new_tokens: int = 384,
+                temperature: float = 1.0, top_p: float = 0.95, top_k: int = 50,
+                strengths: list[float] | None = None, variations: int = 1,
+                instrument: str = "as in the file") -> list[dict]:
+        """Every side continues nothing (BOS) with the same seed: 'base alone' or an adapter name per
+        side, each at its strength (0-2). Returns per side and variation: label, seed, notes, copy
+        rate, texture next to the artist's, and the MIDI (and OGG when audio is on) as base64."""
+        strengths = list(strengths or [1.0] * len(sides))
+        if len(strengths) != len(sides):
+            raise ValueError(f"strengths: {len(strengths)} values for {len(sides)} sides")
+        specs = [side_spec(s or BASE, st) for s, st in zip(sides, strengths)]
+        if len(specs) < 1:
+            raise ValueError("sides: name at least one side ('base alone' or an adapter)")
+        settings.limits.check_compute(len(specs), int(variations), int(max_new_tokens))
+        if instrument not in INSTRUMENTS:
+            raise ValueError(f"instrument {instrument!r}: choose one of {list(INSTRUMENTS)}")
+        knobs = Knobs(max_new_tokens=int(max_new_tokens), min_new_tokens=int(min_new_tokens),
+                      temperature=float(temperature), top_p=float(top_p), top_k=int(top_k))
+        reference = next((n for n in sides if n and n != BASE), None)
+        sound = {"variations": int(variations), "program": INSTRUMENTS[instrument], "soundfont": None}
+        results, _ = generate_sides(settings.base, specs, None, knobs, int(seed), settings.audio, None,
+                                    reference, sound)
+        out = []
+        for r in results:
+            for v, one in enumerate([r, *r.variations]):
+                keep = ("new_tokens", "notes", "music_seconds", "copy_rate", "texture", "artist_texture", "texture_gap")
+                out.append({"label": r.label, "variation": v + 1, "seed": int(seed) + v,
+                            **{k: one.info[k] for k in keep if k in one.info},
+                            "midi_base64": _b64(one.midi), "ogg_base64": _b64(one.audio)})
+        return out
+
+    return compare
+
+
+def make_render(settings: Settings):
+    @handler
+    def render(midi_base64: str, instrument: str = "as in the file") -> dict:
+        """A MIDI file (base64) rendered through FluidSynth: {seconds, peak, ogg_base64}."""
+        from studio.audio.render import render_score
+        from studio.ingest.reader import safe_load
+
+        if not settings.audio:
+            raise ValueError("audio is off on this studio (no FluidSynth library)")
+        if instrument not in INSTRUMENTS:
+            raise ValueError(f"instrument {instrument!r}: choose one of {list(INSTRUMENTS)}")
+        try:
+            data = base64.b64decode(midi_base64 or "", validate=True)
+        except ValueError:
+            raise ValueError("midi_base64: not base64 text") from None
+        if not data or len(data) > MAX_API_MIDI_BYTES:
+            raise ValueError(f"midi_base64: {len(data)} bytes (1..{MAX_API_MIDI_BYTES} allowed)")
+        with tempfile.TemporaryDirectory(prefix="api-render-") as tmp:
+            src = Path(tmp) / "in.mid"
+            src.write_bytes(data)
+            score = safe_load(src)  # untrusted: parsed in a worker process with limits
+            res = render_score(score, Path(tmp) / "out.ogg", max_seconds=RENDER_MAX_SECONDS,
+                               program=INSTRUMENTS[instrument])
+            return {"seconds": round(res.seconds, 2), "peak": round(res.peak, 4), "ogg_base64": _b64(res.path)}
+
+    return render
+
+
+def build(settings: Settings) -> None:
+    """Register the endpoints on the Blocks being built (no components: API only)."""
+    gr.api(make_compare(settings), api_name="compare", concurrency_id="compute",
+           concurrency_limit=settings.compute_limit)
+    gr.api(make_render(settings), api_name="render", concurrency_id="compute",
+           concurrency_limit=settings.compute_limit)
