@@ -50,7 +50,8 @@ KNOBS = [(name, label, TrainConfig.help(name)) for name, label in [
 ]]
 INTS = {"epochs", "lora_r", "lora_alpha", "batch_size", "grad_accum_steps", "max_seq_len", "warmup_steps",
         "patience", "samples_per_epoch", "sample_tokens", "seed"}
-KNOB_NAMES = [k for k, _, _ in KNOBS] + ["device", "resume", "base_dropout"]
+KNOB_NAMES = [k for k, _, _ in KNOBS] + ["device", "resume", "base_dropout", "variants", "precision", "use_rslora"]
+CHOICE_KNOBS = ("variants", "precision")  # dropdowns whose choices live in TrainConfig's field metadata
 
 
 def knob_defaults(preset: str, limits: public.Limits = public.LOCAL) -> dict:
@@ -125,8 +126,12 @@ def build_config(dataset, base, name, preset, blend, knobs: dict, root: Path | N
         if folder is not None:
             extra.append(str(folder))
             notes.append(f"blending {len(library.list_midi(folder))} base-corpus pieces with {n_album} album files")
+    more = {k: knobs[k] for k in CHOICE_KNOBS if knobs.get(k)}
+    if knobs.get("use_rslora") is not None:
+        more["use_rslora"] = bool(knobs["use_rslora"])
     cfg = TrainConfig(str(data), str(out), model_name=base, device=knobs.get("device") or "auto",
-                      resume=resume, extra_data_dirs=extra, base_dropout=bool(knobs.get("base_dropout")), **values)
+                      resume=resume, extra_data_dirs=extra, base_dropout=bool(knobs.get("base_dropout")),
+                      **values, **more)
     cfg, clamped = public.clamp_training(cfg, limits, 0)  # pieces were checked above
     return cfg, notes + clamped
 
@@ -336,6 +341,12 @@ def build(settings: Settings, dataset_names: list[str]) -> dict:
                 base_dropout = gr.Checkbox(False, label="Keep the base model's own dropout (about 2x slower)",
                                            info="Off by default: the base is frozen; LoRA dropout above "
                                                 "regularises the adapter.")
+                fields = TrainConfig.__dataclass_fields__
+                choice_knobs = [gr.Dropdown(list(fields[k].metadata["choices"]), value=defaults[k], label=label,
+                                            info=TrainConfig.help(k), elem_id=f"knob-{k}")
+                                for k, label in (("variants", "Augmented variants"), ("precision", "Precision"))]
+                rslora = gr.Checkbox(defaults["use_rslora"], label="Rank-stabilised LoRA scaling",
+                                     info=TrainConfig.help("use_rslora"))
             with gr.Row():
                 start_btn = gr.Button("Start", variant="primary", elem_id="start-btn")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
@@ -351,7 +362,8 @@ def build(settings: Settings, dataset_names: list[str]) -> dict:
 
     outs = [progress, loss_plot, log, sample_audio, sample_file, run_state]
     preset.change(lambda p: apply_preset(p, lim), [preset], knobs + [preset_help, blend])
-    start_btn.click(start.event, [dataset, base, name, preset, blend, *knobs, device, resume, base_dropout], outs,
+    start_btn.click(start.event, [dataset, base, name, preset, blend, *knobs, device, resume, base_dropout,
+                                  *choice_knobs, rslora], outs,
                     concurrency_id="compute", concurrency_limit=settings.compute_limit).success(
         start.follow, [run_state], outs, concurrency_id="watch", concurrency_limit=WATCHERS)
     stop_btn.click(stop, [run_state], None)
