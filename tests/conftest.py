@@ -37,6 +37,22 @@ def make_piece(seed: int, n_notes: int = 48, tpq: int = 480, qpm: float = 100.0,
     return score
 
 
+# A four-voice C-major progression (I IV V I, twice), one chord per quarter: bass, tenor, alto, soprano.
+CHORDS = [(48, 64, 67, 72), (53, 65, 69, 72), (55, 62, 67, 71), (48, 64, 67, 72)] * 2
+
+
+def make_chorale(tpq: int = 480, qpm: float = 120.0, voices=(0, 1, 2, 3), shift: int = 0, repeats: int = 1) -> Score:
+    """A four-voice chorale fragment built in code, one track per voice."""
+    score = Score(tpq)
+    score.tempos.append(Tempo(0, qpm))
+    for v in voices:
+        track = Track(f"voice{v}", 0, False)
+        for i, chord in enumerate(CHORDS * repeats):
+            track.notes.append(Note(i * tpq, tpq, chord[v] + shift, 80))
+        score.tracks.append(track)
+    return score
+
+
 def write_pieces(folder: Path, n: int, seed0: int = 0, **kw) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -22,9 +22,9 @@ def pocket(tok):
 def test_pocket_loads_offline_by_name_with_the_studio_tokenizer(pocket, tok, monkeypatch):
     model, info = pocket
     assert info.name == "pocket" and info.shape["n_positions"] == 1024 and info.shape["vocab_size"] == 292
-    assert 3e6 < sum(p.numel() for p in model.parameters()) < 5e6
+    assert 3e6 < sum(p.numel() for p in model.parameters()) < 15e6
     assert fingerprint(load_tokenizer(POCKET_DIR)) == fingerprint(tok)
-    assert sum(f.stat().st_size for f in POCKET_DIR.iterdir()) < 20 * 2**20
+    assert sum(f.stat().st_size for f in POCKET_DIR.iterdir()) <= 50 * 2**20  # the issue's limit
 
 
 def test_default_base_falls_back_to_pocket_offline_and_says_so(tok, monkeypatch):
@@ -50,3 +50,35 @@ def test_demo_adapter_attaches_to_pocket_and_lists_its_pieces(pocket, tok):
     peft_model = attach_adapter(model, DEMO / "adapter-best", "bach", tok, info)
     assert "bach" in peft_model.peft_config
     peft_model.delete_adapter("bach")
+
+
+def test_a_continuation_of_a_four_voice_fragment_keeps_more_than_one_voice(pocket, tok):
+    """The base has heard many voices merged: it does not thin a chorale to one line."""
+    import numpy as np
+
+    from conftest import make_chorale
+    from studio.evaluation.texture import texture
+    from studio.model.tokenizer import decode, encode
+
+    model, _ = pocket
+    prompt = encode(tok, make_chorale(repeats=2))[:-1]  # without EOS: the piece goes on
+    voices = []
+    for seed in (0, 1, 2):
+        gen = sample(model, tok, prompt, 256, seed=seed, min_new_tokens=256)
+        voices.append(texture(decode(tok, gen.ids[gen.prompt_len:])).voices)
+    assert float(np.median(voices)) > 1.5, voices
+
+
+def test_the_model_card_gives_the_numbers_of_its_files():
+    stats = json.loads((POCKET_DIR / "pretrain_stats.json").read_text())
+    report = json.loads((POCKET_DIR / "base_report.json").read_text())
+    card = (POCKET_DIR / "MODEL_CARD.md").read_text()
+    assert f"{stats['best_val_loss']:.4f}" in card and f"{stats['params']:,}" in card
+    assert f"{stats['tokens_seen']:,}" in card and stats["tokens_seen"] >= 12_000_000
+    for name, r in report["sets"].items():
+        assert f"| {name} | {r['pieces']} | {r['loss']:.3f} | {r['unigram_entropy']:.3f} |" in card
+    for collection, n in stats["collections"].items():
+        assert f"| {collection} | {n} |" in card
+    assert not {"bach", "beethoven", "haydn", "mozart", "schumann_robert", "schumann_clara"} & set(stats["collections"])
+    u = report["unprompted"]
+    assert f"{u['reached']} of {u['samples']} seeded" in card

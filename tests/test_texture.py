@@ -3,24 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from symusic import Note, Score, Tempo, Track
+from symusic import Score
 
+from conftest import make_chorale as chorale
 from studio.evaluation.texture import mean_voices, texture, texture_gap
-
-# A four-voice C-major progression (I IV V I, twice), one chord per quarter at 120 bpm.
-CHORDS = [(48, 64, 67, 72), (53, 65, 69, 72), (55, 62, 67, 71), (48, 64, 67, 72)] * 2
-
-
-def chorale(tpq: int = 480, qpm: float = 120.0, voices=(0, 1, 2, 3), shift: int = 0) -> Score:
-    score = Score(tpq)
-    score.tempos.append(Tempo(0, qpm))
-    for v in voices:
-        track = Track(f"voice{v}", 0, False)
-        for i, chord in enumerate(CHORDS):
-            track.notes.append(Note(i * tpq, tpq, chord[v] + shift, 80))
-        score.tracks.append(track)
-    return score
-
 
 def test_four_voices_against_the_top_line_alone():
     full, top = texture(chorale()), texture(chorale(voices=(3,)))

@@ -182,3 +182,33 @@ def test_new_user_trains_and_compares(page, app_url, tmp_path):
     expect(link).to_have_count(1, timeout=30_000)
     assert fetch(page, link.get_attribute("href"))[:4] == b"PK\x03\x04"
     page.screenshot(path=str(SHOTS / "adapters.png"), full_page=True)
+
+
+def test_producer_knobs_strength_variations_instrument_and_a_kept_epoch(page, app_url):
+    """After the first test trained e2e-lora (epochs kept): its epoch 1 as side B at strength 0.5,
+    two variations per side, strings for every side; each side plays, with a second variation."""
+    from playwright.sync_api import expect
+
+    page.goto(app_url)
+    page.get_by_role("tab", name="Listen & Compare").click()
+    pick(page, "side-a", "e2e-lora")
+    epoch = page.locator("#side-b input").first
+    epoch.click()
+    epoch.fill("e2e-lora @ epoch 1")
+    page.get_by_role("option").filter(has_text="e2e-lora @ epoch 1").first.click()
+    page.locator("#strength-box").get_by_text("Strength and blends").click()
+    set_number(page, "strength-b", 0.5)
+    page.locator("#prompt-box").get_by_text("Prompt (optional)").click()
+    pick(page, "prompt-pick", "e2e-album/piece00.mid")  # the tiny base needs a prompt to play notes
+    set_number(page, "variations", 2)
+    pick(page, "instrument", "Strings (ensemble)")
+    set_number(page, "max-new", 64)
+    page.locator("#generate-btn").click()
+    expect(page.locator("#compare-status")).to_contain_text("Seed", timeout=90_000)
+    expect(page.locator(".side-title").nth(1)).to_contain_text("e2e-lora@epoch01 ×0.5", timeout=30_000)
+    extra = page.locator(".variation-audio audio[src]")
+    expect(extra).to_have_count(2, timeout=30_000)  # variation 2 of each side
+    for k in range(2):
+        head, seconds = extra.nth(k).evaluate(PLAYABLE)
+        assert head == "OggS" and seconds > 0, (head, seconds)
+    page.screenshot(path=str(SHOTS / "compare-producer.png"), full_page=True)
