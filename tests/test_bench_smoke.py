@@ -118,3 +118,12 @@ def test_base_size_bench_smoke_measures_a_loss_curve_and_the_limits(tmp_path):
     for s in shapes:
         assert s["curve"] and all(c["val_loss"] > 0 for c in s["curve"])
         assert s["lora_train_tok_s"] > 0 and s["gen_tok_s"] > 0 and 0 < s["folder_mib"] < 5
+
+
+def test_precision_bench_smoke_compares_fp32_and_bf16_training(tmp_path):
+    out = tmp_path / "precision.json"
+    res = _run(["bench.precision", "--smoke", "--out", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert [row["precision"] for row in r["rows"]] == ["fp32", "bf16"]
+    assert all(row["val_loss"] and row["tokens_per_s"] > 0 for row in r["rows"]) and r["tolerance"] == 0.01
