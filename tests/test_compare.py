@@ -336,3 +336,24 @@ def test_strength_blend_and_variations_are_rows_of_one_batch(tok, tiny_base_dir,
     assert res[1].variations[0].midi.name.endswith("-v2.mid")
     with pytest.raises(ValueError, match="variations must be 1..4"):
         c.generate(["alpha"], None, k, 5, variations=5)
+
+
+def test_a_side_that_copies_names_the_passage_and_plays_it(tok, tiny_base_dir, two_adapters, album, tmp_path):
+    """Provenance: a side that plays a training piece back points at it, with its seconds, and the
+    comparer renders that passage of the training piece to hear beside the side."""
+    from studio.ingest.midi import load_score
+    from studio.audio.render import fluidsynth_status
+
+    c = Comparer(str(tiny_base_dir))
+    c.load()
+    info = c.closeness(load_score(album[0]), "alpha")
+    p = info["copied_passage"]
+    assert p["source"] == album[0].stem and info["longest_copy_notes"] >= 8
+    assert p["source_seconds"][1] - p["source_seconds"][0] > 1.0
+    if fluidsynth_status()[0]:
+        path = c.copied_passage("alpha", p, tmp_path / "copied.ogg", (None, None))
+        import soundfile as sf
+
+        audio, rate = sf.read(path)
+        seconds = p["source_seconds"][1] - p["source_seconds"][0]
+        assert seconds <= len(audio) / rate <= seconds + 2.5  # the passage plus the release tail

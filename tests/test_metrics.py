@@ -360,3 +360,15 @@ def test_evaluate_dirs_refuses_empty_reference_folder(tmp_path):
     random_walk(1).dump_midi(str(tmp_path / "gen" / "a.mid"))
     with pytest.raises(ValueError, match="no readable MIDI file"):
         evaluate_dirs(tmp_path / "gen", tmp_path / "ref")
+
+
+def test_a_copy_says_which_seconds_of_which_piece_it_copies(refs, index):
+    """Provenance: a piece that quotes bars of a chorale points at those seconds of that chorale."""
+    source = refs["bwv347"]
+    sec = source.to("second")
+    quote = sec.clip(4.0, 12.0, clip_end=True).shift_time(-4.0 + 1.0)  # its 4-12 s, at 1 s of ours
+    res = index.score(quote)
+    assert res.source == "bwv347" and res.longest_copy_notes >= 8
+    (a, b), (c, d) = res.piece_span, res.source_span
+    assert abs((c - a) - 3.0) < 0.05 and abs((d - b) - 3.0) < 0.05  # the same notes, 3 s later there
+    assert 4.0 - 0.05 <= c and d <= 12.0 + 0.05

@@ -308,6 +308,13 @@ def with_program(score: Score, program: int | None) -> Score:
     return out
 
 
+def passage(score: Score, start_s: float, end_s: float) -> Score:
+    """Seconds ``start_s``..``end_s`` of ``score``, shifted to start at 0 (a copied passage)."""
+    sec = score.to("second") if not is_seconds(score) else score.copy()
+    clipped = sec.clip(float(start_s), float(end_s), clip_end=True)
+    return clipped.shift_time(-float(start_s))
+
+
 def render_to_array(score: Score, soundfont: str | Path | None = None, sample_rate: int = 44100,
                     max_seconds: float = 600.0, gain: float = DEFAULT_GAIN,
                     name: str = "score") -> tuple[np.ndarray, int]:

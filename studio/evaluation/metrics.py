@@ -10,7 +10,7 @@ Three questions, three measures (formulas in docs/METRICS.md):
   Applications 32, 4773-4784 (2020; online 2018), doi:10.1007/s00521-018-3849-7.
 * ``per_token_loss``: mean cross-entropy per predicted token on held-out token windows.
 
-Pure numpy + symusic; torch is imported only inside ``per_token_loss``.
+Pure numpy + symusic; ``per_token_loss`` (torch) lives in studio/evaluation/loss.py.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from symusic import Score
 
+from studio.evaluation.loss import per_token_loss  # noqa: F401 (part of this module's API)
 from studio.ingest.midi import list_midi
 
 from studio.ingest.reader import load_many
@@ -138,6 +139,9 @@ class CopyResult:
     longest_copy_notes: int
     longest_copy_seconds: float
     source: str | None
+    # where the longest copy is: (start, end) seconds in the piece, and in the source reference
+    piece_span: tuple[float, float] | None = None
+    source_span: tuple[float, float] | None = None
 
 
 class ReferenceIndex:
@@ -150,8 +154,11 @@ class ReferenceIndex:
         self.names = list(references)
         # n-gram bytes -> [(reference number, position of the n-gram in that reference)]
         self._where: dict[bytes, list[tuple[int, int]]] = {}
+        self._notes: list[NoteSeq] = []  # per reference, to say where a copy comes from
         for r, name in enumerate(self.names):
-            keys = _ngram_keys(note_tokens(note_sequence(references[name])), n)
+            seq = note_sequence(references[name])
+            self._notes.append(seq)
+            keys = _ngram_keys(note_tokens(seq), n)
             for pos, key in enumerate(keys):
                 self._where.setdefault(key, []).append((r, pos))
 
@@ -166,7 +173,7 @@ class ReferenceIndex:
         if not keys:
             return CopyResult(0.0, 0, 0.0, None)
         matched = 0
-        best_run, best_end, best_ref = 0, -1, -1
+        best_run, best_end, best_ref, best_pos = 0, -1, -1, -1
         prev: dict[tuple[int, int], int] = {}  # (ref, pos) -> aligned run ending at n-gram i-1
         for i, key in enumerate(keys):
             cur: dict[tuple[int, int], int] = {}
@@ -174,7 +181,7 @@ class ReferenceIndex:
                 run = prev.get((r, pos - 1), 0) + 1  # continues only if the reference continues
                 cur[(r, pos)] = run
                 if run > best_run:
-                    best_run, best_end, best_ref = run, i, r
+                    best_run, best_end, best_ref, best_pos = run, i, r, pos
             matched += bool(cur)
             prev = cur
         if best_run == 0:
@@ -182,7 +189,16 @@ class ReferenceIndex:
         first, last = best_end - best_run + 1, best_end + self.n - 1  # covered notes, inclusive
         span = slice(first, last + 1)
         seconds = float(np.max(seq.onset[span] + seq.duration[span]) - np.min(seq.onset[span]))
-        return CopyResult(matched / len(keys), last - first + 1, seconds, self.names[best_ref])
+        ref = self._notes[best_ref]
+        src = slice(best_pos - best_run + 1, best_pos + self.n)  # the same notes in the reference
+        return CopyResult(matched / len(keys), last - first + 1, seconds, self.names[best_ref],
+                          _span(seq, span), _span(ref, src))
+
+
+def _span(seq: NoteSeq, notes: slice) -> tuple[float, float]:
+    """(first onset, last end) of ``notes`` of ``seq``, seconds."""
+    return (round(float(np.min(seq.onset[notes])), 3),
+            round(float(np.max(seq.onset[notes] + seq.duration[notes])), 3))
 
 
 # ----------------------------------------------------------------------------- style distance
@@ -307,38 +323,6 @@ def style_distance(pieces: list[Score], references: list[Score]) -> dict:
 
 
 # ----------------------------------------------------------------------------- held-out loss
-
-
-def per_token_loss(model, token_windows: list[list[int]], device="cpu", batch_size: int = 16) -> float:
-    """Mean cross-entropy (nats) per predicted token over ``token_windows``, weighted by tokens.
-
-    A window of L tokens predicts L-1 of them; windows shorter than 2 predict nothing and are
-    skipped. ``model`` is a transformers causal LM already on ``device``; it runs in eval mode
-    (dropout off) under no_grad and its train/eval mode is restored afterwards.
-    """
-    import torch
-
-    by_len: dict[int, list[list[int]]] = {}
-    for w in token_windows:
-        if len(w) >= 2:
-            by_len.setdefault(len(w), []).append(list(w))
-    if not by_len:
-        raise ValueError("per_token_loss: no token window has 2 or more tokens")
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    try:
-        with torch.no_grad():
-            for length, group in sorted(by_len.items()):  # equal lengths batch without padding
-                for i in range(0, len(group), batch_size):
-                    ids = torch.tensor(group[i : i + batch_size], dtype=torch.long, device=device)
-                    loss = model(input_ids=ids, labels=ids).loss  # mean over B*(L-1) tokens
-                    k = ids.shape[0] * (length - 1)
-                    total += float(loss) * k
-                    count += k
-    finally:
-        model.train(was_training)
-    return total / count
 
 
 # ----------------------------------------------------------------------------- folders

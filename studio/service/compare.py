@@ -33,6 +33,7 @@ MAX_ADAPTERS = 6  # adapters kept loaded on one base; the least recently used is
 MAX_BASES = 2  # Comparers (base models) kept in memory
 RENDER_MAX_SECONDS = 180.0  # cap on rendered audio per side
 MAX_VARIATIONS = 4  # seeded samples per side in one Generate
+PROVENANCE_NOTES = 8  # a copy this long (notes) gets its source passage played beside it
 
 
 def side_label(side) -> str:
@@ -77,6 +78,7 @@ class SideResult:
     info: dict = field(default_factory=dict)  # Generation.info() + copy/style metrics
     messages: list[str] = field(default_factory=list)  # clipped prompt, silent render, no notes…
     variations: list["SideResult"] = field(default_factory=list)  # seed+1, seed+2, … of the same side
+    copied_audio: Path | None = None  # the training passage this side copies, when it copies 8+ notes
 
 
 class Comparer:
@@ -250,6 +252,9 @@ class Comparer:
                 res.messages.append(why)
         if reference:
             res.info.update(self.closeness(gen.score, reference))
+            if "copied_passage" in res.info:
+                res.copied_audio = self.copied_passage(reference, res.info["copied_passage"],
+                                                       stem.with_name(stem.name + "-copied.ogg"), sound)
         return res
 
     # --- closeness to the training pieces ---------------------------------------------------
@@ -293,7 +298,23 @@ class Comparer:
             "longest_copy_notes": cr.longest_copy_notes,
             "copied_from": cr.source,
             "style_distance": round(style_distance([score], scores)["combined"], 3),
+            # provenance: which training piece, which seconds, for a copy long enough to hear
+            **({"copied_passage": {"source": cr.source, "source_seconds": cr.source_span,
+                                   "piece_seconds": cr.piece_span}}
+               if cr.longest_copy_notes >= PROVENANCE_NOTES and cr.source_span else {}),
         }
+
+    def copied_passage(self, reference: str, passage: dict, out: Path, sound: tuple | None) -> Path | None:
+        """The training piece's copied seconds as audio, to play beside the generated ones."""
+        from studio.audio.render import passage as cut
+
+        _, scores = self._references(reference)
+        names = [p.stem for p in library.training_pieces(library.get_adapter(reference))]
+        if passage["source"] not in names or sound is None:
+            return None
+        source = scores[names.index(passage["source"])]
+        path, _why = render_ogg(cut(source, *passage["source_seconds"]), out, *sound)
+        return path
 
 
 def render_ogg(score, out_path: Path, soundfont: str | Path | None = None,

@@ -77,6 +77,11 @@ def info_md(r, shown_label: str) -> str:
                      f"style distance {i['style_distance']:.3f} — vs {i['compared_with']}")
     elif "compared_with" in i:
         lines.append(f"no copy rate: {i['compared_with']}")
+    if i.get("copied_passage"):
+        p = i["copied_passage"]
+        (a, b), (c, d) = p["piece_seconds"], p["source_seconds"]
+        lines.append(f"copies {i['longest_copy_notes']} notes of **{p['source']}** ({c:.1f}–{d:.1f} s there, "
+                     f"{a:.1f}–{b:.1f} s here): the passage plays below")
     if i.get("texture"):
         lines.append(f"texture: {describe_texture(i['texture'])}")
     if i.get("artist_texture"):
@@ -97,6 +102,15 @@ def side_updates(results, titles) -> list:
         out += [gr.update(visible=True), f"<span class='side-title'>{title}</span>",
                 str(r.audio) if r.audio else None, str(r.roll) if r.roll else None,
                 str(r.midi) if r.midi else None, info_md(r, title)]
+    return out
+
+
+def copied_updates(results) -> list:
+    """Per side, the training passage it copies (when it copies 8 notes or more), else hidden."""
+    out = []
+    for k in range(N_SIDES):
+        path = results[k].copied_audio if k < len(results) else None
+        out.append(gr.update(value=str(path) if path else None, visible=bool(path)))
     return out
 
 

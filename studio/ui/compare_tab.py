@@ -18,7 +18,8 @@ from studio.config import renders_dir
 from studio.service.zerogpu import gpu
 from studio.ui.common import Settings, base_choices, datasets_root, handler, user_message
 from studio.ui.compare_sides import (BASE, N_SIDES, N_VARIATION_PLAYERS, NONE, adapter_names,  # noqa: F401
-                                     choice_values, info_md, pairing, shuffled, side_choices, side_updates,
+                                     choice_values, copied_updates, info_md, pairing, shuffled, side_choices,
+                                     side_updates,
                                      sides_from, tally_md, variation_updates)
 
 NO_PROMPT = "(no prompt)"
@@ -145,7 +146,7 @@ def make_generate(settings: Settings):
         blind_state = {"labels": labels, "voted": False} if blind else {}
         vote = gr.update(choices=titles, value=None, visible=bool(blind))
         return [status, seed, blind_state, vote, gr.update(visible=bool(blind)), *side_updates(results, titles),
-                *variation_updates(results, settings.audio)]
+                *variation_updates(results, settings.audio), *copied_updates(results)]
     return generate
 
 
@@ -231,7 +232,7 @@ def build(settings: Settings) -> dict:
         go = gr.Button("Generate", variant="primary", elem_id="generate-btn", scale=2)
     status = gr.Markdown("Press **Generate**: every side continues the same prompt with the same seed.",
                          elem_id="compare-status")
-    side_parts, variation_parts = [], []
+    side_parts, variation_parts, copied_parts = [], [], []
     with gr.Row(equal_height=False):
         for k in range(N_SIDES):
             with gr.Column(visible=False) as col:  # shown by Generate
@@ -244,6 +245,8 @@ def build(settings: Settings) -> dict:
                 variation_parts += [gr.Audio(label=f"Variation {v + 2}", type="filepath", interactive=False,
                                              visible=False, elem_classes=["variation-audio"])
                                     for v in range(N_VARIATION_PLAYERS)]
+                copied_parts.append(gr.Audio(label="The training passage it copies", type="filepath",
+                                             interactive=False, visible=False, elem_classes=["copied-audio"]))
             side_parts += [col, title, audio, roll, midi, info]
     with gr.Group(visible=False) as vote_box:
         with gr.Row():
@@ -255,7 +258,7 @@ def build(settings: Settings) -> dict:
     go.click(make_generate(settings),
              [base, a, b, c, uploaded, picked, max_new, temperature, top_p, top_k, seed, blind, min_new,
               *strengths, *blends, *weights, variations, instrument, soundfont],
-             [status, seed, blind_state, favourite, vote_box, *side_parts, *variation_parts],
+             [status, seed, blind_state, favourite, vote_box, *side_parts, *variation_parts, *copied_parts],
              concurrency_id="compute", concurrency_limit=settings.compute_limit)
     go.click(lambda: "", None, [reveal], queue=False)
     dice.click(lambda: random.randrange(100_000), None, [seed], queue=False)
