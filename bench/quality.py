@@ -130,9 +130,11 @@ def table(results: list[dict], context: str) -> str:
 
 
 def write_section(path: Path, section: str) -> None:
+    """Replace the section between its markers (its first and last lines) in ``path``, or append it."""
+    begin, end = section.splitlines()[0], section.splitlines()[-1]
     text = path.read_text() if path.is_file() else ""
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     path.write_text(text)
