@@ -148,82 +148,120 @@ def run(model, train_windows, val_windows, cfg: LoopConfig, device, hooks: Hooks
     the main process saves, and stop/limit/checkpoint decisions are taken by all processes
     together. ``state.tokens_seen`` counts every process's tokens.
     """
-    dist = dist or Dist()
-    plain = dist.unwrap(model)
-    hooks = _MainOnly(hooks, dist)
-    state = state or LoopState()
-    per_epoch = steps_per_epoch(len(train_windows), cfg, dist.world)
-    total = per_epoch * cfg.epochs
-    if optimizer is None:
-        optimizer, scheduler = make_optimizer(model, cfg, total, device)
-    started = time.perf_counter() - state.train_seconds
-    last_ckpt = time.perf_counter()
-    for epoch in range(state.epoch, cfg.epochs):
-        model.train()
+    return _Run(model, train_windows, val_windows, cfg, device, hooks, on_event, should_stop, state,
+                optimizer, scheduler, dist).all_epochs()
+
+
+class _Run:
+    """One training run, step by step: epochs of micro-batches, optimizer steps, end of epoch."""
+
+    def __init__(self, model, train_windows, val_windows, cfg, device, hooks, on_event, should_stop,
+                 state, optimizer, scheduler, dist):
+        self.dist = dist or Dist()
+        self.model, self.plain = model, self.dist.unwrap(model)
+        self.train_windows, self.val_windows, self.cfg, self.device = train_windows, val_windows, cfg, device
+        self.hooks, self.on_event, self.should_stop = _MainOnly(hooks, self.dist), on_event, should_stop
+        self.state = state or LoopState()
+        self.per_epoch = steps_per_epoch(len(train_windows), cfg, self.dist.world)
+        self.total = self.per_epoch * cfg.epochs
+        if optimizer is None:
+            optimizer, scheduler = make_optimizer(model, cfg, self.total, device)
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.started = time.perf_counter() - self.state.train_seconds
+        self.last_ckpt = time.perf_counter()
+
+    def all_epochs(self) -> LoopState:
+        for epoch in range(self.state.epoch, self.cfg.epochs):
+            t0, losses = time.perf_counter(), self.train_epoch(epoch)
+            if self.state.stop_reason:  # stopped (or out of time) inside the epoch
+                self.optimizer.zero_grad(set_to_none=True)
+                return self.stop(epoch)
+            _end_epoch(self.plain, self.val_windows, self.cfg, self.device, self.hooks, self.state, epoch, losses,
+                       time.perf_counter() - t0, self.on_event, self.dist)
+            late = bool(self.cfg.max_minutes) and self.state.train_seconds > self.cfg.max_minutes * 60
+            if late and not self.state.stop_reason and epoch + 1 < self.cfg.epochs:
+                self.state.stop_reason = f"time limit of {self.cfg.max_minutes:g} minutes reached"
+            if self.state.stop_reason:
+                return self.stop(epoch)
+            self.save()
+        self.state.stop_reason = self.state.stop_reason or f"completed {self.cfg.epochs} epochs"
+        return self.state
+
+    def train_epoch(self, epoch: int) -> list[float]:
+        """The epoch's micro-batches (skipping those a resumed run already did); its losses."""
+        self.model.train()
+        cfg, state = self.cfg, self.state
         losses, t0, tokens0 = [], time.perf_counter(), state.tokens_seen
         skip = state.step_in_epoch * cfg.grad_accum_steps  # micro-batches already done (resume)
         micro, pending = 0, 0  # pending: this process's tokens not yet added to state.tokens_seen
-        loader = epoch_batches(train_windows, cfg, epoch, dist)
+        loader = epoch_batches(self.train_windows, cfg, epoch, self.dist)
         for i, batch in enumerate(loader):
             if i < skip:
                 continue
-            if dist.any(should_stop()):
+            if self.dist.any(self.should_stop()):
                 state.stop_reason = "stopped by the user"
-                state.tokens_seen += int(dist.sum([pending])[0])
+                state.tokens_seen += int(self.dist.sum([pending])[0])
                 break
-            batch = {k: v.to(device) for k, v in batch.items()}
-            accumulating = (micro + 1) % cfg.grad_accum_steps != 0 and i + 1 < len(loader)
-            with dist.no_sync(model, accumulating):
-                with autocast_for(device, cfg.precision):
-                    loss = model(**batch).loss  # mean over this micro-batch's tokens
-                (loss / cfg.grad_accum_steps).backward()
-            losses.append(loss.detach().item())
+            last = i + 1 == len(loader)
+            accumulating = (micro + 1) % cfg.grad_accum_steps != 0 and not last
+            losses.append(self.micro_step(batch, accumulating))
             pending += int(batch["attention_mask"].sum())
             micro += 1
             if accumulating:  # the epoch's tail steps too
                 continue
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.global_step += 1
-            state.step_in_epoch += 1
-            state.train_seconds = time.perf_counter() - started
-            over = bool(cfg.max_minutes) and state.train_seconds > cfg.max_minutes * 60
-            due = time.perf_counter() - last_ckpt > CHECKPOINT_EVERY_S
-            tokens, over, due = dist.sum([pending, over, due])  # one exchange: the same decision everywhere
-            state.tokens_seen, pending = state.tokens_seen + int(tokens), 0
-            rate = (state.tokens_seen - tokens0) / max(time.perf_counter() - t0, 1e-9)
-            done_steps = epoch * per_epoch + state.step_in_epoch
-            eta = (total - done_steps) * state.train_seconds / max(done_steps, 1)
-            on_event({"type": "step", "epoch": epoch + 1, "epochs": cfg.epochs, "step": state.global_step,
-                      "total_steps": total, "loss": float(np.mean(losses[-cfg.grad_accum_steps:])),
-                      "lr": scheduler.get_last_lr()[0], "tokens_per_s": rate, "eta_s": eta})
-            if over and i + 1 < len(loader):  # on the last step, let the epoch close normally first
+            over, due = self.optimizer_step(epoch, pending, losses, t0, tokens0)
+            pending = 0
+            if over and not last:  # on the last step, let the epoch close normally first
                 state.stop_reason = f"time limit of {cfg.max_minutes:g} minutes reached"
                 break
             if due:
-                hooks.save_checkpoint(plain, optimizer, scheduler, state)
-                last_ckpt = time.perf_counter()
-        if state.stop_reason:
-            optimizer.zero_grad(set_to_none=True)
-            hooks.save_last(plain)
-            hooks.save_checkpoint(plain, optimizer, scheduler, state)
-            on_event({"type": "stopped", "reason": state.stop_reason, "epoch": epoch + 1})
-            return state
-        _end_epoch(plain, val_windows, cfg, device, hooks, state, epoch, losses, time.perf_counter() - t0,
-                   on_event, dist)
-        late = bool(cfg.max_minutes) and state.train_seconds > cfg.max_minutes * 60  # same on every process
-        if late and not state.stop_reason and epoch + 1 < cfg.epochs:
-            state.stop_reason = f"time limit of {cfg.max_minutes:g} minutes reached"
-        hooks.save_last(plain)
-        hooks.save_checkpoint(plain, optimizer, scheduler, state)
-        last_ckpt = time.perf_counter()
-        if state.stop_reason:
-            on_event({"type": "stopped", "reason": state.stop_reason, "epoch": epoch + 1})
-            return state
-    state.stop_reason = state.stop_reason or f"completed {cfg.epochs} epochs"
-    return state
+                self.hooks.save_checkpoint(self.plain, self.optimizer, self.scheduler, state)
+                self.last_ckpt = time.perf_counter()
+        return losses
+
+    def micro_step(self, batch: dict, accumulating: bool) -> float:
+        """Forward and backward of one micro-batch (gradients summed until the optimizer step)."""
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        with self.dist.no_sync(self.model, accumulating):
+            with autocast_for(self.device, self.cfg.precision):
+                loss = self.model(**batch).loss  # mean over this micro-batch's tokens
+            (loss / self.cfg.grad_accum_steps).backward()
+        return loss.detach().item()
+
+    def optimizer_step(self, epoch: int, pending: int, losses: list[float], t0: float,
+                       tokens0: int) -> tuple[bool, bool]:
+        """Clip, step, schedule; count tokens and report. (out of time, a checkpoint is due),
+        decided by all processes together."""
+        cfg, state = self.cfg, self.state
+        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        state.global_step += 1
+        state.step_in_epoch += 1
+        state.train_seconds = time.perf_counter() - self.started
+        over = bool(cfg.max_minutes) and state.train_seconds > cfg.max_minutes * 60
+        due = time.perf_counter() - self.last_ckpt > CHECKPOINT_EVERY_S
+        tokens, over, due = self.dist.sum([pending, over, due])  # one exchange: the same decision everywhere
+        state.tokens_seen += int(tokens)
+        rate = (state.tokens_seen - tokens0) / max(time.perf_counter() - t0, 1e-9)
+        done_steps = epoch * self.per_epoch + state.step_in_epoch
+        eta = (self.total - done_steps) * state.train_seconds / max(done_steps, 1)
+        self.on_event({"type": "step", "epoch": epoch + 1, "epochs": cfg.epochs, "step": state.global_step,
+                       "total_steps": self.total, "loss": float(np.mean(losses[-cfg.grad_accum_steps:])),
+                       "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": rate, "eta_s": eta})
+        return bool(over), bool(due)
+
+    def save(self) -> None:
+        """adapter-last and the checkpoint, after an epoch or on a stop."""
+        self.hooks.save_last(self.plain)
+        self.hooks.save_checkpoint(self.plain, self.optimizer, self.scheduler, self.state)
+        self.last_ckpt = time.perf_counter()
+
+    def stop(self, epoch: int) -> LoopState:
+        self.save()
+        self.on_event({"type": "stopped", "reason": self.state.stop_reason, "epoch": epoch + 1})
+        return self.state
 
 
 def _end_epoch(model, val_windows, cfg, device, hooks, state, epoch, losses, seconds, on_event,
