@@ -127,3 +127,10 @@ def test_precision_bench_smoke_compares_fp32_and_bf16_training(tmp_path):
     r = json.loads(out.read_text())
     assert [row["precision"] for row in r["rows"]] == ["fp32", "bf16"]
     assert all(row["val_loss"] and row["tokens_per_s"] > 0 for row in r["rows"]) and r["tolerance"] == 0.01
+
+
+def test_variations_bench_smoke_times_one_and_four_rows(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    res = _run(["bench.variations", "--smoke", "--results", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "four variations in one batch" in out.read_text()

@@ -1,0 +1,65 @@
+"""``python -m bench.variations``: what do Variations cost? N seeded samples per side in one batch.
+
+Decodes one row of ``--tokens`` tokens and then four rows (seed, seed+1, …) through the lean
+decoder on the pocket base (base and the demo adapter at strength 0.5, as the Compare tab does),
+interleaved over ``--repeats`` rounds; reports the median seconds and the ratio (target: 4
+variations ≤ 1.6× one). Writes a section into bench/RESULTS.md with ``--results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = 1.6
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.variations", description=__doc__.splitlines()[0])
+    p.add_argument("--tokens", type=int, default=512)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--results", type=Path, default=None)
+    p.add_argument("--smoke", action="store_true", help="64 tokens, one round")
+    a = p.parse_args(argv)
+    import torch
+
+    from studio.config import REPO_ROOT
+    from studio.model import fast
+    from studio.model.models import attach_adapter, load_base
+    from studio.model.tokenizer import build_tokenizer
+
+    tokens, repeats = (64, 1) if a.smoke else (a.tokens, a.repeats)
+    tok = build_tokenizer()
+    model, info = load_base("pocket", tok)
+    model = attach_adapter(model, REPO_ROOT / "adapters" / "bach-chorales" / "adapter-best", "bach", tok, info).eval()
+    side = (("bach", 0.5),)
+    times = {1: [], 4: []}
+    with torch.no_grad():
+        fast.decode(model, [1], 16, [0], adapters=[side])  # warm-up
+        for _ in range(repeats):
+            for n in (1, 4):
+                t = time.perf_counter()
+                fast.decode(model, [1], tokens, list(range(n)), eos_id=None, adapters=[side] * n)
+                times[n].append(time.perf_counter() - t)
+    one, four = statistics.median(times[1]), statistics.median(times[4])
+    ratio = four / one
+    lines = ["<!-- variations:begin -->", "## Variations (`python -m bench.variations`)", "",
+             f"Pocket base + bach-chorales at strength 0.5, {tokens} tokens per row, lean decoder, "
+             f"{torch.get_num_threads()} threads, median of {repeats} interleaved rounds: one sample "
+             f"{one:.2f} s (min {min(times[1]):.2f}, max {max(times[1]):.2f}), four variations in one batch "
+             f"{four:.2f} s (min {min(times[4]):.2f}, max {max(times[4]):.2f}): **{ratio:.2f}×** one "
+             f"(target ≤ {TARGET}×: {'met' if ratio <= TARGET else 'missed'}).", "<!-- variations:end -->"]
+    print("\n".join(lines))
+    if a.results:
+        from bench.quality import write_section
+
+        write_section(a.results, "\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
