@@ -37,7 +37,8 @@ def lora_train_tok_s(model, seconds: float = 20.0, batch: int = 4, seq: int = 10
     from studio.config import TrainConfig
     from studio.training.train import lora_model
 
-    peft_model = lora_model(model, TrainConfig(data_dir=".", output_dir="."))
+    seq = min(seq, int(model.config.n_positions))
+    peft_model = lora_model(model, TrainConfig(data_dir=".", output_dir=".", precision="fp32"))
     peft_model.train()
     opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-4)
     x = torch.randint(3, 290, (batch, seq))

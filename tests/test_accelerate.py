@@ -37,7 +37,7 @@ def _launch(data: Path, out: Path, base: Path, data_home: Path) -> subprocess.Co
            "-m", "studio", "train", "--data-dir", str(data), "--output-dir", str(out), "--model-name", str(base),
            "--epochs", str(EPOCHS), "--batch-size", str(BATCH), "--grad-accum-steps", "1",
            "--max-seq-len", str(SEQ), "--samples-per-epoch", "0", "--patience", "0", "--device", "cpu",
-           "--seed", "3"]
+           "--seed", "3", "--variants", "all"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "STUDIO_DATA_DIR": str(data_home), "HF_HUB_OFFLINE": "1",
            "ACCELERATE_DISABLE_RICH": "1"}
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -20,7 +20,7 @@ from studio.ui import data_tab, train_tab
 from studio.ui.common import Settings
 from test_compare import make_adapter
 from test_jobs import config, wait_for
-from test_public_app import App, call
+from test_public_app import GENERATE_DEFAULTS, App, call
 from test_space import REPO, app_env, running_app
 
 
@@ -124,7 +124,7 @@ def test_without_fluidsynth_the_app_serves_the_page_and_midi(tok, tiny_base_dir,
         banner = " ".join(str(c.get("props", {}).get("value", "")) for c in page["components"])
         assert "Audio is off" in banner and "libfluidsynth3" in banner
         msg = call(App(url, data_dir()), "generate", [str(tiny_base_dir), "base alone", "alpha", "(none)", None,
-                                                     "prompts/short.mid", 32, 1.0, 0.95, 50, 3, False])
+                                                     "prompts/short.mid", 32, 1.0, 0.95, 50, 3, False, *GENERATE_DEFAULTS])
     assert msg["success"], msg
     out = msg["output"]["data"]
     for k in range(2):  # [column, title, audio, roll, midi, info] per side, after 5 status outputs

@@ -118,6 +118,12 @@ def test_component_server_cannot_move_files(app):
 # --- the queue API, as the browser uses it -------------------------------------------------------
 
 
+# The Compare tab's later inputs: min new tokens; strength, blend, blend weight per side;
+# variations, instrument, soundfont (a raw API call must send every input).
+GENERATE_DEFAULTS = [384, 1.0, 1.0, 1.0, "(none)", "(none)", "(none)", 0.3, 0.3, 0.3, 1, "as in the file",
+                     "default (soundfonts/, then the system's GM font)"]
+
+
 def fn_index(app: App, api_name: str) -> int:
     config = httpx.get(app.url + "/config", timeout=10).json()
     return next(d["id"] for d in config["dependencies"] if d.get("api_name") == api_name)
@@ -216,7 +222,7 @@ def test_uploads_are_per_session_limited_and_removed_when_the_page_closes(app):
 
 def test_errors_are_readable_without_tracebacks_or_server_paths(app):
     msg = call(app, "generate", ["pocket", "base alone", "base alone", "(none)", None, "(no prompt)",
-                                 32, 1.0, 0.95, 50, 1, False])
+                                 32, 1.0, 0.95, 50, 1, False, *GENERATE_DEFAULTS])
     error = msg["output"]["error"] or ""
     assert not msg["success"] and ("same side" in error or "no adapters yet" in error)
     msg = call(app, "show_dataset", ["../../etc"])

@@ -423,7 +423,7 @@ def test_compare_strength_blend_epochs_variations_and_instrument(settings, adapt
     _, _, _, _, _, *parts = out
     titles = [parts[1], parts[7], parts[13]]
     assert "alpha" in titles[0] and "alpha ×0.5" in titles[1] and "0.6 beta + 0.4 alpha" in titles[2]
-    variation_players = parts[3 * 6:]
+    variation_players = parts[3 * 6:3 * 6 + 3 * compare_tab.N_VARIATION_PLAYERS]  # then the copied passages
     assert len(variation_players) == 3 * compare_tab.N_VARIATION_PLAYERS
     assert [p["visible"] for p in variation_players[::3]] == [AUDIO] * 3  # variation 2 of each side
     assert not any(p["visible"] for k, p in enumerate(variation_players) if k % 3)  # no variation 3 or 4
