@@ -308,11 +308,12 @@ class Comparer:
         """The training piece's copied seconds as audio, to play beside the generated ones."""
         from studio.audio.render import passage as cut
 
-        _, scores = self._references(reference)
-        names = [p.stem for p in library.training_pieces(library.get_adapter(reference))]
-        if passage["source"] not in names or sound is None:
+        index, scores = self._references(reference)
+        # the index names the pieces that loaded, in the order of ``scores`` (a file that failed
+        # to load is in neither)
+        if index is None or passage["source"] not in index.names or sound is None:
             return None
-        source = scores[names.index(passage["source"])]
+        source = scores[index.names.index(passage["source"])]
         path, _why = render_ogg(cut(source, *passage["source_seconds"]), out, *sound)
         return path
 

@@ -92,12 +92,13 @@ class TransposedWindows:
         self.windows, self.max_shift, self.seed = windows, max_shift, seed
         vocab = tok.vocab
         self.pitch_of = np.full(len(tok), -1, dtype=np.int64)  # token id -> MIDI pitch, -1 if none
-        self.id_of = {}
+        self.id_of = np.full(128, -1, dtype=np.int64)  # MIDI pitch -> token id, -1 if none
         for name, i in vocab.items():
             if name.startswith("Pitch_"):
                 self.pitch_of[i] = int(name.split("_")[1])
                 self.id_of[int(name.split("_")[1])] = i
-        self.lo, self.hi = min(self.id_of), max(self.id_of)
+        pitches = np.flatnonzero(self.id_of >= 0)
+        self.lo, self.hi = int(pitches.min()), int(pitches.max())
         self.visits = np.zeros(len(windows), dtype=np.int64)
 
     def __len__(self) -> int:
@@ -119,7 +120,7 @@ class TransposedWindows:
         if shift == 0:
             return w
         out = w.copy()
-        out[has] = [self.id_of[p + shift] for p in pitches[has]]
+        out[has] = self.id_of[pitches[has] + shift]  # a table look-up, not a Python loop per token
         return out
 
 
