@@ -20,6 +20,7 @@ POCKET_DIR = REPO_ROOT / "models" / "pocket-base"
 # Inclusive MIDI pitches the studio's PerTok vocabulary can represent (miditok's default range;
 # tests/test_models.py checks it against the tokenizer). Augmentation skips transpositions past it.
 PITCH_RANGE = (21, 108)
+DECODE_PRECISIONS = ("auto", "fp32", "bf16", "int8")  # studio.model.packed.CHOICES
 
 
 def data_dir() -> Path:
@@ -205,8 +206,15 @@ class SamplingConfig(_Job):
                          min=0.05, max=1.0)
     top_k: int = _help(50, "keep only the k most likely tokens (0 = off)", min=0, max=200)
     seed: int | None = _help(None, "random seed; the same seed, model and prompt give the same piece")
+    # Weight-only int8 keeps the base's held-out loss within 0.5 % of fp32 and decodes ~1.8x as fast
+    # on a CPU with bf16 instructions (bench/RESULTS.md, "Decoding precision"); elsewhere auto = fp32.
+    precision: str = _help("auto", "decoding: the base's weights in fp32, bf16 or int8 (auto: int8 on a CPU "
+                           "with bf16 instructions, else fp32; adapters always fp32; studio/model/packed.py)",
+                           choices=DECODE_PRECISIONS)
 
     def __post_init__(self) -> None:
+        if self.precision not in DECODE_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(DECODE_PRECISIONS)}, got {self.precision!r}")
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
         if not isinstance(self.min_new_tokens, int) or self.min_new_tokens < 0:

@@ -64,7 +64,7 @@ def continuation(model, tok, score, prompt_seconds: float, new_tokens: int, seed
     prompt = encode(tok, prompt_of(score, prompt_seconds))[:-1]  # without EOS: the piece goes on
     prompt = prompt[-(int(model.config.n_positions) - new_tokens):]
     gen = sample(model, tok, prompt, new_tokens, sampling.temperature, sampling.top_p, sampling.top_k, seed,
-                 min_new_tokens=new_tokens)
+                 min_new_tokens=new_tokens, precision=sampling.precision)
     added = decode(tok, gen.ids[gen.prompt_len :])
     piece_tex, new_tex = texture(score).as_dict(), texture(added).as_dict()
     return {"prompt_tokens": gen.prompt_len, "new_tokens": len(gen.ids) - gen.prompt_len,
@@ -100,7 +100,8 @@ def unprompted(model, tok, n: int, new_tokens: int, reach: int, seed: int, sampl
     rows = []
     for k in range(n):
         gen = sample(model, tok, [tok["BOS_None"]], new_tokens, sampling.temperature, sampling.top_p,
-                     sampling.top_k, seed + k, min_new_tokens=min(sampling.min_new_tokens, new_tokens))
+                     sampling.top_k, seed + k, min_new_tokens=min(sampling.min_new_tokens, new_tokens),
+                     precision=sampling.precision)
         rows.append({"seed": seed + k, "new_tokens": len(gen.ids) - 1, "notes": gen.n_notes,
                      "texture": texture(gen.score).as_dict()})
     return {"min_new_tokens": min(sampling.min_new_tokens, new_tokens), "reach": reach,

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from studio.model import packed
+
 BASE_ROW = "__base__"  # a row with no adapter (peft's own name for it in mixed batches)
 _ACTIVATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
 
@@ -114,7 +116,7 @@ class FastGPT2:
     Reads the module weights at each call, so merging or switching adapters is seen at once.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, precision: str = "fp32"):
         from peft import PeftModel
 
         self.peft = model if isinstance(model, PeftModel) else None
@@ -124,6 +126,8 @@ class FastGPT2:
         if why:
             raise ValueError(f"FastGPT2: {why}")
         self.tr, self.cfg = lm.transformer, cfg
+        # the base's products in fp32, bf16 or int8 (studio.model.packed); LoRA rows stay fp32
+        self.fmt = packed.resolve(precision, self.tr.wte.weight.device)
         self.n_head, self.eps = cfg.n_head, cfg.layer_norm_epsilon
         self.approx = _ACTIVATIONS[cfg.activation_function]
         self.keys: list[torch.Tensor] = []
@@ -196,7 +200,10 @@ class FastGPT2:
         """(B·T, in) -> (B·T, out): the base product for every row, then each adapter's low-rank
         update on its own rows, in place (out[rows] += (x[rows] @ Aᵀ) @ scale·Bᵀ): no weight
         copies, two small products."""
-        out = torch.addmm(_bias(mod), flat, _weight(mod))
+        if self.fmt == "fp32" or flat.shape[0] > packed.PACKED_MAX_ROWS:
+            out = torch.addmm(_bias(mod), flat, _weight(mod))
+        else:
+            out = packed.matmul(flat, _weight(mod), self.fmt).add_(_bias(mod))
         for r0, r1, a_t, b_t in self.deltas.get(id(mod), ()):
             if (r1 - r0) * t == flat.shape[0]:  # every row has this adapter: no slicing
                 out.addmm_(flat @ a_t, b_t)
@@ -232,7 +239,7 @@ class FastGPT2:
             h = h + self._linear(block.mlp.c_proj, m)
         last = F.layer_norm(h[:, -1], (h.shape[-1],), tr.ln_f.weight, tr.ln_f.bias, self.eps)
         self.length = t1
-        return last @ tr.wte.weight.t()  # tied LM head: (B, vocab)
+        return packed.matmul(last, tr.wte.weight, self.fmt, in_out=False)  # tied LM head: (B, vocab)
 
     def _step_one(self, ids: torch.Tensor) -> torch.Tensor:
         """``step`` for one new token per row, on (B, E) rows: one token's (H, 1, D) heads are a
@@ -255,7 +262,7 @@ class FastGPT2:
             h = h + self._product(block.mlp.c_proj, m, 1)
         last = F.layer_norm(h, (e,), tr.ln_f.weight, tr.ln_f.bias, self.eps)
         self.length = t0 + 1
-        return last @ tr.wte.weight.t()
+        return packed.matmul(last, tr.wte.weight, self.fmt, in_out=False)
 
 
 def row_mix(spec) -> tuple[tuple[str, float], ...] | None:
@@ -326,19 +333,22 @@ class Decoded:
 @torch.no_grad()
 def decode(model, prompt: list[int], max_new_tokens: int, seeds: list[int], temperature: float = 1.0,
            top_p: float = 0.95, top_k: int = 50, eos_id: int | None = None,
-           adapters: list[str | None] | None = None, min_new_tokens: int = 0) -> Decoded:
+           adapters: list[str | None] | None = None, min_new_tokens: int = 0, precision: str = "fp32",
+           on_step=None) -> Decoded:
     """Sample ``len(seeds)`` rows continuing the same ``prompt`` with FastGPT2.
 
     ``adapters``: per row, an adapter name, None for the base, or (name, weight) pairs for a
     strength or a blend (``row_mix``); default: every row runs the model as it is now, i.e. its
     merged or active adapter. ``min_new_tokens``: EOS cannot end
     a row before that many tokens. Prompt + max_new_tokens must fit the model's context (see
-    ``studio.model.generate.fit_context``).
+    ``studio.model.generate.fit_context``). ``precision``: the base's products in decoding steps
+    (``studio.model.packed``). ``on_step(rows)``: called after each new token with the rows so far
+    (a live view; return True to stop early).
     """
     n_rows = len(seeds)
     if n_rows < 1:
         raise ValueError("decode needs at least one seed (one per row)")
-    engine = FastGPT2(model)
+    engine = FastGPT2(model, precision)
     if adapters is None:
         adapters = [_current_adapter(engine.peft)] * n_rows
     if len(adapters) != n_rows:
@@ -364,7 +374,8 @@ def decode(model, prompt: list[int], max_new_tokens: int, seeds: list[int], temp
             if not done[r]:
                 out[r].append(pick)
                 done[r] = eos_id is not None and pick == eos_id
-        if all(done) or step + 1 == max_new_tokens:
+        stop = on_step is not None and on_step(out)
+        if stop or all(done) or step + 1 == max_new_tokens:
             break
         logits = engine.step(torch.tensor(picks, dtype=torch.long, device=device).unsqueeze(1))
     return Decoded(out, len(prompt), time.perf_counter() - start)

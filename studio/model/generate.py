@@ -107,12 +107,14 @@ def _generation(tok, ids: list[int], prompt_len: int, seed: int, seconds: float,
 
 @torch.no_grad()
 def sample(model, tok, prompt: list[int], max_new_tokens: int, temperature: float = 1.0,
-           top_p: float = 0.95, top_k: int = 50, seed: int | None = None, min_new_tokens: int = 0) -> Generation:
+           top_p: float = 0.95, top_k: int = 50, seed: int | None = None, min_new_tokens: int = 0,
+           precision: str = "fp32", on_step=None) -> Generation:
     """Seeded sampling with a KV cache; same seed, model and prompt → same tokens.
 
     GPT-2 bases (the hub model, pocket) go through ``studio.model.fast``: the active adapter's
     low-rank update is added on the fly (weights never change), ~2-3x Hugging Face's
-    ``generate`` on a CPU. Other architectures use ``generate``.
+    ``generate`` on a CPU. Other architectures use ``generate``. ``precision``: the base's weights
+    while decoding (``studio.model.packed``); ``on_step``: see ``studio.model.fast.decode``.
     """
     from studio.model import fast
 
@@ -121,7 +123,8 @@ def sample(model, tok, prompt: list[int], max_new_tokens: int, temperature: floa
     start = time.perf_counter()
     if fast.supports(model):
         ids = fast.decode(model, prompt, max_new, [seed], temperature, top_p, top_k,
-                          eos_id=tok["EOS_None"], min_new_tokens=min_new).rows[0]
+                          eos_id=tok["EOS_None"], min_new_tokens=min_new, precision=precision,
+                          on_step=on_step).rows[0]
     else:
         ids = _hf_generate(model, tok, prompt, max_new, temperature, top_p, top_k, seed, min_new)
     return _generation(tok, ids, len(prompt), seed, time.perf_counter() - start, notes)
@@ -151,7 +154,8 @@ def _hf_generate(model, tok, prompt: list[int], max_new: int, temperature: float
 @torch.no_grad()
 def sample_sides(model, tok, prompt: list[int], sides: list, max_new_tokens: int,
                  temperature: float = 1.0, top_p: float = 0.95, top_k: int = 50,
-                 seed: int | list[int] | None = None, min_new_tokens: int = 0) -> list[Generation]:
+                 seed: int | list[int] | None = None, min_new_tokens: int = 0, precision: str = "fp32",
+                 on_step=None) -> list[Generation]:
     """Every side (an adapter loaded on ``model`` by name, or None for the base) continuing the
     same prompt with the same seed, decoded together: one pass over the base weights per token
     serves all sides, so an A/B pair costs little more than one side. Each side draws what it
@@ -165,12 +169,14 @@ def sample_sides(model, tok, prompt: list[int], sides: list, max_new_tokens: int
     prompt, max_new, notes, seed = _fit(model, tok, prompt, max_new_tokens, seeds[0] if seeds else seed)
     seeds = seeds or [seed] * len(sides)  # a side is an adapter name, None, or (name, weight) pairs
     out = fast.decode(model, prompt, max_new, seeds, temperature, top_p, top_k,
-                      eos_id=tok["EOS_None"], adapters=list(sides), min_new_tokens=min(min_new_tokens, max_new))
+                      eos_id=tok["EOS_None"], adapters=list(sides), min_new_tokens=min(min_new_tokens, max_new),
+                      precision=precision, on_step=on_step)
     return [_generation(tok, ids, len(prompt), s, out.seconds, notes) for ids, s in zip(out.rows, seeds)]
 
 
 def _load_for(cfg: GenerateConfig):
     """(model, tok, base info) for a GenerateConfig: the adapter's own base unless one is given."""
+    from studio.model import packed
     from studio.model.models import attach_adapter, load_base, pick_device, read_adapter_meta
     from studio.model.tokenizer import load_tokenizer
 
@@ -186,10 +192,12 @@ def _load_for(cfg: GenerateConfig):
     if info.fallback_reason:
         log.warning(info.fallback_reason)
     if cfg.adapter_dir:
-        # This process owns the model, so the adapter is folded into the weights once: a plain
-        # GPT-2 decodes as fast as the base alone (the app, which shares one base between
-        # adapters, adds them per row instead).
-        model = attach_adapter(model, cfg.adapter_dir, "adapter", tok, info).merge_and_unload()
+        model = attach_adapter(model, cfg.adapter_dir, "adapter", tok, info)
+        if packed.resolve(cfg.precision, next(model.parameters()).device) == "fp32":
+            # This process owns the model, so the adapter is folded into the weights once: a plain
+            # GPT-2 decodes as fast as the base alone. With packed base weights it stays unmerged,
+            # so its low-rank update is added exactly in fp32 rather than rounded into int8.
+            model = model.merge_and_unload()
     return model, tok, info
 
 
@@ -197,7 +205,7 @@ def run(cfg: GenerateConfig) -> Generation:
     """The CLI's ``generate``: sample, write the MIDI (and audio), or say why there is nothing."""
     model, tok, info = _load_for(cfg)
     gen = sample(model, tok, prompt_ids(tok, cfg.prompt_midi), cfg.max_new_tokens,
-                 cfg.temperature, cfg.top_p, cfg.top_k, cfg.seed, cfg.min_tokens)
+                 cfg.temperature, cfg.top_p, cfg.top_k, cfg.seed, cfg.min_tokens, precision=cfg.precision)
     if info.fallback_reason:
         gen.notes.insert(0, info.fallback_reason)
     if gen.new_notes == 0 and gen.prompt_len > 1 and gen.n_notes > 0:

@@ -167,13 +167,16 @@ class Comparer:
         self.load()
         with self.lock, self._side(adapter) as model:
             return sample(model, self.tok, prompt, knobs.max_new_tokens, knobs.temperature,
-                          knobs.top_p, knobs.top_k, seed, min_new_tokens=knobs.min_tokens)
+                          knobs.top_p, knobs.top_k, seed, min_new_tokens=knobs.min_tokens,
+                          precision=knobs.precision)
 
-    def sample_all(self, sides: list, prompt: list[int], knobs: Knobs, seed: int, variations: int = 1):
+    def sample_all(self, sides: list, prompt: list[int], knobs: Knobs, seed: int, variations: int = 1,
+                   on_step=None):
         """Generations per side, same prompt; variation v of every side uses seed + v. A GPT-2 base
         decodes every (side, variation) row in one batch (adapters, strengths and blends as per-row
         low-rank updates, ``studio.model.fast``); other models, one plain side at a time.
-        Returns one Generation per side (variations=1) or a list per side."""
+        Returns one Generation per side (variations=1) or a list per side. ``on_step(rows)``: called
+        per new token with every row's ids so far (``studio.model.fast.decode``)."""
         from studio.model import fast
 
         self.load()
@@ -189,7 +192,8 @@ class Comparer:
             rows = [m for m in mixes for _ in range(variations)]
             seeds = [seed + v for _ in mixes for v in range(variations)]
             gens = sample_sides(self.model, self.tok, prompt, rows, knobs.max_new_tokens, knobs.temperature,
-                                knobs.top_p, knobs.top_k, seeds, min_new_tokens=knobs.min_tokens)
+                                knobs.top_p, knobs.top_k, seeds, min_new_tokens=knobs.min_tokens,
+                                precision=knobs.precision, on_step=on_step)
             if variations == 1:
                 return gens
             return [gens[i * variations:(i + 1) * variations] for i in range(len(mixes))]
