@@ -74,7 +74,7 @@ def test_one_base_many_adapters_same_seed(tok, tiny_base_dir, two_adapters):
     assert alpha1.ids != base1.ids and beta.ids != alpha1.ids  # adapters really switch
     # the base side is the plain base model: same tokens as a separately loaded copy
     plain, _ = load_base(str(tiny_base_dir), tok)
-    assert sample(plain, tok, prompt(tok), 48, seed=5, min_new_tokens=k.min_tokens).ids == base1.ids
+    assert sample(plain, tok, prompt(tok), 48, seed=5, min_new_tokens=k.min_tokens, precision=k.precision).ids == base1.ids
     # one copy of the base weights, both adapters on it
     assert set(c.model.peft_config) == {"alpha", "beta"}
     base_params = sum(p.numel() for n, p in c.model.named_parameters() if "lora_" not in n)
@@ -295,21 +295,25 @@ def test_sides_decoded_together_draw_what_each_draws_alone(tok, tiny_base_dir, t
 
 
 def test_cli_generate_merges_the_adapter_and_agrees_with_the_studio(tok, tiny_base_dir, two_adapters, album, tmp_path):
-    """The CLI folds the adapter into its own copy of the base; the studio adds it per row on a
-    shared base. Same adapter, prompt and seed: the same piece either way."""
+    """In fp32 the CLI folds the adapter into its own copy of the base; the studio adds it per row
+    on a shared base. Same adapter, prompt, seed and precision: the same piece either way. With
+    packed (int8/bf16) base weights the CLI keeps the adapter unmerged, added exactly in fp32."""
     from peft import PeftModel
 
     from studio.config import GenerateConfig
     from studio.model.generate import _load_for, prompt_ids
 
-    cfg = GenerateConfig(adapter_dir=str(adapters_dir() / "alpha" / "adapter-best"), model_name=str(tiny_base_dir))
-    model, _, _ = _load_for(cfg)
-    assert not isinstance(model, PeftModel)  # merged: a plain GPT-2
     ids = prompt_ids(tok, album[0])
-    cli = sample(model, tok, ids, 48, seed=5)
     c = Comparer(str(tiny_base_dir))
-    assert cli.ids == c.sample_side("alpha", ids, Knobs(max_new_tokens=48, min_new_tokens=0), seed=5).ids
-    assert cli.ids != c.sample_side(None, ids, Knobs(max_new_tokens=48, min_new_tokens=0), seed=5).ids
+    for prec in ("fp32", "bf16"):
+        cfg = GenerateConfig(adapter_dir=str(adapters_dir() / "alpha" / "adapter-best"), model_name=str(tiny_base_dir),
+                             precision=prec)
+        model, _, _ = _load_for(cfg)
+        assert isinstance(model, PeftModel) == (prec != "fp32")  # fp32: merged, a plain GPT-2
+        cli = sample(model, tok, ids, 48, seed=5, precision=prec)
+        knobs = Knobs(max_new_tokens=48, min_new_tokens=0, precision=prec)
+        assert cli.ids == c.sample_side("alpha", ids, knobs, seed=5).ids
+        assert cli.ids != c.sample_side(None, ids, knobs, seed=5).ids
 
 
 def test_strength_blend_and_variations_are_rows_of_one_batch(tok, tiny_base_dir, two_adapters, album, tmp_path):

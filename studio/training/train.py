@@ -139,11 +139,12 @@ class LoraHooks(loop.Hooks):
         record["samples"] = files
         record["copy_rate"] = None  # no sample with notes: nothing to measure this epoch
         record["texture_gap"] = record["texture"] = None
+        artist = self.reference_texture  # the album's own texture goes into the meta even if no sample has notes
         if not rates:
             return ""
         record["copy_rate"] = float(sum(rates) / len(rates))
         record["texture"] = mean_texture(scores)
-        record["texture_gap"] = texture_gap(record["texture"], self.reference_texture)
+        record["texture_gap"] = texture_gap(record["texture"], artist)
         if self.cfg.copy_threshold and record["copy_rate"] > self.cfg.copy_threshold:
             return (f"samples copy the training pieces (copy rate {record['copy_rate']:.2f} > "
                     f"{self.cfg.copy_threshold:.2f}) at epoch {record['epoch']}")
