@@ -224,22 +224,31 @@ def adapters(tok, tiny_base_dir, uploads):
     return pieces
 
 
+def last(handler):
+    """Generate streams the live roll first, then the result: its last update is what stays."""
+    return lambda *args: list(handler(*args))[-1]
+
+
 def test_generate_ab_and_abc(settings, adapters):
-    generate = compare_tab.make_generate(settings)
+    stream = compare_tab.make_generate(settings)
+    generate = last(stream)
     out = generate(settings.base, compare_tab.BASE, "alpha", compare_tab.NONE, None, "prompts/short.mid",
                    32, 1.0, 0.95, 50, 1234, False)
     status, seed, blind_state, vote, vote_box, *sides = out
     assert "Seed **1234**" in status and seed == 1234 and blind_state == {} and vote["visible"] is False
-    cols = [sides[k * 6:(k + 1) * 6] for k in range(compare_tab.N_SIDES)]
+    n = len(compare_tab.SIDE_PARTS)
+    cols = [sides[k * n:(k + 1) * n] for k in range(compare_tab.N_SIDES)]
     assert [c[0]["visible"] for c in cols] == [True, True, False]
+    assert sides[-1]["visible"] is False  # the live roll gives way to each side's own
     for col, label in zip(cols[:2], ["base", "alpha"]):
-        _, title, audio, roll, midi, info = col
+        _, title, audio, svg, roll, midi, info = col
+        assert "<svg" in svg and 'class="roll-note"' in svg
         assert label in title and Path(midi).read_bytes()[:4] == b"MThd" and Path(roll).suffix == ".png"
         assert (Path(audio).suffix == ".ogg") if AUDIO else audio is None
         assert "tokens/s" in info and "copy rate" in info and "alpha's 2 training pieces" in info
     abc = generate(settings.base, compare_tab.BASE, "alpha", "beta", None, "prompts/short.mid", 16, 1.0, 0.95, 50, None, False)
     assert isinstance(abc[1], int)  # an empty seed gets a fresh one, shown back
-    assert [abc[5 + k * 6]["visible"] for k in range(3)] == [True, True, True]
+    assert [abc[5 + k * n]["visible"] for k in range(3)] == [True, True, True]
     with pytest.raises(gr.Error, match="at least two sides"):
         generate(settings.base, compare_tab.BASE, compare_tab.NONE, compare_tab.NONE, None, None, 16, 1, 1, 0, 1, False)
     with pytest.raises(gr.Error, match="chosen twice"):
@@ -249,16 +258,17 @@ def test_generate_ab_and_abc(settings, adapters):
 
 
 def test_blind_mode_hides_shuffles_and_tallies(settings, adapters):
-    generate = compare_tab.make_generate(settings)
+    generate = last(compare_tab.make_generate(settings))
     tally = {}
     for round_ in range(3):
         out = generate(settings.base, compare_tab.BASE, "alpha", compare_tab.NONE, None, "prompts/short.mid",
                        16, 1.0, 0.95, 50, 7, True)
         _, _, state, vote, box, *sides = out
-        titles = [sides[1], sides[7]]
+        titles = [sides[1], sides[8]]
         assert all("Side" in t and "alpha" not in t and "base" not in t for t in titles)
         assert vote["visible"] and vote["choices"] == ["Side 1", "Side 2"] and box["visible"]
-        assert all("alpha" not in Path(sides[k]).name for k in (4, 10))  # file names don't give it away
+        assert all("alpha" not in Path(sides[k]).name for k in (4, 11))  # file names don't give it away
+        assert all("alpha" not in sides[k] and "base" not in sides[k] for k in (3, 10))  # nor the rolls
         state, tally, reveal, table = compare_tab.vote("Side 1", state, tally)
         assert f"You picked **{state['labels'][0]}**" in reveal and "Side 2 was" in reveal
         with pytest.raises(gr.Error, match="already voted"):
@@ -381,11 +391,12 @@ def test_without_fluidsynth_the_studio_works_silently(settings, adapters, monkey
     s = blocks.make_settings(settings.base)
     assert not s.audio and "Audio is off" in blocks.banners(s)
     blocks.build_demo(s)  # audio players are simply not shown
-    out = compare_tab.make_generate(s)(s.base, compare_tab.BASE, "alpha", compare_tab.NONE, None,
-                                       "prompts/short.mid", 16, 1.0, 0.95, 50, 3, False)
+    out = last(compare_tab.make_generate(s))(s.base, compare_tab.BASE, "alpha", compare_tab.NONE, None,
+                                             "prompts/short.mid", 16, 1.0, 0.95, 50, 3, False)
     sides = out[5:]
     for k in range(2):
-        _, _, audio, roll, midi, info = sides[k * 6:(k + 1) * 6]
+        _, _, audio, svg, roll, midi, info = sides[k * 7:(k + 1) * 7]
+        assert 'data-audio=""' in svg  # no audio: a roll without a playback cursor
         assert audio is None and Path(midi).read_bytes()[:4] == b"MThd" and Path(roll).is_file()
     ogg, png, _ = data_tab.preview_files(datasets_dir() / "album" / "piece00.mid", s.audio)
     assert ogg is None and Path(png).is_file()
@@ -413,17 +424,17 @@ def test_compare_strength_blend_epochs_variations_and_instrument(settings, adapt
     assert compare_sides.side_spec("alpha", 1.0, "beta", 0.3) == (("alpha", 0.7), ("beta", 0.3))
     with pytest.raises(ValueError, match="strength must be between 0 and 2"):
         compare_sides.side_spec("alpha", 3.0)
-    generate = compare_tab.make_generate(settings)
+    generate = last(compare_tab.make_generate(settings))
     epoch_side = generate(settings.base, "alpha", "alpha@epoch03", compare_tab.NONE, None, "prompts/short.mid",
                           16, 1.0, 0.95, 50, 3, False)
-    assert "alpha@epoch03" in epoch_side[5 + 6 + 1]
+    assert "alpha@epoch03" in epoch_side[5 + 7 + 1]
     out = generate(settings.base, "alpha", "alpha", "beta", None, "prompts/short.mid", 32, 1.0, 0.95, 50, 11, False,
                    32, 1.0, 0.5, 1.0, compare_tab.NONE, compare_tab.NONE, "alpha", 0.0, 0.0, 0.4, 2, "Violin",
                    compare_tab.DEFAULT_SOUNDFONT)
     _, _, _, _, _, *parts = out
-    titles = [parts[1], parts[7], parts[13]]
+    titles = [parts[1], parts[8], parts[15]]
     assert "alpha" in titles[0] and "alpha ×0.5" in titles[1] and "0.6 beta + 0.4 alpha" in titles[2]
-    variation_players = parts[3 * 6:3 * 6 + 3 * compare_tab.N_VARIATION_PLAYERS]  # then the copied passages
+    variation_players = parts[3 * 7:3 * 7 + 3 * compare_tab.N_VARIATION_PLAYERS]  # then the copied passages
     assert len(variation_players) == 3 * compare_tab.N_VARIATION_PLAYERS
     assert [p["visible"] for p in variation_players[::3]] == [AUDIO] * 3  # variation 2 of each side
     assert not any(p["visible"] for k, p in enumerate(variation_players) if k % 3)  # no variation 3 or 4

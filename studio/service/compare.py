@@ -79,6 +79,7 @@ class SideResult:
     messages: list[str] = field(default_factory=list)  # clipped prompt, silent render, no notes…
     variations: list["SideResult"] = field(default_factory=list)  # seed+1, seed+2, … of the same side
     copied_audio: Path | None = None  # the training passage this side copies, when it copies 8+ notes
+    roll_html: str = ""  # the interactive SVG roll, with a playback cursor tied to ``audio``
 
 
 class Comparer:
@@ -201,14 +202,15 @@ class Comparer:
     def generate(self, sides: list, prompt_midi: str | Path | None, knobs: Knobs, seed: int,
                  audio: bool = True, out_dir: Path | None = None, reference: str | None = None,
                  stems: list[str] | None = None, variations: int = 1, soundfont: str | None = None,
-                 program: int | None = None) -> list[SideResult]:
+                 program: int | None = None, on_step=None) -> list[SideResult]:
         """Every side with the same prompt and seed. ``reference``: the adapter whose training
         pieces every side is measured against (default: the first adapter among the sides).
         ``stems``: file names per side (blind mode: names that don't give the side away).
         A side is None (the base), an adapter name, or (name, weight) pairs (a strength, a blend;
         ``studio.model.fast.row_mix``). ``variations``: seeded samples per side (seed, seed+1, …),
         decoded in the same batch; the first is the side's result, the others its ``variations``.
-        ``soundfont`` and ``program`` (a General MIDI instrument) apply alike to every side."""
+        ``soundfont`` and ``program`` (a General MIDI instrument) apply alike to every side.
+        ``on_step``: the decoder's per-token callback (``studio.service.live.LiveRolls``)."""
         if not 1 <= variations <= MAX_VARIATIONS:
             raise ValueError(f"variations must be 1..{MAX_VARIATIONS}, got {variations}")
         if not sides:
@@ -225,7 +227,7 @@ class Comparer:
         if stems is not None and len(stems) != len(sides):
             raise ValueError(f"stems: {len(stems)} names for {len(sides)} sides")
         results = []
-        per_side = self.sample_all(sides, prompt, knobs, seed, variations)
+        per_side = self.sample_all(sides, prompt, knobs, seed, variations, on_step=on_step)
         for i, (side, gens) in enumerate(zip(sides, per_side)):
             gens = gens if isinstance(gens, list) else [gens]
             label = side_label(side)
@@ -241,6 +243,8 @@ class Comparer:
                     reference: str | None) -> SideResult:
         """MIDI, piano roll, audio (``sound``: (soundfont, program), None for no audio), closeness."""
         from studio.audio.pianoroll import piano_roll_png
+        from studio.audio.roll_svg import roll_svg
+        from studio.model.tokenizer import decode
 
         res = SideResult(label, adapter, None, None, None, gen.info(), list(gen.notes))
         if gen.n_notes == 0:
@@ -254,6 +258,9 @@ class Comparer:
             res.audio, why = render_ogg(gen.score, stem.with_suffix(".ogg"), *sound)
             if why:
                 res.messages.append(why)
+        prompt_s = float(decode(self.tok, gen.ids[:gen.prompt_len]).to("second").end()) if gen.prompt_len > 1 else 0.0
+        res.roll_html = roll_svg(gen.score, "", audio_key=res.audio.name if res.audio else "",  # no name: blind mode
+                                 prompt_seconds=prompt_s)
         if reference:
             res.info.update(self.closeness(gen.score, reference))
             if "copied_passage" in res.info:

@@ -16,6 +16,7 @@ from studio.ui import adapters_tab, api, compare_tab, data_tab, train_tab
 from studio.ui.common import CSS, DUPLICATE_NOTE, WATCHERS, Settings, base_label, datasets_root, user_message
 
 log = logging.getLogger("studio.ui")
+ROLL_JS = (Path(__file__).with_name("roll.js")).read_text()  # the piano rolls' playback cursor
 DELETE_CACHE = (3600, 6 * 3600)  # every hour, drop gradio's cached uploads/outputs older than 6 h
 
 
@@ -149,4 +150,4 @@ def launch(demo: gr.Blocks, settings: Settings, host: str, port: int, **kw):
     demo.queue(default_concurrency_limit=4, max_size=64)
     return demo.launch(server_name=host, server_port=port, max_file_size=settings.limits.gradio_max_file_size,
                        allowed_paths=[str(renders_dir())], blocked_paths=private_folders(),
-                       theme=gr.themes.Soft(), css=CSS, show_error=False, **kw)
+                       theme=gr.themes.Soft(), css=CSS, head=f"<script>{ROLL_JS}</script>", show_error=False, **kw)

@@ -145,4 +145,7 @@ CSS = """
 .state-interrupted {color: #b45309; font-weight: 600}
 .state-finished, .state-stopped {color: #047857; font-weight: 600}
 .side-title {font-weight: 700; font-size: 1.1em}
+.studio-roll {display: block; border: 1px solid #e5e7eb; border-radius: 6px; cursor: pointer}
+.studio-roll-box {margin-bottom: 6px}
+.roll-label {font-size: 0.85em; color: #4b5563}
 """

@@ -92,15 +92,18 @@ def info_md(r, shown_label: str) -> str:
     return "\n\n".join(lines)
 
 
+SIDE_PARTS = ("column", "title", "audio", "svg roll", "png roll", "midi", "info")  # per side, in order
+
+
 def side_updates(results, titles) -> list:
     out = []
     for k in range(N_SIDES):
         if k >= len(results):
-            out += [gr.update(visible=False), "", None, None, None, ""]
+            out += [gr.update(visible=False), "", None, "", None, None, ""]
             continue
         r, title = results[k], titles[k]
         out += [gr.update(visible=True), f"<span class='side-title'>{title}</span>",
-                str(r.audio) if r.audio else None, str(r.roll) if r.roll else None,
+                str(r.audio) if r.audio else None, r.roll_html, str(r.roll) if r.roll else None,
                 str(r.midi) if r.midi else None, info_md(r, title)]
     return out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import threading
 import uuid
 from pathlib import Path
 
@@ -13,16 +14,18 @@ import gradio as gr
 from studio.service import library
 from studio.audio.render import INSTRUMENTS
 from studio.audio.soundfonts import list_soundfonts
-from studio.service.compare import Knobs, first_adapter, get_comparer
+from studio.service.compare import Knobs, first_adapter, get_comparer, side_label
+from studio.service.live import LiveRolls
 from studio.config import renders_dir
-from studio.service.zerogpu import gpu
+from studio.service.zerogpu import gpu, on_zerogpu
 from studio.ui.common import Settings, base_choices, datasets_root, handler, user_message
-from studio.ui.compare_sides import (BASE, N_SIDES, N_VARIATION_PLAYERS, NONE, adapter_names,  # noqa: F401
+from studio.ui.compare_sides import (BASE, N_SIDES, N_VARIATION_PLAYERS, NONE, SIDE_PARTS, adapter_names,  # noqa: F401
                                      choice_values, copied_updates, info_md, pairing, shuffled, side_choices,
                                      side_updates,
                                      sides_from, tally_md, variation_updates)
 
 NO_PROMPT = "(no prompt)"
+LIVE_POLL_S = 0.25  # how often the live roll is redrawn while a comparison decodes
 GPU_SECONDS = 120  # ZeroGPU: the longest one Generate may hold the GPU (3 sides of 1024 tokens + audio)
 
 
@@ -102,14 +105,42 @@ def _slider(name: str, label: str, step: float, **kw):
 
 @gpu(duration=GPU_SECONDS)
 def generate_sides(base: str, sides, prompt, knobs: Knobs, seed: int, audio: bool, stems, reference,
-                   sound: dict | None = None):
+                   sound: dict | None = None, on_step=None):
     """The model work of one Generate: on ZeroGPU it runs in a worker that holds the GPU, so it
     takes and returns plain picklable values: (side results, the base's fallback note).
-    ``sound``: variations per side, the General MIDI program and the soundfont, alike for every side."""
+    ``sound``: variations per side, the General MIDI program and the soundfont, alike for every side.
+    ``on_step``: the live roll's per-token callback (None on ZeroGPU: it cannot cross processes)."""
     comparer = get_comparer(base)
     results = comparer.generate(sides, prompt, knobs, seed, audio=audio, stems=stems, reference=reference,
-                                **(sound or {}))
+                                on_step=on_step, **(sound or {}))
     return results, (comparer.info.fallback_reason if comparer.info else "")
+
+
+def decode_live(base: str, sides, titles, args: tuple, variations: int):
+    """Runs ``generate_sides`` on a thread and yields ("live", html) while it decodes (about four
+    times a second, from the first tokens on), then ("done", its result)."""
+    comparer = get_comparer(base)
+    comparer.load()
+    live = LiveRolls(comparer.tok, titles, variations)
+    box: dict = {}
+
+    def work():
+        try:
+            box["result"] = generate_sides(base, sides, *args, on_step=None if on_zerogpu() else live.on_step)
+        except BaseException as e:  # handed to the page's handler below
+            box["error"] = e
+
+    thread = threading.Thread(target=work, name="compare-decode", daemon=True)
+    thread.start()
+    shown = -1
+    while thread.is_alive():
+        thread.join(LIVE_POLL_S)
+        if thread.is_alive() and live.tokens() != shown:
+            shown = live.tokens()
+            yield "live", live.html()
+    if "error" in box:
+        raise box["error"]
+    yield "done", box["result"]
 
 
 def make_generate(settings: Settings):
@@ -134,8 +165,13 @@ def make_generate(settings: Settings):
         stems = [f"side{k + 1}" for k in range(len(sides))] if blind else None
         sound = {"variations": variations, "program": INSTRUMENTS.get(instrument),
                  "soundfont": soundfont_path(soundfont)}
-        results, fallback = generate_sides(base or settings.base, sides, prompt, knobs, seed, settings.audio,
-                                           stems, reference, sound)
+        live_titles = [f"Side {k + 1}" for k in range(len(sides))] if blind else [side_label(s) for s in sides]
+        n_out = 5 + len(SIDE_PARTS) * N_SIDES + (N_VARIATION_PLAYERS + 1) * N_SIDES
+        for kind, value in decode_live(base or settings.base, sides, live_titles,
+                                       (prompt, knobs, seed, settings.audio, stems, reference, sound), variations):
+            if kind == "live":
+                yield [f"Decoding with seed **{seed}**…", *[gr.skip()] * (n_out - 1), gr.update(value=value, visible=True)]
+        results, fallback = value
         labels = [r.label for r in results]
         titles = [f"Side {k + 1}" for k in range(len(results))] if blind else labels
         status = f"Seed **{seed}** for every side"
@@ -145,8 +181,8 @@ def make_generate(settings: Settings):
             status += f"\n\n⚠ {user_message(fallback)}"
         blind_state = {"labels": labels, "voted": False} if blind else {}
         vote = gr.update(choices=titles, value=None, visible=bool(blind))
-        return [status, seed, blind_state, vote, gr.update(visible=bool(blind)), *side_updates(results, titles),
-                *variation_updates(results, settings.audio), *copied_updates(results)]
+        yield [status, seed, blind_state, vote, gr.update(visible=bool(blind)), *side_updates(results, titles),
+               *variation_updates(results, settings.audio), *copied_updates(results), gr.update(visible=False)]
     return generate
 
 
@@ -232,6 +268,7 @@ def build(settings: Settings) -> dict:
         go = gr.Button("Generate", variant="primary", elem_id="generate-btn", scale=2)
     status = gr.Markdown("Press **Generate**: every side continues the same prompt with the same seed.",
                          elem_id="compare-status")
+    live_roll = gr.HTML(visible=False, elem_id="live-roll")  # notes as they are decoded
     side_parts, variation_parts, copied_parts = [], [], []
     with gr.Row(equal_height=False):
         for k in range(N_SIDES):
@@ -239,7 +276,9 @@ def build(settings: Settings) -> dict:
                 title = gr.Markdown(f"<span class='side-title'>Side {'ABC'[k]}</span>")
                 audio = gr.Audio(label="Audio", type="filepath", interactive=False, visible=settings.audio,
                                  elem_classes=["side-audio"])
-                roll = gr.Image(label="Piano roll", type="filepath", interactive=False, height=200)
+                svg = gr.HTML(elem_classes=["side-roll"])  # interactive: playback cursor, click to seek
+                with gr.Accordion("Piano roll picture (PNG)", open=False):
+                    roll = gr.Image(label="Piano roll", type="filepath", interactive=False, height=200)
                 midi = gr.File(label="MIDI", interactive=False, height=70, elem_classes=["side-midi"])
                 info = gr.Markdown()
                 variation_parts += [gr.Audio(label=f"Variation {v + 2}", type="filepath", interactive=False,
@@ -247,7 +286,7 @@ def build(settings: Settings) -> dict:
                                     for v in range(N_VARIATION_PLAYERS)]
                 copied_parts.append(gr.Audio(label="The training passage it copies", type="filepath",
                                              interactive=False, visible=False, elem_classes=["copied-audio"]))
-            side_parts += [col, title, audio, roll, midi, info]
+            side_parts += [col, title, audio, svg, roll, midi, info]  # the order of SIDE_PARTS
     with gr.Group(visible=False) as vote_box:
         with gr.Row():
             favourite = gr.Radio([], label="Which side do you prefer?", visible=False)
@@ -258,7 +297,7 @@ def build(settings: Settings) -> dict:
     go.click(make_generate(settings),
              [base, a, b, c, uploaded, picked, max_new, temperature, top_p, top_k, seed, blind, min_new,
               *strengths, *blends, *weights, variations, instrument, soundfont],
-             [status, seed, blind_state, favourite, vote_box, *side_parts, *variation_parts, *copied_parts],
+             [status, seed, blind_state, favourite, vote_box, *side_parts, *variation_parts, *copied_parts, live_roll],
              concurrency_id="compute", concurrency_limit=settings.compute_limit)
     go.click(lambda: "", None, [reveal], queue=False)
     dice.click(lambda: random.randrange(100_000), None, [seed], queue=False)

@@ -1,0 +1,59 @@
+"""What the Compare tab shows while a comparison decodes: each side's notes so far, as SVG rolls.
+
+``LiveRolls.on_step`` is handed to the decoder (``studio.model.fast.decode``), which calls it after
+every token with all rows; it only keeps a reference to them (cheap, on the decoding thread). The
+page polls ``html()`` a few times a second: it copies the first variation's row of each side, turns
+its tokens into notes and draws them on a fixed time scale that grows as the piece does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from studio.audio.roll_svg import roll_svg
+
+MIN_SPAN_S = 10.0  # the live roll's first width; it doubles when the music reaches its edge
+
+
+class LiveRolls:
+    def __init__(self, tok, labels: list[str], variations: int = 1):
+        self.tok, self.labels, self.variations = tok, list(labels), max(1, int(variations))
+        self.rows: list[list[int]] | None = None
+        self.prompt_len = 0
+        self.started = time.perf_counter()
+        self.first_notes_s: float | None = None  # seconds from start to the first drawn note
+        self.span = MIN_SPAN_S
+        self._lock = threading.Lock()
+
+    def on_step(self, rows: list[list[int]]) -> None:
+        if self.rows is None:
+            with self._lock:
+                self.rows = rows
+                self.prompt_len = min(len(r) for r in rows) - 1  # each row has one new token now
+
+    def tokens(self) -> int:
+        rows = self.rows
+        return 0 if rows is None else max(len(r) for r in rows) - self.prompt_len
+
+    def html(self) -> str:
+        """Stacked rolls, one per side (its first variation), of everything decoded so far."""
+        from studio.model.tokenizer import decode
+
+        rows = self.rows
+        if rows is None:
+            return "<div class='studio-live'>waiting for the first tokens…</div>"
+        parts, n_notes = [], 0
+        for k, label in enumerate(self.labels):
+            ids = list(rows[k * self.variations])  # a copy: the decoder keeps appending
+            score = decode(self.tok, ids)
+            prompt_s = float(decode(self.tok, ids[:self.prompt_len]).to("second").end()) if self.prompt_len > 1 else 0.0
+            end = float(score.to("second").end()) if score.note_num() else 0.0
+            while end > self.span:
+                self.span *= 2
+            n_notes += int(score.note_num())
+            parts.append(roll_svg(score, f"{label} · {len(ids) - self.prompt_len} tokens", seconds=self.span,
+                                  prompt_seconds=prompt_s, height=110))
+        if n_notes and self.first_notes_s is None:
+            self.first_notes_s = time.perf_counter() - self.started
+        return f"<div class='studio-live' data-tokens='{self.tokens()}'>{''.join(parts)}</div>"
