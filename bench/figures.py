@@ -24,6 +24,14 @@ from bench.fixtures import Fixtures, ModelFix, Sizes
 
 log = logging.getLogger(__name__)
 SEED = 1234
+# the issue's targets (studio / reference, median of paired repeats) per model; the hub shape is what
+# users of the real base run
+TARGETS = {"train": {"hub-shape": 2.0}, "gen": {"hub-shape": 2.5}, "ab": {"hub-shape": 2.5}}
+DEFAULT_TARGET = {"train": 1.5, "gen": 2.0, "ab": 1.8}
+
+
+def target(figure: str, label: str) -> float:
+    return TARGETS[figure].get(label, DEFAULT_TARGET[figure])
 
 
 def _say(msg: str) -> None:
@@ -99,16 +107,18 @@ def training(fx: Fixtures, tok, sizes: Sizes, prepared, files: list) -> list[Fig
         if int(base.config.n_positions) < seq:
             raise ValueError(f"{m.base_dir}: context {base.config.n_positions} < max_seq_len {seq}")
         accum = plan["accum"]
+        goal = target("train", label)
         fig = Figure(f"train-{label}", f"Training, useful tokens/s — {label}", "tok/s", True,
-                     headline=f"studio {plan['headline']}", target=1.5, target_text="≥ 1.5×")
+                     headline=f"studio {plan['headline']}", target=goal, target_text=f"≥ {goal}×")
         fig.load = (load1(),)
         variants = [f"studio {v}" for v in plan["variants"]]
-        sides = ["reference", *variants]
+        sides = ["reference", "reference, bf16 autocast", *variants]
         with intra_op_threads(sizes.train_threads):
             for rep, order in enumerate(interleaved(plan["repeats"], sides)):
                 for side in order:
-                    if side == "reference":
-                        r = reference.train_steps(base, files, tok, seq, 1, accum, plan["ref_steps"])
+                    if side.startswith("reference"):
+                        r = reference.train_steps(base, files, tok, seq, 1, accum, plan["ref_steps"],
+                                                  bf16="bf16" in side)
                     else:
                         r = studio_side.train_steps(studio_base, prepared, side.split(" ", 1)[1],
                                                     plan["studio_steps"])
@@ -121,8 +131,11 @@ def training(fx: Fixtures, tok, sizes: Sizes, prepared, files: list) -> list[Fig
             f"studio {plan['headline']} is `python -m studio train` with the guide's flags; recipe: the guide's LoRA (r 16, alpha 32, dropout 0.05 on c_attn/c_proj/c_fc), AdamW lr 2e-4, "
             f"20 warm-up steps, max_seq_len {seq}, {accum} sequences per optimizer step "
             f"(reference: batch 1 × accumulation {accum}, {plan['ref_steps']} steps per repeat; studio: "
-            f"{plan['studio_steps']} step per repeat; 'AxB' = micro-batch A × accumulation B), float32, "
-            f"{threads_text(sizes.train_threads)} on both sides")
+            f"{plan['studio_steps']} step per repeat; 'AxB' = micro-batch A × accumulation B), "
+            f"{threads_text(sizes.train_threads)} on both sides. Precision: the studio at its default "
+            f"(`--precision auto`: bf16 autocast on a CPU with bf16 instructions, {_train_precision()} here); "
+            "the reference in float32 as the guide runs it, and as a variant under the same bf16 autocast, "
+            "so the table shows how much of the lead is precision and how much the studio's own path")
         fig.notes.append(
             "the studio's defaults: the frozen base's own dropout off (GPT-2's 0.1 on attention, residuals "
             "and embeddings; LoRA dropout 0.05 stays), which lets PyTorch use its fused attention kernel, and "
@@ -143,25 +156,30 @@ def generation(fx: Fixtures, tok, sizes: Sizes) -> list[Figure]:
         n_new = min(sizes.gen_tokens, int(base.config.n_positions) - 1)
         name, folder = next(iter(m.adapters.items()))
         ref_model = reference.lora_copy(base, folder)
-        studio_model = studio_side.load_for_generate(m.base_dir, folder)
+        models = {"reference": ref_model, "reference, bf16": reference.in_bf16(ref_model),
+                  "studio": studio_side.load_for_generate(m.base_dir, folder),
+                  "studio, fp32 decoding": studio_side.load_for_generate(m.base_dir, folder, "fp32")}
+        goal = target("gen", label)
         fig = Figure(f"gen-{label}", f"Generation, tokens/s, {n_new} new tokens, batch 1, with adapter — {label}",
-                     "tok/s", True, target=2.0, target_text="≥ 2×")
+                     "tok/s", True, target=goal, target_text=f"≥ {goal}×")
 
         def run(side: str, rep: int) -> float:
-            if side == "reference":
-                return n_new / reference.generate(ref_model, tok, n_new, SEED + rep)[0]
-            return n_new / studio_side.generate(studio_model, tok, n_new, SEED + rep)[0]
+            if side.startswith("reference"):
+                return n_new / reference.generate(models[side], tok, n_new, SEED + rep)[0]
+            prec = "fp32" if "fp32" in side else studio_side.DECODING
+            return n_new / studio_side.generate(models[side], tok, n_new, SEED + rep, prec)[0]
 
-        _measure(fig, sizes.decode_threads, sizes.gen_repeats[label], ["reference", "studio"], run,
+        _measure(fig, sizes.decode_threads, sizes.gen_repeats[label], list(models), run,
                  lambda side, rep, v: f"generate {label} rep {rep + 1} {side}: {v:.1f} tok/s")
         fig.notes.append(f"both sides: top-k 50, top-p 0.95, temperature 1, EOS held off so each run makes "
                          f"exactly {n_new} tokens after BOS (the model's context is {base.config.n_positions} tokens); "
                          f"{threads_text(sizes.decode_threads)} on both sides")
-        fig.notes.append("reference: PeftModel.generate, adapter unmerged; studio: `python -m studio generate "
-                         "--adapter-dir`'s path: the adapter merged into the CLI's own base once "
-                         "(merge_and_unload), sampled with studio.model.generate.sample's decoder (studio/model/fast.py, a "
-                         "preallocated KV cache). The app, which shares one base between adapters, adds the "
-                         "adapter per row instead (the A/B figure)")
+        fig.notes.append("reference: PeftModel.generate, adapter unmerged (fp32; 'reference, bf16': the same "
+                         "model cast to bf16); studio: `python -m studio generate --adapter-dir`'s path at its default "
+                         f"decoding precision ({_decoding()} here: the base's weights packed, the adapter's update "
+                         "added per row in fp32), through studio.model.generate.sample's decoder "
+                         "(studio/model/fast.py, a preallocated KV cache); 'studio, fp32 decoding': the fp32 path, "
+                         "the adapter merged into the CLI's own base once (merge_and_unload)")
         figs.append(fig)
     return figs
 
@@ -173,23 +191,42 @@ def ab(fx: Fixtures, tok, sizes: Sizes) -> list[Figure]:
         n_new = min(sizes.ab_tokens, int(base.config.n_positions) - 1)
         name, folder = next(iter(m.adapters.items()))
         lora = reference.lora_copy(base, folder)
+        pairs = {"reference": (base, lora), "reference, bf16": (reference.in_bf16(base), reference.in_bf16(lora))}
         studio_model = studio_side.load_with_adapters(m.base_dir, {name: folder}, tok)
+        goal = target("ab", label)
         fig = Figure(f"ab-{label}", f"A/B, seconds for one base + adapter pair, {n_new} tokens each — {label}",
-                     "s", False, target=1.8, target_text="≥ 1.8× faster")
+                     "s", False, target=goal, target_text=f"≥ {goal}× faster")
 
         def run(side: str, rep: int) -> float:
-            if side == "reference":
-                return reference.ab_pair(base, lora, tok, n_new, SEED + rep)
-            return studio_side.ab_pair(studio_model, name, tok, n_new, SEED + rep)
+            if side.startswith("reference"):
+                return reference.ab_pair(*pairs[side], tok, n_new, SEED + rep)
+            prec = "fp32" if "fp32" in side else studio_side.DECODING
+            return studio_side.ab_pair(studio_model, name, tok, n_new, SEED + rep, prec)
 
-        _measure(fig, sizes.decode_threads, sizes.ab_repeats[label], ["reference", "studio"], run,
+        _measure(fig, sizes.decode_threads, sizes.ab_repeats[label],
+                 ["reference", "reference, bf16", "studio", "studio, fp32 decoding"], run,
                  lambda side, rep, v: f"A/B {label} rep {rep + 1} {side}: {v:.2f} s")
         fig.notes.append("reference: base copy then LoRA copy, each with HF generate; studio: what the "
                          "Comparer runs (studio.model.generate.sample_sides): both sides in one batch through "
                          "studio/model/fast.py, row 0 the base, row 1 the adapter's low-rank update added on the fly, "
-                         f"one generator per row seeded alike; {threads_text(sizes.decode_threads)} on both sides")
+                         f"one generator per row seeded alike, at the default decoding precision ({_decoding()} here); "
+                         "'reference, bf16': both copies cast to bf16; 'studio, fp32 decoding': the fp32 path; "
+                         f"{threads_text(sizes.decode_threads)} on both sides")
         figs.append(fig)
     return figs
+
+
+def _decoding() -> str:
+    from studio.model.packed import resolve
+
+    return resolve(studio_side.DECODING, "cpu")
+
+
+def _train_precision() -> str:
+    from studio.config import TrainConfig
+    from studio.model.precision import resolve
+
+    return resolve(TrainConfig("", "").precision, "cpu")
 
 
 def memory(fx: Fixtures, sizes: Sizes) -> list[Figure]:

@@ -61,8 +61,10 @@ def epoch_tokens(files: list[Path], tok, max_seq_len: int) -> list[list[int]]:
 
 
 def train_steps(base, files: list[Path], tok, max_seq_len: int, batch_size: int, accum: int, steps: int,
-                seed: int = 42, epochs: int = 6, lr: float = 2e-4, warmup: int = 20, device: str = "cpu") -> dict:
+                seed: int = 42, epochs: int = 6, lr: float = 2e-4, warmup: int = 20, device: str = "cpu",
+                bf16: bool = False) -> dict:
     """``steps`` optimizer steps of the guide's loop on a fresh LoRA over a copy of ``base``.
+    ``bf16``: the same loop under bf16 autocast (a variant, to separate precision from pipeline).
 
     Returns tokens trained on (non-padding), seconds, and the last loss. The clock starts at
     the first batch request, so on-the-fly tokenization is inside it, as in the guide's runs.
@@ -83,7 +85,9 @@ def train_steps(base, files: list[Path], tok, max_seq_len: int, batch_size: int,
     while done < steps:
         for batch in data:
             batch = {k: v.to(device) for k, v in batch.items()}
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            labels=batch["labels"])
             (out.loss / accum).backward()
             tokens += int(batch["attention_mask"].sum())
             loss = float(out.loss.detach())
@@ -105,6 +109,12 @@ def load_base(base_dir: Path):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(base_dir, use_safetensors=True).eval()
+
+
+def in_bf16(model):
+    """A bf16 copy of a model: the reference decoding with the same number format as the studio's
+    packed weights would (the guide has no int8 path; bf16 is what plain PyTorch offers)."""
+    return copy.deepcopy(model).to(torch.bfloat16).eval()
 
 
 def lora_copy(base, adapter_dir: Path):

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import torch
 
-from studio.config import TrainConfig
+from studio.config import SamplingConfig, TrainConfig
+
+DECODING = SamplingConfig().precision  # what generate and the Compare tab use by default
 from studio.training.train import loop_config
 
 
@@ -93,37 +95,38 @@ def load_with_adapters(base_dir: Path, adapters: dict[str, Path], tok):
     return model.eval()
 
 
-def load_for_generate(base_dir: Path, adapter_dir: Path):
-    """The model ``python -m studio generate --adapter-dir`` samples from: its own base with the
-    adapter merged in (studio.model.generate._load_for)."""
+def load_for_generate(base_dir: Path, adapter_dir: Path, precision: str = DECODING):
+    """The model ``python -m studio generate --adapter-dir`` samples from (studio.model.generate._load_for):
+    its own base with the adapter merged in (fp32), or kept unmerged over packed weights."""
     from studio.config import GenerateConfig
     from studio.model.generate import _load_for
 
     model, _tok, _info = _load_for(GenerateConfig(adapter_dir=str(adapter_dir), model_name=str(base_dir),
-                                                  device="cpu"))
+                                                  device="cpu", precision=precision))
     return model
 
 
 @torch.no_grad()
-def generate(model, tok, n_new: int, seed: int) -> tuple[float, list[int]]:
-    """One piece as ``studio.model.generate.sample`` decodes it (studio.model.fast), with EOS held off like
-    the reference; (seconds, ids)."""
+def generate(model, tok, n_new: int, seed: int, precision: str = DECODING) -> tuple[float, list[int]]:
+    """One piece as ``studio.model.generate.sample`` decodes it (studio.model.fast, the default decoding
+    precision unless told), with EOS held off like the reference; (seconds, ids)."""
     from studio.model.fast import decode
 
     start = time.perf_counter()
-    out = decode(model, [tok["BOS_None"]], n_new, [seed], eos_id=tok["EOS_None"], min_new_tokens=n_new)
+    out = decode(model, [tok["BOS_None"]], n_new, [seed], eos_id=tok["EOS_None"], min_new_tokens=n_new,
+                 precision=precision)
     return time.perf_counter() - start, out.rows[0]
 
 
 @torch.no_grad()
-def ab_pair(model, adapter: str, tok, n_new: int, seed: int) -> float:
+def ab_pair(model, adapter: str, tok, n_new: int, seed: int, precision: str = DECODING) -> float:
     """Base and ``adapter`` sides in one batch, same seed, as the Comparer decodes them
     (``studio.model.generate.sample_sides``); seconds."""
     from studio.model.fast import decode
 
     start = time.perf_counter()
     decode(model, [tok["BOS_None"]], n_new, [seed, seed], eos_id=tok["EOS_None"], adapters=[None, adapter],
-           min_new_tokens=n_new)
+           min_new_tokens=n_new, precision=precision)
     return time.perf_counter() - start
 
 

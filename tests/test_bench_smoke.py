@@ -134,3 +134,17 @@ def test_variations_bench_smoke_times_one_and_four_rows(tmp_path):
     res = _run(["bench.variations", "--smoke", "--results", str(out)])
     assert res.returncode == 0, res.stderr[-3000:]
     assert "four variations in one batch" in out.read_text()
+
+
+def test_decoding_bench_smoke_measures_bandwidth_and_every_format(tmp_path):
+    out = tmp_path / "decoding.json"
+    res = _run(["bench.decoding", "--smoke", "--out", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["bandwidth_gb_s"] > 0.5 and set(r["cpu"]) >= {"avx512_bf16", "avx512_vnni", "amx", "auto_decoding"}
+    formats = r["shapes"][0]["formats"]
+    assert set(formats) == {"fp32", "bf16", "int8"}
+    assert formats["fp32"]["weight_mb"] == 4 * formats["int8"]["weight_mb"]  # a quarter of the bytes
+    assert all(0 < f["share_of_ceiling"] and f["tok_s"] > 0 for f in formats.values())
+    losses = r["quality"]["loss"]
+    assert abs(losses["int8"] - losses["fp32"]) / losses["fp32"] < 0.01
