@@ -27,8 +27,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     import torch
 
-    from studio.config import REPO_ROOT
+    from studio.config import REPO_ROOT, SamplingConfig
     from studio.model import fast
+    from studio.model.packed import resolve
     from studio.model.models import attach_adapter, load_base
     from studio.model.tokenizer import build_tokenizer
 
@@ -37,19 +38,20 @@ def main(argv=None) -> int:
     model, info = load_base("pocket", tok)
     model = attach_adapter(model, REPO_ROOT / "adapters" / "bach-chorales" / "adapter-best", "bach", tok, info).eval()
     side = (("bach", 0.5),)
+    prec = SamplingConfig().precision  # the Compare tab's decoding precision
     times = {1: [], 4: []}
     with torch.no_grad():
-        fast.decode(model, [1], 16, [0], adapters=[side])  # warm-up
+        fast.decode(model, [1], 16, [0], adapters=[side], precision=prec)  # warm-up (packs the weights)
         for _ in range(repeats):
             for n in (1, 4):
                 t = time.perf_counter()
-                fast.decode(model, [1], tokens, list(range(n)), eos_id=None, adapters=[side] * n)
+                fast.decode(model, [1], tokens, list(range(n)), eos_id=None, adapters=[side] * n, precision=prec)
                 times[n].append(time.perf_counter() - t)
     one, four = statistics.median(times[1]), statistics.median(times[4])
     ratio = four / one
     lines = ["<!-- variations:begin -->", "## Variations (`python -m bench.variations`)", "",
-             f"Pocket base + bach-chorales at strength 0.5, {tokens} tokens per row, lean decoder, "
-             f"{torch.get_num_threads()} threads, median of {repeats} interleaved rounds: one sample "
+             f"Pocket base + bach-chorales at strength 0.5, {tokens} tokens per row, lean decoder with the "
+             f"base's weights in {resolve(prec, 'cpu')} (the Compare tab's default), {torch.get_num_threads()} threads, median of {repeats} interleaved rounds: one sample "
              f"{one:.2f} s (min {min(times[1]):.2f}, max {max(times[1]):.2f}), four variations in one batch "
              f"{four:.2f} s (min {min(times[4]):.2f}, max {max(times[4]):.2f}): **{ratio:.2f}×** one "
              f"(target ≤ {TARGET}×: {'met' if ratio <= TARGET else 'missed'}).", "<!-- variations:end -->"]

@@ -279,9 +279,12 @@ def test_blind_mode_hides_shuffles_and_tallies(settings, adapters):
 
 
 def test_refresh_keeps_valid_picks(settings, adapters):
-    a, b, c, picked = compare_tab.refresh_choices(compare_tab.BASE, "gone", compare_tab.NONE, "album/piece00.mid")
+    a, b, c, picked, *blends = compare_tab.refresh_choices(compare_tab.BASE, "gone", compare_tab.NONE,
+                                                           "album/piece00.mid", "beta", "gone")
+    assert [x["value"] for x in blends] == ["beta", compare_tab.NONE, compare_tab.NONE]
+    assert "alpha" in compare_tab.choice_values(blends[0]["choices"])  # adapters trained after start-up
     assert b["value"] == "beta" and "alpha" in b["choices"] and picked["value"] == "album/piece00.mid"  # newest first
-    a, b, c, _ = compare_tab.refresh_choices("beta", "alpha", "base alone", compare_tab.NO_PROMPT)
+    a, b, c, _, *_ = compare_tab.refresh_choices("beta", "alpha", "base alone", compare_tab.NO_PROMPT)
     assert (a["value"], b["value"], c["value"]) == ("beta", "alpha", "base alone")
 
 

@@ -30,6 +30,12 @@ def side_choices() -> tuple[list, list]:
     return [BASE, *names, *epochs], [NONE, BASE, *names, *epochs]
 
 
+def blend_choices() -> list:
+    """What a side can be blended with: any adapter or kept epoch (same base, checked on Generate)."""
+    ab, _ = side_choices()
+    return [NONE, *[c for c in ab if c != BASE]]
+
+
 def choice_values(choices: list) -> list[str]:
     return [c[1] if isinstance(c, tuple) else c for c in choices]
 

@@ -20,6 +20,7 @@ from studio.config import renders_dir
 from studio.service.zerogpu import gpu, on_zerogpu
 from studio.ui.common import Settings, base_choices, datasets_root, handler, user_message
 from studio.ui.compare_sides import (BASE, N_SIDES, N_VARIATION_PLAYERS, NONE, SIDE_PARTS, adapter_names,  # noqa: F401
+                                     blend_choices,
                                      choice_values, copied_updates, info_md, pairing, shuffled, side_choices,
                                      side_updates,
                                      sides_from, tally_md, variation_updates)
@@ -58,7 +59,8 @@ def prompt_choices(root: Path | None = None) -> list[str]:
     return out[:501]
 
 
-def refresh_choices(a=BASE, b=BASE, c=NONE, picked=NO_PROMPT, request: gr.Request = None):
+def refresh_choices(a=BASE, b=BASE, c=NONE, picked=NO_PROMPT, blend_a=NONE, blend_b=NONE, blend_c=NONE,
+                    request: gr.Request = None):
     """New choices after training, renames or uploads; the session's picks stay when still valid."""
     ab, c_choices = side_choices()
     names = adapter_names()
@@ -67,8 +69,11 @@ def refresh_choices(a=BASE, b=BASE, c=NONE, picked=NO_PROMPT, request: gr.Reques
         b = next((n for n in names if n != a), BASE)
     c = c if c in choice_values(c_choices) else NONE
     prompts = prompt_choices(datasets_root(request))
+    blends = blend_choices()
     return (gr.update(choices=ab, value=a), gr.update(choices=ab, value=b), gr.update(choices=c_choices, value=c),
-            gr.update(choices=prompts, value=picked if picked in prompts else NO_PROMPT))
+            gr.update(choices=prompts, value=picked if picked in prompts else NO_PROMPT),
+            *[gr.update(choices=blends, value=v if v in choice_values(blends) else NONE)
+              for v in (blend_a, blend_b, blend_c)])
 
 
 def prompt_path(uploaded, picked, datasets: Path | None = None) -> Path | None:
@@ -235,8 +240,8 @@ def build(settings: Settings) -> dict:
                 with gr.Column(min_width=160):
                     strengths.append(gr.Slider(0, 2, value=1, step=0.05, label="Strength", elem_id=f"strength-{k}",
                                                info=f"side {k.upper()}: 0 = the base, 1 = as trained, 2 = double"))
-                    blends.append(gr.Dropdown([NONE, *adapter_names()], value=NONE, label="Blend with",
-                                              elem_id=f"blend-{k}"))
+                    blends.append(gr.Dropdown(blend_choices(), value=NONE, label="Blend with",
+                                              elem_id=f"blend-{k}", info="another adapter or kept epoch"))
                     weights.append(gr.Slider(0, 1, value=0.3, step=0.05, label="Blend weight",
                                              elem_id=f"weight-{k}", info="0.3 → 0.7 side + 0.3 blend"))
     with gr.Accordion("Prompt (optional): the sides continue it", open=False, elem_id="prompt-box"):
@@ -305,4 +310,4 @@ def build(settings: Settings) -> dict:
     preview = make_preview(settings)
     uploaded.change(preview, [uploaded, picked], [p_audio, p_roll])
     picked.change(preview, [uploaded, picked], [p_audio, p_roll])
-    return {"refresh": (refresh_choices, [a, b, c, picked])}
+    return {"refresh": (refresh_choices, [a, b, c, picked, *blends])}

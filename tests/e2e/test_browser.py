@@ -212,3 +212,37 @@ def test_producer_knobs_strength_variations_instrument_and_a_kept_epoch(page, ap
         head, seconds = extra.nth(k).evaluate(PLAYABLE)
         assert head == "OggS" and seconds > 0, (head, seconds)
     page.screenshot(path=str(SHOTS / "compare-producer.png"), full_page=True)
+
+
+def test_blend_with_a_kept_epoch_soundfont_and_provenance(page, app_url):
+    """On the tiny app of test_browser.py (after it trained e2e-lora): side B blends the adapter with
+    its epoch 1, every side renders through TimGM6mb, and a prompt from the training set makes the
+    sides copy it: the copied training passage is there to play."""
+    from playwright.sync_api import expect
+
+    page.goto(app_url)
+    page.get_by_role("tab", name="Listen & Compare").click()
+    pick(page, "side-b", "e2e-lora")
+    page.locator("#strength-box").get_by_text("Strength and blends").click()
+    blend = page.locator("#blend-b input").first
+    blend.click()
+    blend.fill("e2e-lora @ epoch 1")
+    page.get_by_role("option").filter(has_text="e2e-lora @ epoch 1").first.click()
+    set_number(page, "weight-b", 0.4)
+    page.locator("#prompt-box").get_by_text("Prompt (optional)").click()
+    pick(page, "prompt-pick", "e2e-album/piece00.mid")
+    pick(page, "soundfont", "TimGM6mb.sf2")
+    set_number(page, "max-new", 64)
+    page.locator("#generate-btn").click()
+    expect(page.locator("#compare-status")).to_contain_text("Seed", timeout=90_000)
+    expect(page.locator(".side-title").nth(1)).to_contain_text("0.6 e2e-lora + 0.4 e2e-lora@epoch01", timeout=30_000)
+    copied = page.locator(".copied-audio audio[src]")
+    expect(copied.first).to_be_attached(timeout=30_000)
+    head, seconds = copied.first.evaluate(PLAYABLE)
+    assert head == "OggS" and seconds > 0.5
+    expect(page.get_by_text("copies").first).to_be_visible()
+    players = page.locator(".side-audio audio[src]")
+    expect(players).to_have_count(2)
+    assert all(players.nth(k).evaluate(PLAYABLE)[0] == "OggS" for k in range(2))
+    expect(page.locator(".side-roll svg.studio-roll")).to_have_count(2)
+    page.screenshot(path=str(SHOTS / "compare-blend.png"), full_page=True)
