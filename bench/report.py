@@ -11,18 +11,18 @@ from bench.common import Figure, Stats
 # next to the writer so the text is regenerated with the numbers, never pasted by hand.
 WHY = {
     "train": (
-        "The two sides do not train on the same sequences. DatasetMIDI hands the reference each file's "
-        "first track only (the soprano, ~230 tokens with this tokenizer), while every studio window is a "
-        "full 1024-token stream of all four voices, so per token the studio's attention does ~4× more "
-        "work (each token attends to up to 1024 earlier ones; ~22 % of a hub-shape step): it trains ~4× "
-        "more of the data per epoch (the share figure) at a lower rate per token than short sequences "
-        "would give. The studio's defaults already take the CPU levers (the frozen base's dropout off, "
-        "so the fused attention kernel runs; the fused GELU; LoRA dropout masks from numpy's PCG64). "
-        "torch.compile was slower here (a trial: 495 against 605 tok/s on the hub shape, after 64 s of "
-        "compiling), and a micro-batch of 16 instead of accumulating 16 was slower on a CPU (sixteen "
-        "1024 × 1024 score matrices per layer leave the cache). What is left on a CPU is peft's "
-        "unfused LoRA arithmetic (a separate scaling multiply and add per adapted layer, ~8 % of a step); "
-        "on a GPU, bf16 autocast, fused AdamW and a larger micro-batch (bench/gpu.py)."
+        "Both sides now multiply in bf16 where the CPU has the instructions (the 'reference, bf16 autocast' "
+        "row shows what precision alone gives the guide's loop), so what separates them is the pipeline, and "
+        "the two do not train on the same sequences: DatasetMIDI hands the reference each file's first "
+        "track only (the soprano, ~230 tokens with this tokenizer), while every studio window is a full "
+        "1024-token stream of all four voices, so per token the studio's attention does ~4× more work "
+        "(each token attends to up to 1024 earlier ones): it trains ~4× more of the data per epoch (the "
+        "share figure) at a lower rate per token than short sequences would give. The studio already takes "
+        "the CPU levers (the frozen base's dropout off, so the fused attention kernel runs; the fused GELU; "
+        "LoRA dropout masks from numpy's PCG64; bf16 autocast). torch.compile was slower here (a trial: 495 "
+        "against 605 tok/s on the hub shape, after 64 s of compiling). What is left on a CPU without AMX is "
+        "peft's unfused LoRA arithmetic (a separate scaling multiply and add per adapted layer) and the "
+        "attention over long windows; a CPU with AMX tiles multiplies bf16 several times faster again."
     ),
     "gen": (
         "Decoding one token reads every weight once. By default the studio reads them as int8 "

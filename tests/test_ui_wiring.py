@@ -451,3 +451,18 @@ def test_compare_strength_blend_epochs_variations_and_instrument(settings, adapt
     with pytest.raises(ValueError, match="at most 3072 tokens per Generate"):
         public.PUBLIC.check_compute(3, 2, 1024)
     public.PUBLIC.check_compute(3, 1, 1024)
+
+
+def test_decoding_precision_setting_reaches_the_decoder(settings, adapters):
+    """The Compare tab's Decoding precision: fp32 and int8 both give a pair (same seed, other
+    rounding), and a value outside the choices is refused by name."""
+    generate = last(compare_tab.make_generate(settings))
+    tail = (16, 1, 1, 1, compare_tab.NONE, compare_tab.NONE, compare_tab.NONE, 0, 0, 0, 1, None,
+            compare_tab.DEFAULT_SOUNDFONT)
+    for prec in ("fp32", "int8"):
+        out = generate(settings.base, compare_tab.BASE, "alpha", compare_tab.NONE, None, "prompts/short.mid",
+                       24, 1.0, 0.95, 50, 5, False, *tail, prec)
+        assert "Seed **5**" in out[0] and Path(out[5 + 5]).read_bytes()[:4] == b"MThd"
+    with pytest.raises(gr.Error, match="precision must be one of"):
+        generate(settings.base, compare_tab.BASE, "alpha", compare_tab.NONE, None, None, 16, 1, 1, 0, 1, False,
+                 *tail, "fp16")

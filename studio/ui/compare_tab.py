@@ -16,7 +16,7 @@ from studio.audio.render import INSTRUMENTS
 from studio.audio.soundfonts import list_soundfonts
 from studio.service.compare import Knobs, first_adapter, get_comparer, side_label
 from studio.service.live import LiveRolls
-from studio.config import renders_dir
+from studio.config import DECODE_PRECISIONS, renders_dir
 from studio.service.zerogpu import gpu, on_zerogpu
 from studio.ui.common import Settings, base_choices, datasets_root, handler, user_message
 from studio.ui.compare_sides import (BASE, N_SIDES, N_VARIATION_PLAYERS, NONE, SIDE_PARTS, adapter_names,  # noqa: F401
@@ -153,7 +153,7 @@ def make_generate(settings: Settings):
     def generate(base, a, b, c, uploaded, picked, max_new, temperature, top_p, top_k, seed, blind, min_new=None,
                  strength_a=1.0, strength_b=1.0, strength_c=1.0, blend_a=NONE, blend_b=NONE, blend_c=NONE,
                  weight_a=0.0, weight_b=0.0, weight_c=0.0, variations=1, instrument=None, soundfont=None,
-                 request: gr.Request = None):
+                 precision=None, request: gr.Request = None):
         sides = sides_from(a, b, c, (strength_a, strength_b, strength_c),
                            ((blend_a, weight_a), (blend_b, weight_b), (blend_c, weight_c)))
         variations = int(variations or 1)
@@ -161,7 +161,7 @@ def make_generate(settings: Settings):
         library.prune_renders()  # old comparisons go; this one is written next
         min_new = Knobs.min_new_tokens if min_new is None or min_new == "" else int(min_new)
         knobs = Knobs(max_new_tokens=int(max_new), min_new_tokens=min_new, temperature=float(temperature),
-                      top_p=float(top_p), top_k=int(top_k))
+                      top_p=float(top_p), top_k=int(top_k), precision=precision or Knobs.precision)
         seed = random.randrange(2**31) if seed is None or seed == "" else int(seed)
         prompt = prompt_path(uploaded, picked, datasets_root(request))
         reference = next((first_adapter(s) for s in sides if s), None)  # chosen before the shuffle
@@ -268,6 +268,8 @@ def build(settings: Settings) -> dict:
         instrument = gr.Dropdown(list(INSTRUMENTS), value="as in the file", label="Instrument", elem_id="instrument",
                                  info="General MIDI program for every side")
         soundfont = gr.Dropdown(soundfont_choices(), value=DEFAULT_SOUNDFONT, label="Soundfont", elem_id="soundfont")
+        precision = gr.Dropdown(list(DECODE_PRECISIONS), value=Knobs.precision, label="Decoding precision",
+                                elem_id="decode-precision", info=Knobs.help("precision"))
     with gr.Row():
         blind = gr.Checkbox(False, label="Blind: hide and shuffle the sides, then pick a favourite")
         go = gr.Button("Generate", variant="primary", elem_id="generate-btn", scale=2)
@@ -301,7 +303,7 @@ def build(settings: Settings) -> dict:
 
     go.click(make_generate(settings),
              [base, a, b, c, uploaded, picked, max_new, temperature, top_p, top_k, seed, blind, min_new,
-              *strengths, *blends, *weights, variations, instrument, soundfont],
+              *strengths, *blends, *weights, variations, instrument, soundfont, precision],
              [status, seed, blind_state, favourite, vote_box, *side_parts, *variation_parts, *copied_parts, live_roll],
              concurrency_id="compute", concurrency_limit=settings.compute_limit)
     go.click(lambda: "", None, [reveal], queue=False)
