@@ -127,8 +127,8 @@ def test_without_fluidsynth_the_app_serves_the_page_and_midi(tok, tiny_base_dir,
                                                      "prompts/short.mid", 32, 1.0, 0.95, 50, 3, False, *GENERATE_DEFAULTS])
     assert msg["success"], msg
     out = msg["output"]["data"]
-    for k in range(2):  # [column, title, audio, roll, midi, info] per side, after 5 status outputs
-        audio, midi = out[5 + 6 * k + 2], out[5 + 6 * k + 4]
+    for k in range(2):  # [column, title, audio, svg roll, png roll, midi, info] per side, after 5 status outputs
+        audio, midi = out[5 + 7 * k + 2], out[5 + 7 * k + 5]
         assert audio is None and Path(midi["path"]).read_bytes()[:4] == b"MThd"
     log = (tmp_path / "app.log").read_text()
     assert "Traceback" not in log, log[-2000:]

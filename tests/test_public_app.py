@@ -121,7 +121,7 @@ def test_component_server_cannot_move_files(app):
 # The Compare tab's later inputs: min new tokens; strength, blend, blend weight per side;
 # variations, instrument, soundfont (a raw API call must send every input).
 GENERATE_DEFAULTS = [384, 1.0, 1.0, 1.0, "(none)", "(none)", "(none)", 0.3, 0.3, 0.3, 1, "as in the file",
-                     "default (soundfonts/, then the system's GM font)"]
+                     "default (soundfonts/, then the system's GM font)", "auto"]
 
 
 def fn_index(app: App, api_name: str) -> int:
