@@ -21,7 +21,8 @@ NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 DPI = 100
 
 
-def _seconds(score: Score) -> Score:
+def in_seconds(score: Score) -> Score:
+    """The score with times in seconds (as is when it already is)."""
     return score if "Second" in str(score.ttype) else score.to("second")
 
 
@@ -36,7 +37,7 @@ def piano_roll_array(score: Score, step_s: float = 0.02, max_seconds: float | No
     seconds [t * step_s, (t + 1) * step_s). A note shorter than a column still fills one."""
     if step_s <= 0:
         raise ValueError(f"step_s={step_s}: must be > 0 seconds")
-    sec = _seconds(score)
+    sec = in_seconds(score)
     end = _end_seconds(sec)
     if max_seconds is not None:
         end = min(end, float(max_seconds))
@@ -84,7 +85,7 @@ def piano_roll_png(score: Score, out_path: str | Path, width: int = 900, height:
     if max_seconds is not None and max_seconds <= 0:
         raise ValueError(f"max_seconds={max_seconds}: must be > 0")
     out_path = Path(out_path)
-    sec = _seconds(score)
+    sec = in_seconds(score)
     end = _end_seconds(sec) if max_seconds is None else min(_end_seconds(sec), max_seconds)
     roll = piano_roll_array(sec, step_s=max(end, 1e-3) / width, max_seconds=max_seconds)
     lo, hi = _pitch_window(roll)

@@ -10,17 +10,18 @@ name, by which the script finds the player of the same side.
 from __future__ import annotations
 
 import html
+
 from symusic import Score
 
-NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+from studio.audio.pianoroll import NOTE_NAMES, in_seconds
+
 MAX_NOTES = 4000  # a side of 1024 tokens has a few hundred; a long prompt is cut here
 
 
 def notes_of(score: Score) -> list[tuple[float, float, int, int]]:
     """(start s, duration s, pitch, velocity) of every pitched note, in time order."""
-    sec = score if "Second" in str(score.ttype) else score.to("second")
     out = []
-    for track in sec.tracks:
+    for track in in_seconds(score).tracks:
         if track.is_drum or not len(track.notes):
             continue
         a = track.notes.numpy()

@@ -200,10 +200,7 @@ class FastGPT2:
         """(B·T, in) -> (B·T, out): the base product for every row, then each adapter's low-rank
         update on its own rows, in place (out[rows] += (x[rows] @ Aᵀ) @ scale·Bᵀ): no weight
         copies, two small products."""
-        if self.fmt == "fp32" or flat.shape[0] > packed.PACKED_MAX_ROWS:
-            out = torch.addmm(_bias(mod), flat, _weight(mod))
-        else:
-            out = packed.matmul(flat, _weight(mod), self.fmt).add_(_bias(mod))
+        out = packed.matmul(flat, _weight(mod), self.fmt, bias=_bias(mod))
         for r0, r1, a_t, b_t in self.deltas.get(id(mod), ()):
             if (r1 - r0) * t == flat.shape[0]:  # every row has this adapter: no slicing
                 out.addmm_(flat @ a_t, b_t)

@@ -82,16 +82,17 @@ def drop_packs(model) -> None:
             delattr(p, _CACHE_ATTR)
 
 
-def matmul(x: torch.Tensor, weight: torch.Tensor, fmt: str, in_out: bool = True) -> torch.Tensor:
-    """x (M, in) fp32 times the weight, in fp32 out; through the packed weight when ``fmt`` is
-    bf16 or int8 and M is small (decoding steps), the fp32 weight otherwise."""
+def matmul(x: torch.Tensor, weight: torch.Tensor, fmt: str, in_out: bool = True,
+           bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x (M, in) fp32 times the weight (plus ``bias``), in fp32 out; through the packed weight when
+    ``fmt`` is bf16 or int8 and M is small (decoding steps), the fp32 weight otherwise."""
     if fmt == "fp32" or x.shape[0] > PACKED_MAX_ROWS:
-        return x @ weight if in_out else x @ weight.t()
+        w = weight if in_out else weight.t()
+        return x @ w if bias is None else torch.addmm(bias, x, w)
     w, scale = pack(weight, fmt, in_out)
     xb = x.to(torch.bfloat16)
-    if fmt == "int8":
-        return torch._weight_int8pack_mm(xb, w, scale).float()
-    return F.linear(xb, w).float()
+    out = torch._weight_int8pack_mm(xb, w, scale).float() if fmt == "int8" else F.linear(xb, w).float()
+    return out if bias is None else out.add_(bias)
 
 
 def packed_bytes(model, fmt: str) -> int:

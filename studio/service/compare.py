@@ -244,7 +244,7 @@ class Comparer:
         """MIDI, piano roll, audio (``sound``: (soundfont, program), None for no audio), closeness."""
         from studio.audio.pianoroll import piano_roll_png
         from studio.audio.roll_svg import roll_svg
-        from studio.model.tokenizer import decode
+        from studio.service.live import prompt_seconds
 
         res = SideResult(label, adapter, None, None, None, gen.info(), list(gen.notes))
         if gen.n_notes == 0:
@@ -258,9 +258,8 @@ class Comparer:
             res.audio, why = render_ogg(gen.score, stem.with_suffix(".ogg"), *sound)
             if why:
                 res.messages.append(why)
-        prompt_s = float(decode(self.tok, gen.ids[:gen.prompt_len]).to("second").end()) if gen.prompt_len > 1 else 0.0
         res.roll_html = roll_svg(gen.score, "", audio_key=res.audio.name if res.audio else "",  # no name: blind mode
-                                 prompt_seconds=prompt_s)
+                                 prompt_seconds=prompt_seconds(self.tok, gen.ids, gen.prompt_len))
         if reference:
             res.info.update(self.closeness(gen.score, reference))
             if "copied_passage" in res.info:

@@ -8,12 +8,18 @@ its tokens into notes and draws them on a fixed time scale that grows as the pie
 
 from __future__ import annotations
 
-import threading
 import time
 
 from studio.audio.roll_svg import roll_svg
 
 MIN_SPAN_S = 10.0  # the live roll's first width; it doubles when the music reaches its edge
+
+
+def prompt_seconds(tok, ids: list[int], prompt_len: int) -> float:
+    """How long the prompt part of ``ids`` plays (0 for a lone BOS): the part a roll shades."""
+    from studio.model.tokenizer import decode
+
+    return float(decode(tok, ids[:prompt_len]).to("second").end()) if prompt_len > 1 else 0.0
 
 
 class LiveRolls:
@@ -24,13 +30,13 @@ class LiveRolls:
         self.started = time.perf_counter()
         self.first_notes_s: float | None = None  # seconds from start to the first drawn note
         self.span = MIN_SPAN_S
-        self._lock = threading.Lock()
+        self.prompt_s = 0.0
 
     def on_step(self, rows: list[list[int]]) -> None:
-        if self.rows is None:
-            with self._lock:
-                self.rows = rows
-                self.prompt_len = min(len(r) for r in rows) - 1  # each row has one new token now
+        if self.rows is None:  # the first token: the rows are the decoder's own lists from now on
+            self.prompt_len = min(len(r) for r in rows) - 1  # each row has one new token now
+            self.prompt_s = prompt_seconds(self.tok, rows[0], self.prompt_len)
+            self.rows = rows  # set last: html() reads rows first
 
     def tokens(self) -> int:
         rows = self.rows
@@ -47,13 +53,12 @@ class LiveRolls:
         for k, label in enumerate(self.labels):
             ids = list(rows[k * self.variations])  # a copy: the decoder keeps appending
             score = decode(self.tok, ids)
-            prompt_s = float(decode(self.tok, ids[:self.prompt_len]).to("second").end()) if self.prompt_len > 1 else 0.0
             end = float(score.to("second").end()) if score.note_num() else 0.0
             while end > self.span:
                 self.span *= 2
             n_notes += int(score.note_num())
             parts.append(roll_svg(score, f"{label} · {len(ids) - self.prompt_len} tokens", seconds=self.span,
-                                  prompt_seconds=prompt_s, height=110))
+                                  prompt_seconds=self.prompt_s, height=110))
         if n_notes and self.first_notes_s is None:
             self.first_notes_s = time.perf_counter() - self.started
         return f"<div class='studio-live' data-tokens='{self.tokens()}'>{''.join(parts)}</div>"

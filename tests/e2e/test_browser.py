@@ -75,6 +75,14 @@ def pick(page, elem_id: str, text: str) -> None:
     page.get_by_role("option", name=text, exact=True).first.click()
 
 
+def pick_containing(page, elem_id: str, text: str) -> None:
+    """Choose the first option whose label contains ``text`` (kept epochs carry their numbers after it)."""
+    box = page.locator(f"#{elem_id} input").first
+    box.click()
+    box.fill(text)
+    page.get_by_role("option").filter(has_text=text).first.click()
+
+
 def set_number(page, elem_id: str, value) -> None:
     """Type a value into a gr.Number/gr.Slider; retried once if the component re-mounts under us
     (an accordion's children are mounted when it opens)."""
@@ -192,10 +200,7 @@ def test_producer_knobs_strength_variations_instrument_and_a_kept_epoch(page, ap
     page.goto(app_url)
     page.get_by_role("tab", name="Listen & Compare").click()
     pick(page, "side-a", "e2e-lora")
-    epoch = page.locator("#side-b input").first
-    epoch.click()
-    epoch.fill("e2e-lora @ epoch 1")
-    page.get_by_role("option").filter(has_text="e2e-lora @ epoch 1").first.click()
+    pick_containing(page, "side-b", "e2e-lora @ epoch 1")
     page.locator("#strength-box").get_by_text("Strength and blends").click()
     set_number(page, "strength-b", 0.5)
     page.locator("#prompt-box").get_by_text("Prompt (optional)").click()
@@ -224,10 +229,7 @@ def test_blend_with_a_kept_epoch_soundfont_and_provenance(page, app_url):
     page.get_by_role("tab", name="Listen & Compare").click()
     pick(page, "side-b", "e2e-lora")
     page.locator("#strength-box").get_by_text("Strength and blends").click()
-    blend = page.locator("#blend-b input").first
-    blend.click()
-    blend.fill("e2e-lora @ epoch 1")
-    page.get_by_role("option").filter(has_text="e2e-lora @ epoch 1").first.click()
+    pick_containing(page, "blend-b", "e2e-lora @ epoch 1")
     set_number(page, "weight-b", 0.4)
     page.locator("#prompt-box").get_by_text("Prompt (optional)").click()
     pick(page, "prompt-pick", "e2e-album/piece00.mid")
