@@ -90,3 +90,21 @@ def test_pretraining_runs_under_accelerate_launch_with_two_processes(tmp_path, c
     stats = json.loads((out / "pretrain_stats.json").read_text())
     assert stats["distributed"]["num_processes"] == 2 and len(stats["history"]) == 1
     assert (out / "model.safetensors").is_file()
+
+
+def test_a_second_stage_starts_from_a_saved_base_and_keeps_its_record(tmp_path, corpus_dir):
+    first, second, home = tmp_path / "stage1", tmp_path / "stage2", tmp_path / "home"
+    assert studio([*TINY, *corpus_dir, "--out", str(first), "--epochs", "1"], home).returncode == 0
+    one = json.loads((first / "pretrain_stats.json").read_text())
+    res = studio([*TINY, *corpus_dir, "--out", str(second), "--epochs", "1", "--lr", "1e-3",
+                  "--init-from", str(first)], home)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"initialised from {first}" in res.stdout
+    two = json.loads((second / "pretrain_stats.json").read_text())
+    # it starts where stage 1 ended, so its first held-out loss is already below stage 1's first
+    assert two["history"][0]["val_loss"] < one["history"][0]["val_loss"]
+    assert two["pieces"] == one["pieces"]  # the same split: held-out pieces stay held out
+    assert two["previous_stages"][0]["best_val_loss"] == one["best_val_loss"]
+    assert two["tokens_seen_all_stages"] == one["tokens_seen"] + two["tokens_seen"]
+    wider = studio([*TINY, *corpus_dir, "--out", str(tmp_path / "x"), "--n-embd", "48", "--init-from", str(first)], home)
+    assert wider.returncode != 0 and "shape differs" in wider.stderr and "config.json" in wider.stderr

@@ -223,6 +223,7 @@ def pretrain(args, on_event=print) -> dict:
     train_w, val_w, info = _data(args, tok, on_event, dist)
     device = dist.device or pick_device(args.device)
     model = gpt2(tok, args.n_layer, args.n_embd, args.n_head, args.max_seq_len, args.dropout).to(device)
+    previous = _init_from(model, args.init_from, on_event) if getattr(args, "init_from", "") else {}
     n_params = sum(p.numel() for p in model.parameters())
     cfg = loop.LoopConfig(epochs=args.epochs, batch_size=args.batch_size, grad_accum_steps=args.grad_accum_steps,
                           lr=args.lr, weight_decay=0.01, warmup_steps=args.warmup_steps, max_grad_norm=1.0,
@@ -255,8 +256,47 @@ def pretrain(args, on_event=print) -> dict:
         "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads, {device}",
         "torch": torch.__version__, "tokenizer": fingerprint(tok), "args": hooks.args,
     }
+    if previous:  # a later stage: keep the earlier stages' record, and the total the base has had
+        stages = previous.get("previous_stages", []) + [{k: previous.get(k) for k in STAGE_KEYS}]
+        stats["previous_stages"] = stages
+        stats["tokens_seen_all_stages"] = state.tokens_seen + sum(int(s["tokens_seen"] or 0) for s in stages)
+        stats["train_seconds_all_stages"] = round(state.train_seconds + sum(float(s["train_seconds"] or 0)
+                                                                            for s in stages), 1)
     write_json_atomic(out / "pretrain_stats.json", stats)
     return stats
+
+
+# What a later stage keeps of the stage it started from (pretrain_stats.json).
+STAGE_KEYS = ("history", "best_val_loss", "best_epoch", "stop_reason", "tokens_seen", "train_seconds",
+              "tokens_per_s", "machine", "args")
+
+
+def _init_from(model, folder: str, on_event) -> dict:
+    """Start from a saved base's weights (a new optimizer and schedule): a second training stage.
+
+    The shape must match the one being built; the data split depends only on --seed and
+    --val-split, so with the same ones the held-out pieces stay held out. Returns the folder's
+    pretrain_stats.json ({} if it has none).
+    """
+    from safetensors.torch import load_file
+
+    src = Path(folder)
+    cfg_file, weights = src / "config.json", src / "model.safetensors"
+    for f in (cfg_file, weights):
+        if not f.is_file():
+            raise FileNotFoundError(f"--init-from {src}: {f.name} is missing")
+    saved = json.loads(cfg_file.read_text())
+    want = {k: getattr(model.config, k) for k in ("n_layer", "n_embd", "n_head", "n_positions", "vocab_size")}
+    diff = {k: (saved.get(k), v) for k, v in want.items() if saved.get(k) != v}
+    if diff:
+        raise ValueError(f"{cfg_file}: shape differs from this run's (saved, asked): {diff}")
+    missing, unexpected = model.load_state_dict(load_file(weights), strict=False)
+    if unexpected or [k for k in missing if k != "lm_head.weight"]:  # the tied head is not stored
+        raise ValueError(f"{weights}: not a GPT-2 of this shape (missing {missing}, unexpected {unexpected})")
+    model.tie_weights()
+    on_event(f"initialised from {src}")
+    stats = src / "pretrain_stats.json"
+    return json.loads(stats.read_text()) if stats.is_file() else {}
 
 
 def _parse_caps(items) -> dict[str, int]:
@@ -292,6 +332,8 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="auto: bf16 autocast where the processor has bf16 instructions (CUDA, AVX-512 BF16, AMX)")
     p.add_argument("--seed", type=int, default=0, help="data split, order, transpositions and init")
+    p.add_argument("--init-from", default="", help="a saved base to continue from (a new optimizer and "
+                   "schedule; same shape, --seed and --val-split keep the held-out pieces held out)")
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop (with a checkpoint) after this much training")
     p.add_argument("--resume", action="store_true", help="continue from OUT.checkpoint with its saved arguments")
     p.add_argument("--check-samples", type=int, default=10, help="seeded samples checked by the base report")
