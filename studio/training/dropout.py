@@ -26,9 +26,15 @@ class LoraDropout(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0 or x.device.type != "cpu":
             return F.dropout(x, self.p, self.training)
+        return x * self.mask(x.shape, x.dtype)
+
+    def mask(self, shape, dtype: torch.dtype) -> torch.Tensor | None:
+        """The scaled keep mask (0 or 1 / (1 - p)) for a CPU tensor of ``shape``; None when off."""
+        if not self.training or self.p == 0:
+            return None
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,))))
-        keep = torch.from_numpy(rng.random(x.shape, dtype=np.float32)) >= self.p
-        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        keep = torch.from_numpy(rng.random(tuple(shape), dtype=np.float32)) >= self.p
+        return keep.to(dtype).mul_(1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -27,6 +27,7 @@ from studio.training import checkpoint, loop
 from studio.config import DEFAULT_BASE, SamplingConfig, TrainConfig
 from studio.model.data import prepare
 from studio.training.distributed import Dist
+from studio.training.fused_lora import use_fused_lora
 from studio.training.dropout import use_fast_lora_dropout
 from studio.model.models import load_base, pick_device, save_adapter
 from studio.model.tokenizer import fingerprint, load_tokenizer, save_tokenizer
@@ -46,6 +47,7 @@ def lora_model(base, cfg: TrainConfig):
     )
     model = get_peft_model(base, lcfg)
     use_fast_lora_dropout(model)  # same masks in distribution, ~3x cheaper to draw on a CPU
+    use_fused_lora(model)  # one autograd node per LoRA layer on a CPU (studio/training/fused_lora.py)
     if not cfg.base_dropout:
         quiet_base_dropout(model)
     return model
