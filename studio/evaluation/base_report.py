@@ -7,7 +7,8 @@ For each evaluation set (studio/ingest/eval_sets.py), with every voice merged as
   would score) and their ratio;
 * ``continuation``: the first ``prompt_seconds`` of each piece as a prompt, ``new_tokens`` new
   tokens, seeded; the texture of what was added next to the piece's own, and the median over
-  pieces of the texture gap (notes/s, voices, pitch span: studio/evaluation/texture.py);
+  pieces of the texture gap (notes/s, voices, pitch span: studio/evaluation/texture.py), and the
+  same gap for the piece's own next ``new_tokens`` tokens (the floor: a real excerpt's gap);
 * ``unprompted``: seeded samples of ``new_tokens`` tokens from BOS with the sampling config's
   minimum length; how many reach ``reach`` tokens and how many have notes.
 """
@@ -62,13 +63,17 @@ def continuation(model, tok, score, prompt_seconds: float, new_tokens: int, seed
     from studio.model.generate import sample
 
     prompt = encode(tok, prompt_of(score, prompt_seconds))[:-1]  # without EOS: the piece goes on
+    # What the piece itself plays next, as many tokens: its own gap to the whole piece is the floor
+    # a continuation can reach (an excerpt of a movement spans less than the movement does).
+    own = decode(tok, encode(tok, score)[len(prompt) : len(prompt) + new_tokens])
     prompt = prompt[-(int(model.config.n_positions) - new_tokens):]
     gen = sample(model, tok, prompt, new_tokens, sampling.temperature, sampling.top_p, sampling.top_k, seed,
                  min_new_tokens=new_tokens, precision=sampling.precision)
     added = decode(tok, gen.ids[gen.prompt_len :])
     piece_tex, new_tex = texture(score).as_dict(), texture(added).as_dict()
     return {"prompt_tokens": gen.prompt_len, "new_tokens": len(gen.ids) - gen.prompt_len,
-            "texture": new_tex, "piece": piece_tex, "gap": texture_gap(new_tex, piece_tex)}
+            "texture": new_tex, "piece": piece_tex, "gap": texture_gap(new_tex, piece_tex),
+            "own_gap": texture_gap(texture(own).as_dict(), piece_tex)}
 
 
 def set_report(model, tok, name: str, files: list[Path], args, sampling: SamplingConfig) -> dict:
@@ -86,6 +91,7 @@ def set_report(model, tok, name: str, files: list[Path], args, sampling: Samplin
         rows = [continuation(model, tok, s, args.prompt_seconds, args.new_tokens, args.seed + i, sampling)
                 for i, s in enumerate(scores)]
         out["continuation"] = {"median_gap": round(float(np.median([r["gap"] for r in rows])), 4),
+                               "median_own_gap": round(float(np.median([r["own_gap"] for r in rows])), 4),
                                "mean_texture": _mean([r["texture"] for r in rows]), "pieces": rows}
     return out
 

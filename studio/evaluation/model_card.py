@@ -39,11 +39,29 @@ def _collections(stats: dict) -> str:
     return "\n".join(rows)
 
 
+def _stages(stats: dict) -> list[dict]:
+    """Every training stage, first to last (a stage started with --init-from keeps the earlier ones)."""
+    return [*stats.get("previous_stages", []), stats]
+
+
 def _history(stats: dict) -> str:
-    rows = ["| epoch | train loss | held-out loss | seconds |", "|---|---|---|---|"]
-    rows += [f"| {h['epoch']} | {h['train_loss']:.4f} | {h['val_loss']:.4f} | {h['seconds']:.0f} |"
-             for h in stats["history"]]
+    rows = ["| stage | epoch | peak lr | train loss | held-out loss | seconds |", "|---|---|---|---|---|---|"]
+    for n, st in enumerate(_stages(stats), 1):
+        rows += [f"| {n} | {h['epoch']} | {st['args']['lr']:g} | {h['train_loss']:.4f} | {h['val_loss']:.4f} | "
+                 f"{h['seconds']:.0f} |" for h in st["history"]]
     return "\n".join(rows)
+
+
+def _reproduce(stats: dict) -> str:
+    lines = []
+    for n, st in enumerate(_stages(stats)):
+        a = st["args"]
+        init = " --init-from models/pocket-base" if n else ""
+        lines.append(f"python -m studio pretrain-base --n-layer {a['n_layer']} --n-embd {a['n_embd']} "
+                     f"--n-head {a['n_head']} \\\n    --epochs {a['epochs']} --batch-size {a['batch_size']} "
+                     f"--lr {a['lr']} --warmup-steps {a['warmup_steps']} --seed {a['seed']}{init}"
+                     + (" --out models/pocket-base-next   # then moved over models/pocket-base" if init else ""))
+    return "\n".join(lines)
 
 
 def _curves(sizes: dict | None) -> str:
@@ -75,13 +93,17 @@ def _report(report: dict | None) -> str:
         rows.append(f"| {name} | {r['pieces']} | {r['loss']:.3f} | {r['unigram_entropy']:.3f} | "
                     f"{r['loss_over_unigram']:.3f} | ≤ {t_loss} | {cont if cont is not None else '—'} | "
                     f"{'≤ ' + str(t_gap) if t_gap else '—'} |")
-    gaps = [p["gap"] for r in report["sets"].values() for p in r.get("continuation", {}).get("pieces", [])]
-    if gaps:
+    pieces = [p for r in report["sets"].values() for p in r.get("continuation", {}).get("pieces", [])]
+    if pieces:
         import statistics
 
-        median = statistics.median(gaps)
-        rows.append(f"\nContinuations of both evaluation artists together ({len(gaps)} movements): median texture "
+        median = statistics.median(p["gap"] for p in pieces)
+        rows.append(f"\nContinuations of both evaluation artists together ({len(pieces)} movements): median texture "
                     f"gap **{median:.3f}** (target ≤ 0.35: {'met' if median <= 0.35 else 'missed'}).")
+        if all("own_gap" in p for p in pieces):
+            rows.append(f"For scale: what each piece itself plays next, as many tokens, has a median gap of "
+                        f"{statistics.median(p['own_gap'] for p in pieces):.3f} to its whole movement (an excerpt "
+                        f"spans less than the movement), so that is about the best a continuation can score.")
     u = report["unprompted"]
     rows.append(f"\nUnprompted: {u['reached']} of {u['samples']} seeded {report['new_tokens']}-token samples reach "
                 f"{u['reach']} tokens with the default minimum length ({u['min_new_tokens']}), {u['with_notes']} have "
@@ -134,13 +156,18 @@ pieces); tokens {stats['tokens'][0]:,} / {stats['tokens'][1]:,}; windows of {a['
 
 ## Training
 
+{len(_stages(stats))} stage(s); a later stage starts from the earlier one's weights with a new optimizer
+and a new warm-up and linear decay (`--init-from`), on the same split.
+
 {_history(stats)}
 
-Best held-out loss **{stats['best_val_loss']:.4f}** nats/token at epoch {stats['best_epoch']}, against
-**{stats['unigram_loss']:.4f}** for a unigram model of the same tokens. {stats['tokens_seen']:,} token-updates
-in {stats['train_seconds'] / 60:.1f} min ({stats['tokens_per_s']:.0f} tokens/s, precision {a['precision']}) on
-{stats['machine']}, torch {stats['torch']}. Stop: {stats['stop_reason']}. (Tokens/s is the run's mean on a
-2-core machine shared with other work; alone it trained at about 3,600 tokens/s.)
+Best held-out loss **{stats['best_val_loss']:.4f}** nats/token at epoch {stats['best_epoch']} of the last stage,
+against **{stats['unigram_loss']:.4f}** for a unigram model of the same tokens.
+{stats.get('tokens_seen_all_stages', stats['tokens_seen']):,} token-updates in all
+({stats['tokens_seen']:,} in the last stage), {stats.get('train_seconds_all_stages', stats['train_seconds']) / 60:.1f}
+min of training (last stage {stats['tokens_per_s']:.0f} tokens/s, precision {a['precision']}) on
+{stats['machine']}, torch {stats['torch']}. Last stage's stop: {stats['stop_reason']}. (Tokens/s is a run's
+mean on a 2-core machine shared with other work; alone it trains at about 3,600 tokens/s.)
 
 ## What it does with music it never saw (all voices merged)
 
@@ -149,8 +176,7 @@ in {stats['train_seconds'] / 60:.1f} min ({stats['tokens_per_s']:.0f} tokens/s, 
 ## Reproduce
 
 ```
-python -m studio pretrain-base --n-layer {a['n_layer']} --n-embd {a['n_embd']} --n-head {a['n_head']} \\
-    --epochs {a['epochs']} --batch-size {a['batch_size']} --lr {a['lr']} --seed {a['seed']}
+{_reproduce(stats)}
 python -m studio pretrain-base --resume      # after an interruption: continues from the checkpoint
 python -m studio base-report --json models/pocket-base/base_report.json
 python -m studio.evaluation.model_card models/pocket-base
