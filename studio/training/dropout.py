@@ -3,8 +3,10 @@
 PyTorch draws a CPU dropout mask element by element from its single Mersenne Twister, on one
 thread, so on a 2-core machine the masks of LoRA dropout (one per adapted layer, on inputs up
 to 1024 x 4·width) took ~20 % of a LoRA training step, more than attention. numpy's PCG64
-fills uniform floats ~3x faster. The mask is the same Bernoulli(1 - p) draw scaled by
-1 / (1 - p) that ``nn.Dropout`` makes; each call seeds numpy from torch's generator, so
+fills random bytes much faster, and one 16-bit draw per element is plenty: the mask is the
+Bernoulli(1 - p) draw that ``nn.Dropout`` makes, with p rounded to 1/65536 and the kept values
+scaled by 1 / (1 - p) for that p. The fused LoRA product takes the bool mask and folds the
+scale into its scalars (studio/training/fused_lora.py). Each call seeds numpy from torch's generator, so
 ``torch.manual_seed`` still makes a run reproducible and a resumed run continues its stream.
 On other devices, and in eval mode, it is ``F.dropout``.
 """
@@ -14,6 +16,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+_LEVELS = 1 << 16  # a mask element is one uint16 draw
 
 
 class LoraDropout(torch.nn.Module):
@@ -26,15 +31,27 @@ class LoraDropout(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0 or x.device.type != "cpu":
             return F.dropout(x, self.p, self.training)
-        return x * self.mask(x.shape, x.dtype)
+        return x * self.keep(x.shape) * self.keep_scale
 
-    def mask(self, shape, dtype: torch.dtype) -> torch.Tensor | None:
-        """The scaled keep mask (0 or 1 / (1 - p)) for a CPU tensor of ``shape``; None when off."""
+    @property
+    def threshold(self) -> int:
+        """A 16-bit draw below this is dropped: p rounded to a multiple of 1/65536."""
+        return round(self.p * _LEVELS)
+
+    @property
+    def keep_scale(self) -> float:
+        """1 / (1 - p) for the rounded p, so the kept values keep their expectation exactly."""
+        return 1.0 / (1.0 - self.threshold / _LEVELS)
+
+    def keep(self, shape) -> torch.Tensor | None:
+        """A bool keep mask of ``shape`` for a CPU tensor (None when off). Each element is one
+        16-bit draw from PCG64's raw bytes: a quarter of the random bits of a float draw."""
         if not self.training or self.p == 0:
             return None
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,))))
-        keep = torch.from_numpy(rng.random(tuple(shape), dtype=np.float32)) >= self.p
-        return keep.to(dtype).mul_(1.0 / (1.0 - self.p))
+        n = int(np.prod(tuple(shape)))
+        bits = np.frombuffer(rng.bytes(2 * n), dtype=np.uint16)
+        return torch.from_numpy(bits >= self.threshold).view(tuple(shape))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

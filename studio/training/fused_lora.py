@@ -26,7 +26,8 @@ from studio.training.dropout import LoraDropout
 
 
 class _LoraProduct(torch.autograd.Function):
-    """y = x·W + b + scale · (x·m)·Aᵀ·Bᵀ with W frozen and m the dropout mask (or none)."""
+    """y = x·W + b + scale · (x∘k)·Aᵀ·Bᵀ with W frozen and k the bool dropout keep mask (or none);
+    ``scale`` includes the dropout's 1 / (1 - p)."""
 
     @staticmethod
     def forward(ctx, x, w_out_in, bias, a, b, mask, scale: float):
@@ -75,10 +76,12 @@ def _fused_forward(self, x, *args, **kwargs):
     dtype = _compute_dtype(x)
     # the bf16 copy is cached on the parameter itself (a detached view would lose it)
     w_out_in = pack(base.weight, "bf16", in_out=True)[0] if dtype == torch.bfloat16 else base.weight.detach().t()
-    drop = self.lora_dropout[name]
-    mask = drop.mask((x.numel() // x.shape[-1], x.shape[-1]), dtype) if isinstance(drop, LoraDropout) else None
-    return _LoraProduct.apply(x, w_out_in, base.bias, self.lora_A[name].weight, self.lora_B[name].weight, mask,
-                              float(self.scaling[name]))
+    drop, scale = self.lora_dropout[name], float(self.scaling[name])
+    keep = drop.keep((x.numel() // x.shape[-1], x.shape[-1])) if isinstance(drop, LoraDropout) else None
+    if keep is not None:
+        scale *= drop.keep_scale
+    return _LoraProduct.apply(x, w_out_in, base.bias, self.lora_A[name].weight, self.lora_B[name].weight, keep,
+                              scale)
 
 
 def use_fused_lora(model) -> int:
