@@ -6,8 +6,9 @@ For each evaluation set (studio/ingest/eval_sets.py), with every voice merged as
   (the entropy of its token frequencies: what a model that knows only which tokens are common
   would score) and their ratio;
 * ``continuation``: the first ``prompt_seconds`` of each piece as a prompt, ``new_tokens`` new
-  tokens, seeded; the texture of what was added next to the piece's own, and the median over
-  pieces of the texture gap (notes/s, voices, pitch span: studio/evaluation/texture.py), and the
+  tokens, a few seeds per piece; the texture of what was added next to the piece's own, and the
+  median over all continuations of the texture gap (notes/s, voices, pitch span:
+  studio/evaluation/texture.py), and the
   same gap for the piece's own next ``new_tokens`` tokens (the floor: a real excerpt's gap);
 * ``unprompted``: seeded samples of ``new_tokens`` tokens from BOS with the sampling config's
   minimum length; how many reach ``reach`` tokens and how many have notes.
@@ -88,8 +89,11 @@ def set_report(model, tok, name: str, files: list[Path], args, sampling: Samplin
            "unigram_entropy": round(uni, 4), "loss_over_unigram": round(loss / uni, 4) if uni else None,
            "texture": mean_texture(scores)}
     if args.continuations and name != "bach-heldout":
-        rows = [continuation(model, tok, s, args.prompt_seconds, args.new_tokens, args.seed + i, sampling)
-                for i, s in enumerate(scores)]
+        # several seeds per piece: one sample's texture swings widely, and the median over ~20
+        # movements moved by 0.03 when one piece was added and the seeds shifted
+        k = max(1, getattr(args, "continuation_seeds", 1))
+        rows = [continuation(model, tok, s, args.prompt_seconds, args.new_tokens, args.seed + i * k + j, sampling)
+                for i, s in enumerate(scores) for j in range(k)]
         out["continuation"] = {"median_gap": round(float(np.median([r["gap"] for r in rows])), 4),
                                "median_own_gap": round(float(np.median([r["own_gap"] for r in rows])), 4),
                                "mean_texture": _mean([r["texture"] for r in rows]), "pieces": rows}
@@ -153,6 +157,7 @@ def add_parser(sub) -> None:
     p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS, help="evaluation sets")
     p.add_argument("--prompt-seconds", type=float, default=10.0, help="prompt: each piece's first seconds")
     p.add_argument("--new-tokens", type=int, default=512, help="tokens generated per continuation and sample")
+    p.add_argument("--continuation-seeds", type=int, default=3, help="seeded continuations per piece")
     p.add_argument("--samples", type=int, default=10, help="seeded unprompted samples")
     p.add_argument("--reach", type=int, default=384, help="an unprompted sample counts if it reaches this many tokens")
     p.add_argument("--no-continuations", dest="continuations", action="store_false", help="skip the prompted continuations")

@@ -98,8 +98,10 @@ def _report(report: dict | None) -> str:
         import statistics
 
         median = statistics.median(p["gap"] for p in pieces)
-        rows.append(f"\nContinuations of both evaluation artists together ({len(pieces)} movements): median texture "
-                    f"gap **{median:.3f}** (target ≤ 0.35: {'met' if median <= 0.35 else 'missed'}).")
+        movements = sum(r["pieces"] for r in report["sets"].values() if "continuation" in r)
+        rows.append(f"\nContinuations of both evaluation artists together ({len(pieces)} continuations of {movements} "
+                    f"movements, seeded): median texture gap **{median:.3f}** (target ≤ 0.35: "
+                    f"{'met' if median <= 0.35 else 'missed'}).")
         if all("own_gap" in p for p in pieces):
             rows.append(f"For scale: what each piece itself plays next, as many tokens, has a median gap of "
                         f"{statistics.median(p['own_gap'] for p in pieces):.3f} to its whole movement (an excerpt "
@@ -156,7 +158,7 @@ pieces); tokens {stats['tokens'][0]:,} / {stats['tokens'][1]:,}; windows of {a['
 
 ## Training
 
-{len(_stages(stats))} stage(s); a later stage starts from the earlier one's weights with a new optimizer
+Stages: {len(_stages(stats))}. A later stage starts from the earlier one's weights with a new optimizer
 and a new warm-up and linear decay (`--init-from`), on the same split.
 
 {_history(stats)}
@@ -167,7 +169,7 @@ against **{stats['unigram_loss']:.4f}** for a unigram model of the same tokens.
 ({stats['tokens_seen']:,} in the last stage), {stats.get('train_seconds_all_stages', stats['train_seconds']) / 60:.1f}
 min of training (last stage {stats['tokens_per_s']:.0f} tokens/s, precision {a['precision']}) on
 {stats['machine']}, torch {stats['torch']}. Last stage's stop: {stats['stop_reason']}. (Tokens/s is a run's
-mean on a 2-core machine shared with other work; alone it trains at about 3,600 tokens/s.)
+mean on a 2-core machine that was shared with other work part of the time.)
 
 ## What it does with music it never saw (all voices merged)
 

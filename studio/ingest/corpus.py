@@ -203,11 +203,14 @@ def convert_source(src: Path, out_dir: Path, max_tunes: int | None = None) -> di
     is_opus = isinstance(parsed, m21.stream.Opus)
     scores = list(parsed.scores) if is_opus else [parsed]
     stem = safe_name(src.stem)
+    # A tune of an opus (a folk collection) writes in well under a second; one long score (a
+    # quartet movement) can take music21 over 30 s on a slow core, so it gets the parse's limit.
+    write_limit = TUNE_TIMEOUT_S if is_opus else max(TUNE_TIMEOUT_S, _parse_timeout(src))
     for i, score in enumerate(scores[:max_tunes] if max_tunes is not None else scores):
         name = f"{stem}_{i:04d}.mid" if is_opus else f"{stem}.mid"
         result["tunes_attempted"] += 1
         try:
-            with warnings.catch_warnings(), _time_limit(TUNE_TIMEOUT_S, f"{src.name} #{i}: MIDI write"):
+            with warnings.catch_warnings(), _time_limit(write_limit, f"{src.name} #{i}: MIDI write"):
                 warnings.simplefilter("ignore")
                 notes = _write_verified(score, out_dir / name)
             result["outputs"].append({"file": name, "notes": notes})
