@@ -331,7 +331,7 @@ class Decoded:
 def decode(model, prompt: list[int], max_new_tokens: int, seeds: list[int], temperature: float = 1.0,
            top_p: float = 0.95, top_k: int = 50, eos_id: int | None = None,
            adapters: list[str | None] | None = None, min_new_tokens: int = 0, precision: str = "fp32",
-           on_step=None) -> Decoded:
+           on_step=None, allowed: torch.Tensor | None = None) -> Decoded:
     """Sample ``len(seeds)`` rows continuing the same ``prompt`` with FastGPT2.
 
     ``adapters``: per row, an adapter name, None for the base, or (name, weight) pairs for a
@@ -340,7 +340,8 @@ def decode(model, prompt: list[int], max_new_tokens: int, seeds: list[int], temp
     a row before that many tokens. Prompt + max_new_tokens must fit the model's context (see
     ``studio.model.generate.fit_context``). ``precision``: the base's products in decoding steps
     (``studio.model.packed``). ``on_step(rows)``: called after each new token with the rows so far
-    (a live view; return True to stop early).
+    (a live view; return True to stop early). ``allowed[prev]``: the tokens that may follow
+    ``prev`` (``studio.model.grammar``), or None for no constraint.
     """
     n_rows = len(seeds)
     if n_rows < 1:
@@ -364,6 +365,8 @@ def decode(model, prompt: list[int], max_new_tokens: int, seeds: list[int], temp
     for step in range(max_new_tokens):
         if eos_id is not None and step < min_new_tokens:
             logits[:, eos_id] = float("-inf")
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed[[row[-1] for row in out]].to(logits.device), float("-inf"))
         probs, cand = filter_logits(logits, temperature, top_k, top_p)
         probs, cand = probs.cpu(), cand.cpu()
         picks = [int(cand[r, torch.multinomial(probs[r], 1, generator=gens[r])]) for r in range(n_rows)]

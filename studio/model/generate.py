@@ -116,7 +116,7 @@ def sample(model, tok, prompt: list[int], max_new_tokens: int, temperature: floa
     ``generate`` on a CPU. Other architectures use ``generate``. ``precision``: the base's weights
     while decoding (``studio.model.packed``); ``on_step``: see ``studio.model.fast.decode``.
     """
-    from studio.model import fast
+    from studio.model import fast, grammar
 
     prompt, max_new, notes, seed = _fit(model, tok, prompt, max_new_tokens, seed)
     min_new = min(min_new_tokens, max_new)  # EOS held off until then (the sample plays as long as asked)
@@ -124,7 +124,7 @@ def sample(model, tok, prompt: list[int], max_new_tokens: int, temperature: floa
     if fast.supports(model):
         ids = fast.decode(model, prompt, max_new, [seed], temperature, top_p, top_k,
                           eos_id=tok["EOS_None"], min_new_tokens=min_new, precision=precision,
-                          on_step=on_step).rows[0]
+                          on_step=on_step, allowed=grammar.for_tokenizer(tok)).rows[0]
     else:
         ids = _hf_generate(model, tok, prompt, max_new, temperature, top_p, top_k, seed, min_new)
     return _generation(tok, ids, len(prompt), seed, time.perf_counter() - start, notes)
@@ -161,7 +161,7 @@ def sample_sides(model, tok, prompt: list[int], sides: list, max_new_tokens: int
     serves all sides, so an A/B pair costs little more than one side. Each side draws what it
     would draw alone with ``sample`` (up to float rounding of batched products). GPT-2 only
     (``studio.model.fast.supports``)."""
-    from studio.model import fast
+    from studio.model import fast, grammar
 
     if not fast.supports(model):
         raise ValueError("batched sides need a GPT-2 model; sample each side with sample()")
@@ -170,7 +170,7 @@ def sample_sides(model, tok, prompt: list[int], sides: list, max_new_tokens: int
     seeds = seeds or [seed] * len(sides)  # a side is an adapter name, None, or (name, weight) pairs
     out = fast.decode(model, prompt, max_new, seeds, temperature, top_p, top_k,
                       eos_id=tok["EOS_None"], adapters=list(sides), min_new_tokens=min(min_new_tokens, max_new),
-                      precision=precision, on_step=on_step)
+                      precision=precision, on_step=on_step, allowed=grammar.for_tokenizer(tok))
     return [_generation(tok, ids, len(prompt), s, out.seconds, notes) for ids, s in zip(out.rows, seeds)]
 
 
