@@ -60,21 +60,26 @@ def _note_starts(score) -> list:
     return sorted(n.time for t in score.tracks for n in t.notes)
 
 
-def continuation(model, tok, score, prompt_seconds: float, new_tokens: int, seed: int, sampling: SamplingConfig) -> dict:
+def continuations(model, tok, score, stream, prompt_seconds: float, new_tokens: int, seeds: list[int],
+                  sampling: SamplingConfig) -> list[dict]:
+    """One row per seed; the prompt, the piece's texture and its floor are the same for every seed."""
     from studio.model.generate import sample
 
     prompt = encode(tok, prompt_of(score, prompt_seconds))[:-1]  # without EOS: the piece goes on
     # What the piece itself plays next, as many tokens: its own gap to the whole piece is the floor
     # a continuation can reach (an excerpt of a movement spans less than the movement does).
-    own = decode(tok, encode(tok, score)[len(prompt) : len(prompt) + new_tokens])
+    piece_tex = texture(score).as_dict()
+    own_gap = texture_gap(texture(decode(tok, stream[len(prompt) : len(prompt) + new_tokens])).as_dict(), piece_tex)
     prompt = prompt[-(int(model.config.n_positions) - new_tokens):]
-    gen = sample(model, tok, prompt, new_tokens, sampling.temperature, sampling.top_p, sampling.top_k, seed,
-                 min_new_tokens=new_tokens, precision=sampling.precision)
-    added = decode(tok, gen.ids[gen.prompt_len :])
-    piece_tex, new_tex = texture(score).as_dict(), texture(added).as_dict()
-    return {"prompt_tokens": gen.prompt_len, "new_tokens": len(gen.ids) - gen.prompt_len,
-            "texture": new_tex, "piece": piece_tex, "gap": texture_gap(new_tex, piece_tex),
-            "own_gap": texture_gap(texture(own).as_dict(), piece_tex)}
+    rows = []
+    for seed in seeds:
+        gen = sample(model, tok, prompt, new_tokens, sampling.temperature, sampling.top_p, sampling.top_k, seed,
+                     min_new_tokens=new_tokens, precision=sampling.precision)
+        new_tex = texture(decode(tok, gen.ids[gen.prompt_len :])).as_dict()
+        rows.append({"prompt_tokens": gen.prompt_len, "new_tokens": len(gen.ids) - gen.prompt_len,
+                     "texture": new_tex, "piece": piece_tex, "gap": texture_gap(new_tex, piece_tex),
+                     "own_gap": own_gap})
+    return rows
 
 
 def set_report(model, tok, name: str, files: list[Path], args, sampling: SamplingConfig) -> dict:
@@ -92,8 +97,9 @@ def set_report(model, tok, name: str, files: list[Path], args, sampling: Samplin
         # several seeds per piece: one sample's texture swings widely, and the median over ~20
         # movements moved by 0.03 when one piece was added and the seeds shifted
         k = max(1, getattr(args, "continuation_seeds", 1))
-        rows = [continuation(model, tok, s, args.prompt_seconds, args.new_tokens, args.seed + i * k + j, sampling)
-                for i, s in enumerate(scores) for j in range(k)]
+        rows = [row for i, (s, ids) in enumerate(zip(scores, streams))
+                for row in continuations(model, tok, s, ids, args.prompt_seconds, args.new_tokens,
+                                         [args.seed + i * k + j for j in range(k)], sampling)]
         out["continuation"] = {"median_gap": round(float(np.median([r["gap"] for r in rows])), 4),
                                "median_own_gap": round(float(np.median([r["own_gap"] for r in rows])), 4),
                                "mean_texture": _mean([r["texture"] for r in rows]), "pieces": rows}
