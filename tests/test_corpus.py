@@ -85,3 +85,35 @@ def test_cli_bach_prints_the_written_files(tmp_path, capsys):
     eval_sets.main(["bach", "--out", str(tmp_path), "--n", "1", "--offset", "0"])
     printed = json.loads(capsys.readouterr().out)
     assert printed["written"] == 1 and (tmp_path / printed["files"][0]).exists()
+
+
+def test_a_movement_whose_repeats_music21_cannot_expand_is_written_once_for_evaluation(tmp_path):
+    """Haydn op. 74 no. 1/iii: music21's MIDI writer gives up on its repeats. The pretraining
+    export keeps refusing it (its recorded pieces stay as they were); the evaluation sets write
+    each bar once, all four parts, for the whole length of the score."""
+    src = next(p for p in corpus.collection_sources("haydn", evaluation=True)
+               if p.parent.name == "opus74no1" and p.stem == "movement3")
+    refused = corpus.convert_source(src, tmp_path / "plain")
+    assert refused["outputs"] == [] and "badly formed repeats" in refused["failed"][0]
+    result = corpus.convert_source(src, tmp_path / "eval", repeats_once=True)
+    assert result["failed"] == [] and result["outputs"][0]["repeats"] == "written once"
+    score = Score(str(tmp_path / "eval" / result["outputs"][0]["file"]))
+    assert len([t for t in score.tracks if t.notes]) == 4
+    assert score.note_num() == result["outputs"][0]["notes"] > 500
+    assert score.end() / score.ticks_per_quarter == pytest.approx(339.25, abs=1)  # the written bars, once
+
+
+def test_repeats_written_once_removes_every_repeat_sign():
+    m21 = corpus.music21()
+    part = m21.stream.Part()
+    for k in range(4):
+        m = m21.stream.Measure(number=k + 1)
+        m.append(m21.note.Note(60 + k, quarterLength=4))
+        part.append(m)
+    part.getElementsByClass("Measure")[0].leftBarline = m21.bar.Repeat(direction="start")
+    part.getElementsByClass("Measure")[1].rightBarline = m21.bar.Repeat(direction="end")
+    part.getElementsByClass("Measure")[3].append(m21.repeat.DaCapo())
+    assert corpus.repeats_written_once(part) == 3
+    assert not list(part.recurse().getElementsByClass(m21.bar.Repeat))
+    assert not list(part.recurse().getElementsByClass(m21.repeat.RepeatExpression))
+    assert len(part.expandRepeats().recurse().notes) == 4  # nothing plays twice

@@ -2,7 +2,8 @@
 
 * ``beethoven``: the string-quartet movements music21 ships one file per movement (op. 18 no. 1,
   op. 59 nos. 1-3: 16 movements; the .krn duplicates of op. 18 no. 1 are skipped).
-* ``haydn``: the string-quartet movements (op. 1 no. 1, op. 74 no. 1: 9 movements).
+* ``haydn``: the string-quartet movements (op. 1 no. 1, op. 74 no. 1: 9 movements; two of them
+  only with their repeats written once, corpus.repeats_written_once).
 * ``bach-heldout``: 20 chorales after the demo adapter's first 15 (name-sorted slice 15..34).
 
 Beethoven and Haydn are never trained into a base (corpus.RESERVED); they are what a recipe is
@@ -45,7 +46,7 @@ def export_set(name: str, root: Path | None = None) -> list[Path]:
     for src in _movement_sources(name):
         target = out / f"{safe_name(src.parent.name)}-{safe_name(src.stem)}.mid"
         if not target.is_file():
-            result = convert_source(src, out)
+            result = convert_source(src, out, repeats_once=True)  # op. 74 no. 1/iii, iv
             if not result["outputs"]:
                 continue
             os.replace(out / result["outputs"][0]["file"], target)
