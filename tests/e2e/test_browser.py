@@ -18,8 +18,11 @@ from conftest import write_pieces
 from test_space import app_env, running_app
 
 REPO = Path(__file__).resolve().parents[2]
-# Screenshots go to tests/artifacts (ignored); UPDATE_SCREENSHOTS=1 refreshes the README's copies.
-SHOTS = REPO / ("docs/screenshots" if os.environ.get("UPDATE_SCREENSHOTS") == "1" else "tests/artifacts/screenshots")
+# This file's screenshots (a tiny random base) go to tests/artifacts (ignored). The README's come from
+# the pocket base and the demo adapter: scripts/screenshots.py, and test_live_roll.py with
+# UPDATE_SCREENSHOTS=1 (README_SHOTS).
+SHOTS = REPO / "tests/artifacts/screenshots"
+README_SHOTS = REPO / "docs/screenshots" if os.environ.get("UPDATE_SCREENSHOTS") == "1" else SHOTS
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -98,6 +101,46 @@ def set_number(page, elem_id: str, value) -> None:
     expect(box).to_have_value(str(value))
 
 
+def upload_and_augment(page, name: str, files: list[Path]) -> None:
+    """Data tab: a new dataset ``name`` from ``files``, augmented with the defaults into NAME-aug,
+    then the last file opened (its audio and piano roll shown)."""
+    from playwright.sync_api import expect
+
+    # the page's load events fill the dataset list and the table: let them land before typing
+    expect(page.locator("#data-summary")).to_contain_text("No dataset yet", timeout=30_000)
+    dataset = page.locator("#data-dataset input").first
+    dataset.fill(name)
+    dataset.press("Enter")
+    page.locator("#data-upload input[type=file]").set_input_files([str(f) for f in files])
+    n = len(files)
+    expect(page.locator("#data-summary")).to_contain_text(f"{n} files, {n} usable", timeout=60_000)
+    expect(page.locator("#data-table")).to_contain_text(files[0].name)
+    page.locator("#augment-btn").click()
+    expect(page.locator("#augment-out")).to_contain_text(f"Wrote {name}-aug", timeout=120_000)
+    page.get_by_text(files[-1].name, exact=True).click()  # hear one file: audio + piano roll
+    expect(page.locator("#data-roll img")).to_be_visible(timeout=30_000)
+    expect(page.locator("#data-audio audio[src]")).to_have_count(1, timeout=30_000)
+    page.wait_for_timeout(1000)  # the waveform is drawn
+
+
+def start_training(page, dataset: str, name: str, knobs: dict):
+    """Train tab: start adapter ``name`` on ``dataset`` with Advanced ``knobs``; returns the progress box."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Train").click()
+    pick(page, "train-dataset", dataset)
+    page.locator("#train-name input, #train-name textarea").first.fill(name)
+    page.locator("#train-advanced").get_by_text("Advanced").click()
+    expect(page.locator("#knob-epochs input").first).to_be_visible()
+    page.wait_for_timeout(500)  # let the accordion's inputs settle before typing
+    for key, value in knobs.items():
+        set_number(page, f"knob-{key}", value)
+    page.locator("#start-btn").click()
+    progress = page.locator("#train-progress")
+    expect(progress).to_contain_text(name, timeout=30_000)
+    return progress
+
+
 # In the page: the audio's first bytes (the file the player got) and its duration once loaded.
 PLAYABLE = """async (el) => {
     const head = new Uint8Array(await (await fetch(el.src)).arrayBuffer()).slice(0, 4);
@@ -119,38 +162,15 @@ def test_new_user_trains_and_compares(page, app_url, tmp_path):
     SHOTS.mkdir(parents=True, exist_ok=True)
     files = write_pieces(tmp_path / "mine", 2, seed0=7, n_notes=64)
     page.goto(app_url)
-    # the page's load events fill the dataset list and the table: let them land before typing
-    expect(page.locator("#data-summary")).to_contain_text("No dataset yet", timeout=30_000)
 
-    # Data: a new dataset from two uploaded files, then augmented
-    dataset = page.locator("#data-dataset input").first
-    dataset.fill("e2e-album")
-    dataset.press("Enter")
-    page.locator("#data-upload input[type=file]").set_input_files([str(f) for f in files])
-    table = page.locator("#data-table")
-    expect(page.locator("#data-summary")).to_contain_text("2 files, 2 usable", timeout=60_000)
-    expect(table).to_contain_text("piece00.mid")
-    page.locator("#augment-btn").click()
-    expect(page.locator("#augment-out")).to_contain_text("Wrote e2e-album-aug", timeout=60_000)
-    page.get_by_text("piece01.mid", exact=True).click()  # hear one file: audio + piano roll
-    expect(page.locator("#data-roll img")).to_be_visible(timeout=30_000)
-    expect(page.locator("#data-audio audio[src]")).to_have_count(1, timeout=30_000)
-    page.wait_for_timeout(1000)  # the waveform is drawn
+    # Data: a new dataset from two uploaded files, then augmented; one file heard
+    upload_and_augment(page, "e2e-album", files)
     page.screenshot(path=str(SHOTS / "data.png"), full_page=True)
 
     # Train: one short epoch of the tiny base on the augmented set
-    page.get_by_role("tab", name="Train").click()
-    pick(page, "train-dataset", "e2e-album-aug")
-    page.locator("#train-name input, #train-name textarea").first.fill("e2e-lora")
-    page.locator("#train-advanced").get_by_text("Advanced").click()
-    expect(page.locator("#knob-epochs input").first).to_be_visible()
-    page.wait_for_timeout(500)  # let the accordion's inputs settle before typing
-    for key, value in {"epochs": 1, "max_seq_len": 64, "batch_size": 4, "grad_accum_steps": 1,
-                       "warmup_steps": 1, "samples_per_epoch": 1, "sample_tokens": 128}.items():
-        set_number(page, f"knob-{key}", value)
-    page.locator("#start-btn").click()
-    progress = page.locator("#train-progress")
-    expect(progress).to_contain_text("e2e-lora", timeout=30_000)
+    progress = start_training(page, "e2e-album-aug", "e2e-lora", {
+        "epochs": 1, "max_seq_len": 64, "batch_size": 4, "grad_accum_steps": 1, "warmup_steps": 1,
+        "samples_per_epoch": 1, "sample_tokens": 128})
     # the same page follows the run (Start only launches it; a chained event streams it)
     expect(progress).to_contain_text(re.compile(r"Data ready|Epoch 1/1|Finished"), timeout=60_000)
     page.reload()  # a reloaded page re-attaches to the job and follows it to the end

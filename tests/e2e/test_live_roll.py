@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from test_browser import ARGS, CHROMIUM, PLAYABLE, REPO, SHOTS, pick, set_number
+from test_browser import ARGS, CHROMIUM, PLAYABLE, README_SHOTS, REPO, pick, set_number
 from test_space import app_env, running_app
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -57,6 +57,7 @@ def roll_state(page, k: int) -> dict:
 def test_live_roll_then_a_cursor_that_follows_and_seeks(page, pocket_url):
     from playwright.sync_api import expect
 
+    README_SHOTS.mkdir(parents=True, exist_ok=True)
     page.goto(pocket_url)
     page.get_by_role("tab", name="Listen & Compare").click()
     pick(page, "side-b", "bach-chorales")
@@ -79,7 +80,7 @@ def test_live_roll_then_a_cursor_that_follows_and_seeks(page, pocket_url):
     seen = page.evaluate("window.liveSeen")
     first_notes = (seen["t"] - clicked) / 1000
     assert len(seen["labels"]) == 2 and seen["labels"][0].startswith("base · "), seen
-    page.screenshot(path=str(SHOTS / "compare-live.png"), full_page=True)
+    page.screenshot(path=str(README_SHOTS / "compare-live.png"), full_page=True)
     expect(page.locator("#compare-status")).to_contain_text("Seed", timeout=120_000)
     expect(page.locator("#live-roll")).to_be_hidden()
     # (Playwright's CSS engine counts one of the two inline SVGs here; the DOM's own query counts both)
@@ -109,7 +110,7 @@ def test_live_roll_then_a_cursor_that_follows_and_seeks(page, pocket_url):
     now = player.evaluate("(el) => el.currentTime")
     assert abs(now - 0.6 * a["seconds"]) < 1.0, (now, a["seconds"])
     player.evaluate("(el) => el.pause()")
-    page.screenshot(path=str(SHOTS / "compare-roll.png"), full_page=True)
+    page.screenshot(path=str(README_SHOTS / "compare-roll.png"), full_page=True)
     out = REPO / "tests" / "artifacts" / "live_roll.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"first_notes_s": round(first_notes, 2), "base": "pocket", "max_new_tokens": 512}))
