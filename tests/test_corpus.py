@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from symusic import Score
 
-from studio.ingest import corpus, eval_sets
+from studio.ingest import convert, corpus, eval_sets
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +93,9 @@ def test_a_movement_whose_repeats_music21_cannot_expand_is_written_once_for_eval
     each bar once, all four parts, for the whole length of the score."""
     src = next(p for p in corpus.collection_sources("haydn", evaluation=True)
                if p.parent.name == "opus74no1" and p.stem == "movement3")
-    refused = corpus.convert_source(src, tmp_path / "plain")
+    refused = convert.convert_source(src, tmp_path / "plain")
     assert refused["outputs"] == [] and "badly formed repeats" in refused["failed"][0]
-    result = corpus.convert_source(src, tmp_path / "eval", repeats_once=True)
+    result = convert.convert_source(src, tmp_path / "eval", repeats_once=True)
     assert result["failed"] == [] and result["outputs"][0]["repeats"] == "written once"
     score = Score(str(tmp_path / "eval" / result["outputs"][0]["file"]))
     assert len([t for t in score.tracks if t.notes]) == 4
@@ -104,7 +104,7 @@ def test_a_movement_whose_repeats_music21_cannot_expand_is_written_once_for_eval
 
 
 def test_repeats_written_once_removes_every_repeat_sign():
-    m21 = corpus.music21()
+    m21 = convert.music21()
     part = m21.stream.Part()
     for k in range(4):
         m = m21.stream.Measure(number=k + 1)
@@ -113,7 +113,7 @@ def test_repeats_written_once_removes_every_repeat_sign():
     part.getElementsByClass("Measure")[0].leftBarline = m21.bar.Repeat(direction="start")
     part.getElementsByClass("Measure")[1].rightBarline = m21.bar.Repeat(direction="end")
     part.getElementsByClass("Measure")[3].append(m21.repeat.DaCapo())
-    assert corpus.repeats_written_once(part) == 3
+    assert convert.repeats_written_once(part) == 3
     assert not list(part.recurse().getElementsByClass(m21.bar.Repeat))
     assert not list(part.recurse().getElementsByClass(m21.repeat.RepeatExpression))
     assert len(part.expandRepeats().recurse().notes) == 4  # nothing plays twice

@@ -3,7 +3,7 @@
 * ``beethoven``: the string-quartet movements music21 ships one file per movement (op. 18 no. 1,
   op. 59 nos. 1-3: 16 movements; the .krn duplicates of op. 18 no. 1 are skipped).
 * ``haydn``: the string-quartet movements (op. 1 no. 1, op. 74 no. 1: 9 movements; two of them
-  only with their repeats written once, corpus.repeats_written_once).
+  only with their repeats written once, convert.repeats_written_once).
 * ``bach-heldout``: 20 chorales after the demo adapter's first 15 (name-sorted slice 15..34).
 
 Beethoven and Haydn are never trained into a base (corpus.RESERVED); they are what a recipe is
@@ -22,7 +22,8 @@ from pathlib import Path
 from symusic import Score
 
 from studio.config import cache_dir
-from studio.ingest.corpus import collection_sources, convert_source, music21, safe_name
+from studio.ingest.convert import convert_source, music21, safe_name
+from studio.ingest.corpus import collection_sources
 
 SETS = ("beethoven", "haydn", "bach-heldout")
 BACH_HELDOUT = (15, 20)  # (offset, count) in the name-sorted chorale list
