@@ -34,7 +34,7 @@ SEED = 3
 
 
 def kept_epoch(adapter: Path) -> int:
-    """The demo adapter's earliest kept epoch: the one that differs most from adapter-best."""
+    """The demo adapter's earliest kept epoch (its adapter-best is a late one: a side that sounds different)."""
     return min(int(p.name) for p in (adapter / "epochs").iterdir() if p.name.isdigit())
 
 

@@ -36,12 +36,6 @@ def safe_name(text: str) -> str:
     return name or "untitled"
 
 
-# ---------------------------------------------------------------- sources and plan
-
-
-# ---------------------------------------------------------------- one source file
-
-
 @contextlib.contextmanager
 def _time_limit(seconds: float, what: str):
     """Raise TimeoutError after ``seconds`` (SIGALRM: only in a main thread, else no limit)."""

@@ -50,6 +50,9 @@ N_REASONS = 5  # failure reasons kept per collection
 _COST_PER_KB = {".abc": 0.35, ".krn": 0.15, ".xml": 0.01, ".musicxml": 0.01, ".mxl": 0.2}
 
 
+# ---------------------------------------------------------------- sources and plan
+
+
 def collection_sources(name: str, evaluation: bool = False) -> list[Path]:
     """Sorted source files music21 lists for corpus collection ``name``.
 
