@@ -8,8 +8,10 @@ artist's own pieces, the copy rate, the minutes of training, and the minutes unt
 loss came within 2 % of its best. It writes a table into bench/RESULTS.md (between markers) and
 the raw results to bench/out/quality.json.
 
-``--set FIELD=VALUE`` overrides a TrainConfig default (to try a recipe); ``--smoke`` runs a tiny
-version (two short pieces, a tiny base, one epoch) for CI.
+``--preset artist|flavor`` measures one of the app's presets instead (studio.config.TRAIN_PRESETS:
+its overrides, and the album augmented or not), in its own section; ``--set FIELD=VALUE`` overrides
+a TrainConfig default (to try a recipe); ``--smoke`` runs a tiny version (two short pieces, a tiny
+base, one epoch) for CI.
 """
 
 from __future__ import annotations
@@ -22,9 +24,22 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+from studio.config import TRAIN_PRESETS
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTISTS = ("beethoven", "haydn")
-BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
+
+
+def section_name(preset: str | None) -> str:
+    """quality (the defaults) or quality-<preset>: the RESULTS.md markers and the raw-results file."""
+    return f"quality-{preset}" if preset else "quality"
+
+
+def markers(preset: str | None) -> tuple[str, str]:
+    return f"<!-- {section_name(preset)}:begin -->", f"<!-- {section_name(preset)}:end -->"
+
+
+BEGIN, END = markers(None)
 TARGETS = {"loss_ratio": 0.85, "texture_gap": 0.30, "copy_rate": 0.10, "train_minutes": 12.0}
 
 
@@ -57,7 +72,7 @@ def minutes_to_within(history: list[dict], share: float = 0.02) -> float | None:
 
 
 def run_artist(artist: str, files: list[Path], work: Path, base: str, overrides: dict, samples: int,
-               new_tokens: int) -> dict:
+               new_tokens: int, augment: bool = True) -> dict:
     import shutil
 
     from studio.ingest.augment import augment_dir
@@ -71,7 +86,10 @@ def run_artist(artist: str, files: list[Path], work: Path, base: str, overrides:
     album.mkdir(parents=True)
     for f in files:
         shutil.copy(f, album / f.name)
-    augment_dir(AugmentConfig(str(album), str(data)))
+    if augment:
+        augment_dir(AugmentConfig(str(album), str(data)))
+    else:  # the artist-only preset trains on the album as it is
+        data = album
     cfg = TrainConfig(str(data), str(out), model_name=base, **overrides)
     started = time.time()
     meta = train(cfg, lambda e: print(f"[quality] {artist}: {_line(e)}", flush=True) if e["type"] != "step" else None)
@@ -109,11 +127,14 @@ def verdict(r: dict) -> str:
     return "met" if not missed else "missed: " + ", ".join(missed)
 
 
-def table(results: list[dict], context: str) -> str:
+def table(results: list[dict], context: str, preset: str | None = None) -> str:
     def tex(t: dict) -> str:
         return f"{t.get('notes_per_s', 0):.1f}/s, {t.get('voices', 0):.1f} v, span {t.get('pitch_span', 0):.0f}"
 
-    lines = [BEGIN, "## Adapter quality with the default recipe (`python -m bench quality`)", "", context, "",
+    begin, end = markers(preset)
+    title = (f"the app's preset \"{TRAIN_PRESETS[preset].label}\" (`python -m bench quality --preset {preset}`)"
+             if preset else "the default recipe (`python -m bench quality`)")
+    lines = [begin, f"## Adapter quality with {title}", "", context, "",
              "| artist | pieces | base loss | adapter loss | ratio (≤ 0.85) | texture gap base → adapter (≤ 0.30, ≤ ½ base) "
              "| copy rate (< 0.10) | train min (≤ 12) | min to within 2 % of best | best epoch | verdict |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -126,7 +147,7 @@ def table(results: list[dict], context: str) -> str:
     for r in results:
         lines.append(f"- {r['artist']}: {tex(r['reference_texture'])} / {tex(r['base_texture'])} / "
                      f"{tex(r['adapter_texture'])}")
-    return "\n".join(lines + ["", END])
+    return "\n".join(lines + ["", end])
 
 
 def write_section(path: Path, section: str) -> None:
@@ -144,6 +165,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench quality", description=__doc__.splitlines()[0])
     p.add_argument("--base", default="pocket", help="the base to train on")
     p.add_argument("--artists", nargs="+", default=list(ARTISTS), choices=ARTISTS)
+    p.add_argument("--preset", choices=sorted(TRAIN_PRESETS), help="measure one of the app's presets")
     p.add_argument("--set", nargs="*", default=[], help="TrainConfig overrides, FIELD=VALUE (a recipe to try)")
     p.add_argument("--samples", type=int, default=8, help="seeded unprompted samples per side")
     p.add_argument("--new-tokens", type=int, default=512, help="tokens per sample")
@@ -152,24 +174,27 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true", help="tiny data, a tiny base, one epoch (CI)")
     a = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    overrides = _override(a.set)
+    preset = TRAIN_PRESETS[a.preset] if a.preset else None
+    overrides = {**(preset.overrides if preset else {}), **_override(a.set)}
     if a.smoke:
         return smoke(a, overrides)
     from studio.ingest.eval_sets import export_set
 
     results = []
     for artist in a.artists:
-        results.append(run_artist(artist, export_set(artist), a.work, a.base, overrides, a.samples, a.new_tokens))
+        results.append(run_artist(artist, export_set(artist), a.work, a.base, overrides, a.samples, a.new_tokens,
+                                  augment=preset.augment if preset else True))
         a.work.mkdir(parents=True, exist_ok=True)
-        (a.work.parent / "quality.json").write_text(json.dumps(results, indent=1))
+        (a.work.parent / f"{section_name(a.preset)}.json").write_text(json.dumps(results, indent=1))
         print(f"[quality] {artist}: {verdict(results[-1])}", flush=True)
     import torch
 
     context = (f"Run on {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-               f"base `{a.base}`, overrides {overrides or 'none (the defaults)'}, {a.samples} samples of "
+               f"base `{a.base}`, overrides {overrides or 'none (the defaults)'}"
+               f"{'' if not preset or preset.augment else ', the album not augmented'}, {a.samples} samples of "
                f"{a.new_tokens} tokens per side; {time.strftime('%Y-%m-%d %H:%M')}.")
-    write_section(a.results, table(results, context))
-    print(table(results, context))
+    write_section(a.results, table(results, context, a.preset))
+    print(table(results, context, a.preset))
     return 0
 
 

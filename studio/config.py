@@ -147,7 +147,12 @@ class TrainConfig(_Job):
     seed: int = _help(42, "same seed, data and settings → the same adapter")
     resume: bool = _help(False, "continue an interrupted run from its checkpoint")
     # Early stopping (see studio/evaluation/metrics.py)
-    patience: int = _help(2, "stop when validation loss has not improved for this many epochs; 0 = off")
+    patience: int = _help(2, "stop after this many epochs whose validation loss is clearly above its best "
+                          "(more than --stop-tolerance); 0 = off")
+    # An album holds out one or two pieces, a few windows: Haydn's one movement swung by up to 2 % from
+    # epoch to epoch while it still improved over six epochs (README "The default recipe").
+    stop_tolerance: float = _help(0.01, "share above the best validation loss an epoch may be without "
+                                  "counting against --patience (noise of a small validation set)")
     copy_threshold: float = _help(0.5, "stop when the epoch's samples copy the training pieces above this rate; 0 = off")
     samples_per_epoch: int = _help(2, "seeded samples after each epoch (copy rate, texture gap; to hear it evolve)")
     sample_tokens: int = _help(256, "tokens per epoch sample")
@@ -181,6 +186,8 @@ class TrainConfig(_Job):
             raise ValueError(f"val_split must be between 0 and 1, got {self.val_split}")
         if self.warmup_steps < 0 or self.num_workers < 0 or self.patience < 0:
             raise ValueError("warmup_steps, num_workers and patience must be >= 0")
+        if not 0 <= self.stop_tolerance < 1:
+            raise ValueError(f"stop_tolerance must be in [0, 1), got {self.stop_tolerance}")
         if not 0 <= self.copy_threshold <= 1:
             raise ValueError(f"copy_threshold must be in [0, 1], got {self.copy_threshold}")
         if self.device not in ("auto", "cpu", "cuda", "mps"):
@@ -189,6 +196,26 @@ class TrainConfig(_Job):
             raise ValueError(f"variants must be all or rotate, got {self.variants!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+
+
+@dataclass(frozen=True)
+class TrainPreset:
+    """One of the guide's two recipes as the app offers them: TrainConfig overrides, and whether the
+    album is augmented first. The Train tab shows them; ``python -m bench quality --preset`` measures them."""
+
+    label: str
+    augment: bool
+    overrides: dict
+
+
+TRAIN_PRESETS = {
+    # the guide: artist-style only = the album alone, fewer epochs, smaller rank, more dropout
+    "artist": TrainPreset("Artist style only", False,
+                          dict(epochs=4, lora_r=8, lora_alpha=16, lora_dropout=0.1, patience=1)),
+    # flavor = augmentation (and optionally base-corpus pieces), slightly more epochs, more capacity
+    "flavor": TrainPreset("Style flavor", True,
+                          dict(epochs=8, lora_r=16, lora_alpha=32, lora_dropout=0.05, patience=2)),
+}
 
 
 @dataclass

@@ -109,7 +109,7 @@ def test_patience_stops_when_validation_loss_stops_improving(album, overfit_base
     out = tmp_path / "run"
     meta = train(config(album, out, overfit_base, "b", epochs=4, lr=1e-2, patience=1, samples_per_epoch=1))
     reason = meta["stop_reason"]
-    assert reason.startswith("validation loss did not improve for 1 epochs"), reason
+    assert reason.startswith("validation loss stayed above its best for 1 epochs"), reason
     history = meta["history"]
     assert len(history) == 2  # epoch 1 is best (first), epoch 2 is worse: stop, not 4 epochs
     assert history[1]["val_loss"] >= history[0]["val_loss"] and history[0]["best"] and not history[1]["best"]
@@ -119,3 +119,18 @@ def test_patience_stops_when_validation_loss_stops_improving(album, overfit_base
     assert all(0.0 <= h["copy_rate"] <= 0.5 for h in history)
     saved = json.loads((out / "training_meta.json").read_text())
     assert saved["stop_reason"] == reason and [h["val_loss"] for h in saved["history"]] == [h["val_loss"] for h in history]
+
+
+def test_epochs_within_the_tolerance_of_the_best_do_not_count_against_patience(album, overfit_base, tmp_path):
+    """The run above without a stop gives the validation losses; a tolerance wider than every
+    later epoch's rise over epoch 1 lets patience 1 run all 3 epochs, one narrower than epoch 2's
+    rise stops it after epoch 2 (a small validation set swings from epoch to epoch)."""
+    run = dict(epochs=3, lr=1e-2, samples_per_epoch=0)
+    free = train(config(album, tmp_path / "free", overfit_base, "b", patience=0, **run))["history"]
+    rises = [h["val_loss"] / free[0]["val_loss"] - 1 for h in free[1:]]
+    assert len(free) == 3 and 0 < min(rises) and max(rises) < 0.6, rises  # epoch 1 stays the best
+    wide = train(config(album, tmp_path / "wide", overfit_base, "b", patience=1, stop_tolerance=min(0.99, max(rises) * 1.5 + 0.01), **run))
+    assert wide["stop_reason"] == "completed 3 epochs" and wide["best_epoch"] == 1
+    assert [h["val_loss"] for h in wide["history"]] == pytest.approx([h["val_loss"] for h in free])
+    narrow = train(config(album, tmp_path / "narrow", overfit_base, "b", patience=1, stop_tolerance=rises[0] / 2, **run))
+    assert len(narrow["history"]) == 2 and narrow["stop_reason"].startswith("validation loss stayed above its best")

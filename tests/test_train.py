@@ -195,6 +195,12 @@ def test_every_epoch_is_kept_with_its_loss_copy_rate_and_texture_gap(album, tmp_
 
     a, b = (load_file(tmp_path / "run" / "epochs" / n / "adapter_model.safetensors") for n in ("01", "02"))
     assert any(not torch.equal(a[k], b[k]) for k in a)
+    # a kept epoch is evaluated like adapter-best: against the run's own pieces and held-out windows
+    from studio.evaluation.evaluate import evaluate_adapter
+
+    ev = evaluate_adapter(tmp_path / "run" / "epochs" / "02", samples=1, max_new_tokens=32, min_new_tokens=8)
+    assert ev["references"]["from"].endswith("training_meta.json") and ev["references"]["pieces"]
+    assert 0 < ev["adapter"]["held_out_loss"] < 10 and ev["adapter"]["held_out_loss"] != ev["base"]["held_out_loss"]
 
 
 def test_rotated_variants_train_each_piece_once_an_epoch_in_a_new_variant(tmp_path, tiny_base_dir, tok):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from studio.layout import ADAPTER_BEST, ADAPTER_LAST, TOKENIZER, TRAINING_META
+from studio.layout import ADAPTER_BEST, ADAPTER_LAST, EPOCHS, TOKENIZER, TRAINING_META
 from studio.evaluation import metrics
 from studio.ingest.augment import VARIANT_SEP, source_of
 from studio.config import DEFAULT_BASE, SamplingConfig
@@ -86,7 +86,8 @@ def read_training_meta(adapter_dir) -> tuple[Path, dict]:
     folder = Path(adapter_dir)
     if not (folder / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{folder}: not an adapter folder (no adapter_config.json)")
-    path = folder.parent / META
+    run = folder.parent.parent if folder.parent.name == EPOCHS else folder.parent  # <run>/epochs/NN: a kept epoch
+    path = run / META
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no training meta next to the adapter; it names the training "
                                 "pieces eval compares against (or pass --reference DIR and --data-dir DIR)")

@@ -39,6 +39,7 @@ class LoopConfig:
     num_workers: int = 0
     max_minutes: float = 0.0
     patience: int = 0
+    stop_tolerance: float = 0.0  # an epoch within this share above the best does not count against patience
     # fp32 keeps LoRA training as it was measured; pretraining passes its own (see studio.model.precision)
     precision: str = "fp32"
 
@@ -52,7 +53,7 @@ class LoopState:
     global_step: int = 0
     best_val: float = math.inf
     best_epoch: int = 0
-    bad_epochs: int = 0  # epochs since the last improvement (patience)
+    bad_epochs: int = 0  # epochs since the last improvement that were clearly worse (patience)
     history: list = field(default_factory=list)  # one dict per epoch
     stop_reason: str = ""
     fallback_best: int = 0  # epoch saved as best only because no eligible epoch exists yet
@@ -278,7 +279,8 @@ def _end_epoch(model, val_windows, cfg, device, hooks, state, epoch, losses, sec
         state.best_val, state.best_epoch, state.bad_epochs = val, epoch + 1, 0
         hooks.save_best(model)
     else:
-        state.bad_epochs += 1
+        if val > state.best_val * (1 + cfg.stop_tolerance) or not eligible:
+            state.bad_epochs += 1
         if not eligible and not state.best_epoch and not state.fallback_best:
             # an adapter-best must exist; an eligible epoch later still replaces this one
             state.fallback_best = epoch + 1
@@ -287,7 +289,8 @@ def _end_epoch(model, val_windows, cfg, device, hooks, state, epoch, losses, sec
     state.history.append(record)
     state.epoch, state.step_in_epoch = epoch + 1, 0
     if not reason and cfg.patience and state.bad_epochs >= cfg.patience and epoch + 1 < cfg.epochs:
-        reason = f"validation loss did not improve for {cfg.patience} epochs (best {state.best_val:.4f} at epoch {state.best_epoch})"
+        reason = (f"validation loss stayed above its best for {cfg.patience} epochs "
+                  f"(best {state.best_val:.4f} at epoch {state.best_epoch})")
     state.stop_reason = reason
     on_event({"type": "epoch", **record})
 

@@ -199,7 +199,8 @@ def loop_config(cfg: TrainConfig) -> loop.LoopConfig:
     return loop.LoopConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, grad_accum_steps=cfg.grad_accum_steps,
                            lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                            max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, num_workers=cfg.num_workers,
-                           max_minutes=cfg.max_minutes, patience=cfg.patience, precision=cfg.precision)
+                           max_minutes=cfg.max_minutes, patience=cfg.patience,
+                           stop_tolerance=cfg.stop_tolerance, precision=cfg.precision)
 
 
 def _device_and_base(cfg: TrainConfig, tok, on_event, dist: Dist):

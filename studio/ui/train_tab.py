@@ -17,20 +17,15 @@ import gradio as gr
 
 from studio.service import jobs, library, public
 from studio.ingest.augment import augment_dir, source_of
-from studio.config import AugmentConfig, TrainConfig, adapters_dir, renders_dir
+from studio.config import TRAIN_PRESETS, AugmentConfig, TrainConfig, adapters_dir, renders_dir
 from studio.training.events import describe
 from studio.ui.train_plots import loss_figure, loss_series  # noqa: F401 (the tab's plot)
 from studio.ui.common import (DUPLICATE_NOTE, WATCHERS, Settings, base_choices, datasets_root, fmt_seconds, handler,
                               user_message)
 
 POLL_S = 1.0
-ARTIST, FLAVOR = "Artist style only", "Style flavor"
-# The guide: artist-style only = fewer epochs, smaller rank, more dropout; flavor = augmentation
-# (and optionally base-corpus pieces), slightly more epochs, more capacity.
-PRESETS = {
-    ARTIST: dict(epochs=4, lora_r=8, lora_alpha=16, lora_dropout=0.1, patience=1),
-    FLAVOR: dict(epochs=8, lora_r=16, lora_alpha=32, lora_dropout=0.05, patience=2),
-}
+ARTIST, FLAVOR = TRAIN_PRESETS["artist"].label, TRAIN_PRESETS["flavor"].label
+PRESETS = {p.label: p.overrides for p in TRAIN_PRESETS.values()}  # the engine's, by the label shown
 PRESET_HELP = {
     ARTIST: "Trains on the album alone: very consistent style, but a high risk of overfitting and "
             "verbatim copying, so: rank 8, dropout 0.1, 4 epochs, early stop after 1 bad epoch. "
@@ -45,6 +40,7 @@ KNOBS = [(name, label, TrainConfig.help(name)) for name, label in [
     ("lr", "Learning rate"), ("batch_size", "Batch size"), ("grad_accum_steps", "Gradient accumulation steps"),
     ("max_seq_len", "Max sequence length (tokens)"), ("warmup_steps", "Warm-up steps"),
     ("weight_decay", "Weight decay"), ("val_split", "Validation share"), ("patience", "Early-stop patience (epochs)"),
+    ("stop_tolerance", "Early-stop tolerance (share above best)"),
     ("copy_threshold", "Copy-rate stop"), ("samples_per_epoch", "Samples per epoch"),
     ("sample_tokens", "Sample length (tokens)"), ("seed", "Seed"), ("max_minutes", "Time limit (minutes)"),
 ]]
@@ -100,7 +96,7 @@ def build_config(dataset, base, name, preset, blend, knobs: dict, root: Path | N
         if pieces > limits.max_dataset_files:
             raise ValueError(f"dataset {dataset}: {pieces} pieces, the public limit is {limits.max_dataset_files}; "
                              "use fewer files (or duplicate the Space for no limit)")
-    if preset == FLAVOR:
+    if any(p.augment for p in TRAIN_PRESETS.values() if p.label == preset):
         dataset = _augmented(dataset, notes, root)
     data = library.dataset_path(dataset, must_exist=True, root=root)
     labels = {k: label for k, label, _ in KNOBS}
