@@ -91,6 +91,7 @@ def run_artist(artist: str, files: list[Path], work: Path, base: str, overrides:
     else:  # the artist-only preset trains on the album as it is
         data = album
     cfg = TrainConfig(str(data), str(out), model_name=base, **overrides)
+    print(f"[quality] {artist}: overrides {overrides or 'none'}, album {'augmented' if augment else 'as it is'}", flush=True)
     started = time.time()
     meta = train(cfg, lambda e: print(f"[quality] {artist}: {_line(e)}", flush=True) if e["type"] != "step" else None)
     wall = time.time() - started
@@ -98,7 +99,7 @@ def run_artist(artist: str, files: list[Path], work: Path, base: str, overrides:
     b, a = result["base"], result["adapter"]
     best = meta.get("best_epoch")
     return {
-        "artist": artist, "pieces": len(files), "config": cfg.to_dict(), "history": meta["history"],
+        "artist": artist, "pieces": len(files), "augmented": augment, "config": cfg.to_dict(), "history": meta["history"],
         "best_epoch": best, "stop_reason": meta["stop_reason"],
         "train_minutes": round(meta["timings"]["train_seconds"] / 60, 2), "wall_minutes": round(wall / 60, 2),
         "minutes_to_within_2pct": minutes_to_within(meta["history"]),
@@ -175,9 +176,10 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     preset = TRAIN_PRESETS[a.preset] if a.preset else None
-    overrides = {**(preset.overrides if preset else {}), **_override(a.set)}
+    sets = _override(a.set)
+    overrides = {**(preset.overrides if preset else {}), **sets}
     if a.smoke:
-        return smoke(a, overrides)
+        return smoke(a, preset, sets)
     from studio.ingest.eval_sets import export_set
 
     results = []
@@ -189,7 +191,10 @@ def main(argv=None) -> int:
         print(f"[quality] {artist}: {verdict(results[-1])}", flush=True)
     import torch
 
-    context = (f"Run on {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+    from bench.report import capabilities_text
+
+    context = (f"Run on {os.cpu_count()} cores ({capabilities_text()}), torch {torch.__version__} "
+               f"({torch.get_num_threads()} threads), "
                f"base `{a.base}`, overrides {overrides or 'none (the defaults)'}"
                f"{'' if not preset or preset.augment else ', the album not augmented'}, {a.samples} samples of "
                f"{a.new_tokens} tokens per side; {time.strftime('%Y-%m-%d %H:%M')}.")
@@ -198,7 +203,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def smoke(a, overrides: dict) -> int:
+def smoke(a, preset, sets: dict) -> int:
     """The same path on two short pieces built in code and a tiny random base (CI: < 1 min)."""
     import tempfile
 
@@ -213,13 +218,16 @@ def smoke(a, overrides: dict) -> int:
         base = work / "base"
         tiny_gpt2(build_tokenizer(), n_positions=128).save_pretrained(base, safe_serialization=True)
         files = write_pieces(work / "pieces", 4, n_notes=24)
-        small = {"max_seq_len": 64, "epochs": 1, "samples_per_epoch": 1, "sample_tokens": 32, **overrides}
-        r = run_artist("smoke", files, work, str(base), small, 2, 48)
-        section = table([r], "smoke run (tiny random base, pieces built in code)")
+        small = {**(preset.overrides if preset else {}), "max_seq_len": 64, "epochs": 1, "samples_per_epoch": 1,
+                 "sample_tokens": 32, **sets}
+        augment = preset.augment if preset else True
+        r = run_artist("smoke", files, work, str(base), small, 2, 48, augment=augment)
+        section = table([r], "smoke run (tiny random base, pieces built in code)"
+                        f"{'' if augment else ', the album not augmented'}", a.preset)
         out = a.results if a.results != ROOT / "bench" / "RESULTS.md" else work / "RESULTS.md"
         write_section(out, section)
         print(section)
-        assert BEGIN in out.read_text() and r["base_loss"] > 0
+        assert markers(a.preset)[0] in out.read_text() and r["base_loss"] > 0
     return 0
 
 

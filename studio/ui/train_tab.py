@@ -28,11 +28,11 @@ ARTIST, FLAVOR = TRAIN_PRESETS["artist"].label, TRAIN_PRESETS["flavor"].label
 PRESETS = {p.label: p.overrides for p in TRAIN_PRESETS.values()}  # the engine's, by the label shown
 PRESET_HELP = {
     ARTIST: "Trains on the album alone: very consistent style, but a high risk of overfitting and "
-            "verbatim copying, so: rank 8, dropout 0.1, 4 epochs, early stop after 1 bad epoch. "
+            "verbatim copying, so: rank 8, dropout 0.1, 4 epochs, early stop after 2 clearly worse epochs. "
             "Use stronger sampling noise (temperature) when listening.",
     FLAVOR: "More variety and better generalisation, style a little less strict: the album is "
             "augmented (±2 semitones, 0.9–1.1× tempo) if it is not already, and can be blended "
-            "with pieces of the base's own corpus; rank 16, 8 epochs.",
+            "with pieces of the base's own corpus; rank 16, 6 epochs.",
 }
 # (field, label); defaults and help come from TrainConfig's fields, defaults overridden by presets.
 KNOBS = [(name, label, TrainConfig.help(name)) for name, label in [
