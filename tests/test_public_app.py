@@ -227,8 +227,10 @@ def test_errors_are_readable_without_tracebacks_or_server_paths(app):
     assert not msg["success"] and ("same side" in error or "no adapters yet" in error)
     msg = call(app, "show_dataset", ["../../etc"])
     assert not msg["success"] and "../../etc" in msg["output"]["error"]
-    msg = call(app, "start_event", [None, "pocket", "", "Artist style only", 0.0, *([1] * 17), "auto", False, False,
-                                    "rotate", "auto", False])  # variants, precision, rsLoRA
+    from studio.ui.train_tab import KNOBS
+
+    msg = call(app, "start_event", [None, "pocket", "", "Artist style only", 0.0, *([1] * len(KNOBS)), "auto", False,
+                                    False, "rotate", "auto", False])  # device, resume, base dropout, variants, precision, rsLoRA
     assert not msg["success"] and "pick a dataset" in msg["output"]["error"]
 
 
