@@ -72,7 +72,7 @@ def minutes_to_within(history: list[dict], share: float = 0.02) -> float | None:
 
 
 def run_artist(artist: str, files: list[Path], work: Path, base: str, overrides: dict, samples: int,
-               new_tokens: int, augment: bool = True) -> dict:
+               new_tokens: int, augment: bool = True, each_epoch: bool = False) -> dict:
     import shutil
 
     from studio.ingest.augment import augment_dir
@@ -98,6 +98,7 @@ def run_artist(artist: str, files: list[Path], work: Path, base: str, overrides:
     result = evaluate_adapter(out / "adapter-best", samples=samples, max_new_tokens=new_tokens)
     b, a = result["base"], result["adapter"]
     best = meta.get("best_epoch")
+    per_epoch = [epoch_row(h, samples, new_tokens) for h in meta["history"]] if each_epoch else []
     return {
         "artist": artist, "pieces": len(files), "augmented": augment, "config": cfg.to_dict(), "history": meta["history"],
         "best_epoch": best, "stop_reason": meta["stop_reason"],
@@ -108,8 +109,20 @@ def run_artist(artist: str, files: list[Path], work: Path, base: str, overrides:
         "base_texture_gap": b["texture_gap"], "adapter_texture_gap": a["texture_gap"],
         "base_copy_rate": round(b["mean_copy_rate"], 4), "adapter_copy_rate": round(a["mean_copy_rate"], 4),
         "reference_texture": result["reference_texture"], "base_texture": b["texture"],
-        "adapter_texture": a["texture"], "held_out": result["held_out"],
+        "adapter_texture": a["texture"], "held_out": result["held_out"], "per_epoch": per_epoch,
     }
+
+
+def epoch_row(h: dict, samples: int, new_tokens: int) -> dict:
+    """One kept epoch (epochs/NN) evaluated like adapter-best: which epoch sounds most like the artist,
+    against what its own few training-time samples said."""
+    from studio.evaluation.evaluate import evaluate_adapter
+
+    a = evaluate_adapter(Path(h["folder"]), samples=samples, max_new_tokens=new_tokens)["adapter"]
+    print(f"[quality] epoch {h['epoch']}: held-out {a['held_out_loss']:.4f}, texture gap {a['texture_gap']}", flush=True)
+    return {"epoch": h["epoch"], "val_loss": h["val_loss"], "training_texture_gap": h.get("texture_gap"),
+            "held_out_loss": round(a["held_out_loss"], 4), "texture_gap": a["texture_gap"], "texture": a["texture"],
+            "copy_rate": round(a["mean_copy_rate"], 4)}
 
 
 def _line(e: dict) -> str:
@@ -148,6 +161,13 @@ def table(results: list[dict], context: str, preset: str | None = None) -> str:
     for r in results:
         lines.append(f"- {r['artist']}: {tex(r['reference_texture'])} / {tex(r['base_texture'])} / "
                      f"{tex(r['adapter_texture'])}")
+    for r in results:
+        if r.get("per_epoch"):
+            lines += ["", f"Each kept epoch of {r['artist']} (`--each-epoch`), evaluated like adapter-best: epoch: "
+                      "validation loss, held-out loss, texture gap of its training-time samples → of the "
+                      "evaluation's, notes/s, voices", ""]
+            lines += [f"- {e['epoch']}: {e['val_loss']:.4f}, {e['held_out_loss']:.4f}, {e['training_texture_gap']} → "
+                      f"{e['texture_gap']:.2f}, {tex(e['texture'])}" for e in r["per_epoch"]]
     return "\n".join(lines + ["", end])
 
 
@@ -172,6 +192,8 @@ def main(argv=None) -> int:
     p.add_argument("--new-tokens", type=int, default=512, help="tokens per sample")
     p.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "quality")
     p.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    p.add_argument("--each-epoch", action="store_true",
+                   help="also evaluate every kept epoch (epochs/NN), not only adapter-best (slower: one eval each)")
     p.add_argument("--smoke", action="store_true", help="tiny data, a tiny base, one epoch (CI)")
     a = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -185,7 +207,7 @@ def main(argv=None) -> int:
     results = []
     for artist in a.artists:
         results.append(run_artist(artist, export_set(artist), a.work, a.base, overrides, a.samples, a.new_tokens,
-                                  augment=preset.augment if preset else True))
+                                  augment=preset.augment if preset else True, each_epoch=a.each_epoch))
         a.work.mkdir(parents=True, exist_ok=True)
         (a.work.parent / f"{section_name(a.preset)}.json").write_text(json.dumps(results, indent=1))
         print(f"[quality] {artist}: {verdict(results[-1])}", flush=True)
@@ -221,7 +243,7 @@ def smoke(a, preset, sets: dict) -> int:
         small = {**(preset.overrides if preset else {}), "max_seq_len": 64, "epochs": 1, "samples_per_epoch": 1,
                  "sample_tokens": 32, **sets}
         augment = preset.augment if preset else True
-        r = run_artist("smoke", files, work, str(base), small, 2, 48, augment=augment)
+        r = run_artist("smoke", files, work, str(base), small, 2, 48, augment=augment, each_epoch=a.each_epoch)
         section = table([r], "smoke run (tiny random base, pieces built in code)"
                         f"{'' if augment else ', the album not augmented'}", a.preset)
         out = a.results if a.results != ROOT / "bench" / "RESULTS.md" else work / "RESULTS.md"

@@ -108,12 +108,13 @@ def test_quality_bench_smoke_trains_evaluates_and_writes_its_table(tmp_path):
     assert "kept text" in text and "<!-- quality:begin -->" in text and "| smoke | 4 |" in text
     assert "texture gap base → adapter" in text
     # the app's artist-only preset: its own section, trained on the album as it is, rank 8
-    res = _run(["bench", "quality", "--smoke", "--preset", "artist", "--results", str(out)])
+    res = _run(["bench", "quality", "--smoke", "--preset", "artist", "--each-epoch", "--results", str(out)])
     assert res.returncode == 0, res.stderr[-3000:]
     text = out.read_text()
     assert "<!-- quality:begin -->" in text and "<!-- quality-artist:begin -->" in text
     assert 'preset "Artist style only"' in text
     assert "the album not augmented" in text and "'lora_r': 8" in res.stdout
+    assert "Each kept epoch of smoke" in text and "\n- 1: " in text  # the one epoch, evaluated
 
 
 def test_base_size_bench_smoke_measures_a_loss_curve_and_the_limits(tmp_path):
