@@ -38,8 +38,6 @@ def section_name(preset: str | None) -> str:
 def markers(preset: str | None) -> tuple[str, str]:
     return f"<!-- {section_name(preset)}:begin -->", f"<!-- {section_name(preset)}:end -->"
 
-
-BEGIN, END = markers(None)
 TARGETS = {"loss_ratio": 0.85, "texture_gap": 0.30, "copy_rate": 0.10, "train_minutes": 12.0}
 
 
@@ -198,16 +196,17 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     preset = TRAIN_PRESETS[a.preset] if a.preset else None
+    augment = preset.augment if preset else True
     sets = _override(a.set)
     overrides = {**(preset.overrides if preset else {}), **sets}
     if a.smoke:
-        return smoke(a, preset, sets)
+        return smoke(a, preset, sets, augment)
     from studio.ingest.eval_sets import export_set
 
     results = []
     for artist in a.artists:
         results.append(run_artist(artist, export_set(artist), a.work, a.base, overrides, a.samples, a.new_tokens,
-                                  augment=preset.augment if preset else True, each_epoch=a.each_epoch))
+                                  augment=augment, each_epoch=a.each_epoch))
         a.work.mkdir(parents=True, exist_ok=True)
         (a.work.parent / f"{section_name(a.preset)}.json").write_text(json.dumps(results, indent=1))
         print(f"[quality] {artist}: {verdict(results[-1])}", flush=True)
@@ -218,14 +217,14 @@ def main(argv=None) -> int:
     context = (f"Run on {os.cpu_count()} cores ({capabilities_text()}), torch {torch.__version__} "
                f"({torch.get_num_threads()} threads), "
                f"base `{a.base}`, overrides {overrides or 'none (the defaults)'}"
-               f"{'' if not preset or preset.augment else ', the album not augmented'}, {a.samples} samples of "
+               f"{'' if augment else ', the album not augmented'}, {a.samples} samples of "
                f"{a.new_tokens} tokens per side; {time.strftime('%Y-%m-%d %H:%M')}.")
     write_section(a.results, table(results, context, a.preset))
     print(table(results, context, a.preset))
     return 0
 
 
-def smoke(a, preset, sets: dict) -> int:
+def smoke(a, preset, sets: dict, augment: bool) -> int:
     """The same path on two short pieces built in code and a tiny random base (CI: < 1 min)."""
     import tempfile
 
@@ -242,7 +241,6 @@ def smoke(a, preset, sets: dict) -> int:
         files = write_pieces(work / "pieces", 4, n_notes=24)
         small = {**(preset.overrides if preset else {}), "max_seq_len": 64, "epochs": 1, "samples_per_epoch": 1,
                  "sample_tokens": 32, **sets}
-        augment = preset.augment if preset else True
         r = run_artist("smoke", files, work, str(base), small, 2, 48, augment=augment, each_epoch=a.each_epoch)
         section = table([r], "smoke run (tiny random base, pieces built in code)"
                         f"{'' if augment else ', the album not augmented'}", a.preset)

@@ -25,7 +25,8 @@ from studio.ui.common import (DUPLICATE_NOTE, WATCHERS, Settings, base_choices, 
 
 POLL_S = 1.0
 ARTIST, FLAVOR = TRAIN_PRESETS["artist"].label, TRAIN_PRESETS["flavor"].label
-PRESETS = {p.label: p.overrides for p in TRAIN_PRESETS.values()}  # the engine's, by the label shown
+BY_LABEL = {p.label: p for p in TRAIN_PRESETS.values()}  # the engine's presets, by the label shown
+PRESETS = {label: p.overrides for label, p in BY_LABEL.items()}
 PRESET_HELP = {
     ARTIST: "Trains on the album alone: very consistent style, but a high risk of overfitting and "
             "verbatim copying, so: rank 8, dropout 0.1, 4 epochs, early stop after 2 clearly worse epochs. "
@@ -96,7 +97,7 @@ def build_config(dataset, base, name, preset, blend, knobs: dict, root: Path | N
         if pieces > limits.max_dataset_files:
             raise ValueError(f"dataset {dataset}: {pieces} pieces, the public limit is {limits.max_dataset_files}; "
                              "use fewer files (or duplicate the Space for no limit)")
-    if any(p.augment for p in TRAIN_PRESETS.values() if p.label == preset):
+    if preset in BY_LABEL and BY_LABEL[preset].augment:
         dataset = _augmented(dataset, notes, root)
     data = library.dataset_path(dataset, must_exist=True, root=root)
     labels = {k: label for k, label, _ in KNOBS}
