@@ -52,7 +52,7 @@ def gpu() -> list[str]:
 
 def scale_out() -> list[str]:
     train_src = (ROOT / "studio" / "training" / "train.py").read_text()
-    applied = (ROOT / "studio" / "distributed.py").is_file() and "Dist.from_env" in train_src
+    applied = (ROOT / "studio" / "training" / "distributed.py").is_file() and "Dist.from_env" in train_src
     state = ("studio/training/train.py runs under Accelerate: studio/training/distributed.py wraps the model in DDP, gives "
              "each process its share of the windows, takes stop, time-limit and checkpoint decisions "
              "jointly and lets only the main process write." if applied else
