@@ -46,7 +46,9 @@ FULL = Sizes(
     max_seq_len=1024,
     train={"pocket": dict(accum=16, ref_steps=2, studio_steps=1, repeats=3,
                           variants=("1x16", "1x16-basedrop"), headline="1x16"),
-           "hub-shape": dict(accum=4, ref_steps=2, studio_steps=1, repeats=3,
+           # more steps and repeats than pocket: one hub-shape step takes ~2 s, and a single slow or
+           # fast reference repeat otherwise decides the min-max range (issue 16)
+           "hub-shape": dict(accum=4, ref_steps=4, studio_steps=2, repeats=5,
                              variants=("1x4", "1x4-basedrop"), headline="1x4")},
     gen_tokens=1024, gen_repeats={"pocket": 3, "hub-shape": 3},
     ab_tokens=512, ab_repeats={"pocket": 3, "hub-shape": 2},

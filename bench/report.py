@@ -22,7 +22,8 @@ WHY = {
         "LoRA dropout masks from numpy's PCG64; bf16 autocast). torch.compile was slower here (a trial: 495 "
         "against 605 tok/s on the hub shape, after 64 s of compiling). What is left on a CPU without AMX is "
         "peft's unfused LoRA arithmetic (a separate scaling multiply and add per adapted layer) and the "
-        "attention over long windows; a CPU with AMX tiles multiplies bf16 several times faster again."
+        "attention over long windows. With AMX tiles the bf16 products get several times cheaper on both "
+        "sides, and the rest of each step (attention, per-op overhead, the optimizer) weighs more."
     ),
     "gen": (
         "Decoding one token reads every weight once. By default the studio reads them as int8 "
