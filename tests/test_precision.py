@@ -108,6 +108,20 @@ def test_packed_weights_follow_in_place_changes(peaked):
     assert not any(hasattr(p, "_studio_decode_pack") for p in base.parameters())
 
 
+def test_int8_quantization_in_row_chunks_round_trips_every_channel():
+    """Chunked quantization (studio.model.packed.quantize_int8): each output channel's largest
+    weight maps to ±127 and dequantizes to within half a step, across chunk edges (150 rows in
+    chunks of 64) and from a transposed view, as GPT-2's Conv1D weights are packed."""
+    torch.manual_seed(0)
+    w_in_out = torch.randn(40, 150) * torch.linspace(0.01, 3.0, 150)  # (in, out), channel scales differ
+    q, scale = packed.quantize_int8(w_in_out.t(), rows=64)
+    assert q.dtype == torch.int8 and q.shape == (150, 40) and q.is_contiguous()
+    assert torch.equal(q.abs().amax(dim=1), torch.full((150,), 127, dtype=torch.int8))
+    err = (q.float() * scale[:, None] - w_in_out.t()).abs()
+    assert bool((err <= scale[:, None] / 2 + 1e-6).all())
+    torch.testing.assert_close(scale, w_in_out.abs().amax(dim=0) / 127.0)
+
+
 def test_auto_is_int8_only_on_a_cpu_with_bf16_instructions(monkeypatch):
     monkeypatch.setattr(packed, "cpu_has_bf16", lambda: False)
     assert packed.resolve("auto", "cpu") == "fp32"  # older CPUs keep today's path

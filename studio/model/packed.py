@@ -47,12 +47,23 @@ def resolve(precision: str, device: torch.device | str = "cpu") -> str:
     return precision
 
 
-def quantize_int8(w_out_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_int8(w_out_in: torch.Tensor, rows: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """(int8 weights (out, in), scales (out,)): symmetric, one scale per output channel, so the
-    largest weight of each channel maps to ±127."""
-    w = w_out_in.detach().float()
-    scale = w.abs().amax(dim=1).clamp_min(1e-12) / 127.0
-    q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8).contiguous()
+    largest weight of each channel maps to ±127.
+
+    Done ``rows`` output channels at a time into preallocated results: whole-matrix temporaries
+    (abs, divide, round: three fp32 copies of a 4 MB matrix) are freed to the allocator but stay
+    in the process, and packing a hub-shape base left ~20 MiB of them behind (bench "Memory").
+    """
+    w = w_out_in.detach()
+    n_out, n_in = w.shape
+    q = torch.empty((n_out, n_in), dtype=torch.int8)
+    scale = torch.empty(n_out, dtype=torch.float32)
+    for i in range(0, n_out, rows):
+        chunk = w[i:i + rows].float()
+        s = chunk.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+        scale[i:i + rows] = s
+        q[i:i + rows] = torch.round(chunk / s[:, None]).clamp_(-127, 127)
     return q, scale
 
 
@@ -68,7 +79,8 @@ def pack(weight: torch.Tensor, fmt: str, in_out: bool) -> tuple[torch.Tensor, to
         q, scale = quantize_int8(w)
         packed = (q, scale.to(torch.bfloat16))
     elif fmt == "bf16":
-        packed = (w.to(torch.bfloat16).contiguous(), None)
+        # one copy straight into (out, in) order: .to() then .contiguous() would make two
+        packed = (torch.empty(w.shape, dtype=torch.bfloat16).copy_(w), None)
     else:
         raise ValueError(f"no packed form for {fmt!r}")
     setattr(weight, _CACHE_ATTR, (key, packed))
