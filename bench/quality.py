@@ -108,6 +108,7 @@ def run_artist(artist: str, files: list[Path], work: Path, base: str, overrides:
         "base_copy_rate": round(b["mean_copy_rate"], 4), "adapter_copy_rate": round(a["mean_copy_rate"], 4),
         "reference_texture": result["reference_texture"], "base_texture": b["texture"],
         "adapter_texture": a["texture"], "held_out": result["held_out"], "per_epoch": per_epoch,
+        "base_loss_by_kind": b["loss_by_kind"], "adapter_loss_by_kind": a["loss_by_kind"],
     }
 
 
@@ -159,6 +160,12 @@ def table(results: list[dict], context: str, preset: str | None = None) -> str:
     for r in results:
         lines.append(f"- {r['artist']}: {tex(r['reference_texture'])} / {tex(r['base_texture'])} / "
                      f"{tex(r['adapter_texture'])}")
+    lines += ["", "Where the held-out loss is: kind of token, its share of the base's summed loss, nats per token "
+              "base → adapter (the kinds with 2 % or more of it):", ""]
+    for r in results:
+        kinds = [f"{k} {v['share']:.0%} {v['loss']:.2f} → {r['adapter_loss_by_kind'].get(k, {}).get('loss', float('nan')):.2f}"
+                 for k, v in r.get("base_loss_by_kind", {}).items() if v["share"] >= 0.02]
+        lines.append(f"- {r['artist']}: " + "; ".join(kinds))
     for r in results:
         if r.get("per_epoch"):
             lines += ["", f"Each kept epoch of {r['artist']} (`--each-epoch`), evaluated like adapter-best: epoch: "

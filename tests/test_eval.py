@@ -165,7 +165,14 @@ def test_adapter_mode_compares_base_and_adapter(trained_run, music_base, tok, tm
     plain, _ = load_base(str(music_base), tok)
     assert result["base"]["held_out_loss"] == pytest.approx(per_token_loss(plain, windows), rel=1e-5)
     assert result["adapter"]["held_out_loss"] != pytest.approx(result["base"]["held_out_loss"], rel=1e-6)
-    for line_part in ("base", "adapter", "held-out loss", "mean copy rate", "style distance"):
+    for side in ("base", "adapter"):  # where the loss is: the kinds add up to the held-out loss
+        kinds = result[side]["loss_by_kind"]
+        assert {"Pitch", "Duration", "Velocity"} <= set(kinds)
+        assert sum(k["tokens"] for k in kinds.values()) == sum(len(w) - 1 for w in windows)
+        assert sum(k["share"] for k in kinds.values()) == pytest.approx(1.0, abs=1e-3)
+        mean = sum(k["loss"] * k["tokens"] for k in kinds.values()) / sum(k["tokens"] for k in kinds.values())
+        assert mean == pytest.approx(result[side]["held_out_loss"], rel=1e-3)
+    for line_part in ("base", "adapter", "held-out loss", "Pitch tokens", "mean copy rate", "style distance"):
         assert line_part in printed
 
 

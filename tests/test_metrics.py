@@ -307,6 +307,34 @@ def test_per_token_loss_is_token_weighted(tiny_gpt2):
     assert both == pytest.approx((63 * a + 4 * b) / 67, rel=1e-5)
 
 
+def test_token_losses_are_the_models_own_cross_entropy(tiny_gpt2):
+    import torch
+
+    from studio.evaluation.loss import token_losses
+
+    rng = np.random.default_rng(2)
+    window = rng.integers(0, 300, size=48).tolist()
+    targets, nll = token_losses(tiny_gpt2, [window])
+    assert targets.tolist() == window[1:] and nll.shape == (47,) and (nll > 0).all()
+    ids = torch.tensor([window])
+    with torch.no_grad():
+        hf = float(tiny_gpt2.eval()(input_ids=ids, labels=ids).loss)
+    assert float(nll.mean()) == pytest.approx(hf, rel=1e-5)
+
+
+def test_loss_by_kind_splits_the_loss_by_token_kind(tok):
+    from studio.evaluation.loss import loss_by_kind
+
+    pitch, dur, vel = tok["Pitch_60"], next(i for k, i in tok.vocab.items() if k.startswith("Duration_")), \
+        next(i for k, i in tok.vocab.items() if k.startswith("Velocity_"))
+    targets = np.array([pitch, pitch, dur, vel])
+    nll = np.array([3.0, 1.0, 0.5, 0.5])
+    kinds = loss_by_kind(targets, nll, tok)
+    assert list(kinds) == ["Pitch", "Duration", "Velocity"] or list(kinds) == ["Pitch", "Velocity", "Duration"]
+    assert kinds["Pitch"] == {"tokens": 2, "loss": 2.0, "share": 0.8}
+    assert kinds["Duration"] == {"tokens": 1, "loss": 0.5, "share": 0.1}
+
+
 def test_per_token_loss_refuses_windows_without_targets(tiny_gpt2):
     with pytest.raises(ValueError, match="no token window has 2 or more tokens"):
         per_token_loss(tiny_gpt2, [[1], []])

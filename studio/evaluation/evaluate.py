@@ -26,6 +26,7 @@ from studio.layout import ADAPTER_BEST, ADAPTER_LAST, EPOCHS, TOKENIZER, TRAININ
 from studio.evaluation import metrics
 from studio.ingest.augment import VARIANT_SEP, source_of
 from studio.config import DEFAULT_BASE, SamplingConfig
+from studio.evaluation.loss import loss_by_kind, token_losses
 from studio.evaluation.texture import describe, mean_texture, texture_gap
 
 log = logging.getLogger(__name__)
@@ -270,10 +271,11 @@ def evaluate_adapter(adapter_dir, data_dir=None, reference_dir=None, samples: in
     args = (tok, seeds, sampling, index, save_samples)
     ref_texture = mean_texture(list(refs.values()))
     with model.disable_adapter():
-        base_loss = metrics.per_token_loss(model, windows, dev)
+        base_tgt, base_nll = token_losses(model, windows, dev)
         base_rows, base_scores, messages = _sample_side(model, *args, "base")
-    adapter_loss = metrics.per_token_loss(model, windows, dev)
+    ad_tgt, ad_nll = token_losses(model, windows, dev)
     ad_rows, ad_scores, more = _sample_side(model, *args, "adapter")
+    base_loss, adapter_loss = float(base_nll.mean()), float(ad_nll.mean())
     return {
         "mode": "adapter",
         "adapter_dir": str(adapter_dir),
@@ -287,8 +289,10 @@ def evaluate_adapter(adapter_dir, data_dir=None, reference_dir=None, samples: in
         "references": {"from": str(reference_dir) if reference_dir else f"train_files of {meta_path}",
                        "pieces": {k: str(v) for k, v in ref_files.items() if k in refs},
                        "through_tokenizer": True, "skipped": skipped},
-        "base": _side_summary(base_rows, base_scores, refs, base_loss, ref_texture),
-        "adapter": _side_summary(ad_rows, ad_scores, refs, adapter_loss, ref_texture),
+        "base": {**_side_summary(base_rows, base_scores, refs, base_loss, ref_texture),
+                 "loss_by_kind": loss_by_kind(base_tgt, base_nll, tok)},
+        "adapter": {**_side_summary(ad_rows, ad_scores, refs, adapter_loss, ref_texture),
+                    "loss_by_kind": loss_by_kind(ad_tgt, ad_nll, tok)},
         "reference_texture": ref_texture,
         "seconds": round(time.time() - started, 2),
     }
@@ -315,6 +319,12 @@ def adapter_table(result: dict) -> str:
         row("samples with notes", lambda s: f"{s['samples_with_notes']}/{len(s['samples'])}"),
         row("texture gap to the artist (0 = same)", lambda s: f"{s['texture_gap']:.2f}"),
     ]
+    if b.get("loss_by_kind"):
+        lines.append("held-out loss by kind of token (nats)")
+    for kind, kb in list(b.get("loss_by_kind", {}).items())[:4]:  # where the loss is, largest first
+        ka = a.get("loss_by_kind", {}).get(kind, {})
+        label = f"  {kind} tokens, {kb['share']:.0%} of base loss"
+        lines.append(f"{label:<39}  {kb['loss']:>10.4f}  {ka.get('loss', float('nan')):>10.4f}")
     lines += _style_lines({"base": b["style_distance"], "adapter": a["style_distance"]}, ["base", "adapter"])
     for label, side in (("base", b), ("adapter", a)):
         if side["most_copied"]:
