@@ -108,3 +108,20 @@ def test_a_second_stage_starts_from_a_saved_base_and_keeps_its_record(tmp_path, 
     assert two["tokens_seen_all_stages"] == one["tokens_seen"] + two["tokens_seen"]
     wider = studio([*TINY, *corpus_dir, "--out", str(tmp_path / "x"), "--n-embd", "48", "--init-from", str(first)], home)
     assert wider.returncode != 0 and "shape differs" in wider.stderr and "config.json" in wider.stderr
+
+
+def test_a_training_cap_thins_one_collection_and_keeps_the_held_out_pieces(tmp_path):
+    from studio.model.data import Piece, split_by_source
+
+    pieces = [Piece(tmp_path / f"p{i}.mid", f"palestrina/p{i}") for i in range(60)]
+    pieces += [Piece(tmp_path / f"j{i}.mid", f"josquin/j{i}") for i in range(20)]
+    split = split_by_source(pieces, 0.1, seed=0)
+    capped = pretrain.cap_train(split.train, {"palestrina": 10}, seed=0)
+    by = lambda ps, name: [p.source for p in ps if p.source.startswith(name)]  # noqa: E731
+    assert len(by(capped, "palestrina")) == 10 and by(capped, "josquin") == by(split.train, "josquin")
+    assert set(by(capped, "palestrina")) <= set(by(split.train, "palestrina"))
+    assert not {p.source for p in capped} & {p.source for p in split.val}  # held-out stays held out
+    assert [p.source for p in pretrain.cap_train(split.train, {"palestrina": 10}, seed=0)] == [p.source for p in capped]
+    assert pretrain.cap_train(split.train, {}, seed=0) == split.train
+    with pytest.raises(ValueError, match="--train-cap 'bach=3'"):
+        pretrain._parse_caps(["bach=3"], "--train-cap")

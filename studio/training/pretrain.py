@@ -189,7 +189,8 @@ def _data(args, tok, on_event, dist: Dist):
     with dist.main_first():  # the main process exports and tokenizes; the others read the caches
         pieces = corpus_pieces(corpus, args.collections, caps, 2, on_event)
         split = split_by_source(pieces, args.val_split, args.seed)
-        train, val = tokenize_pieces(split.train, tok), tokenize_pieces(split.val, tok)
+        train_caps = _parse_caps(getattr(args, "train_cap", None), "--train-cap")
+        train, val = tokenize_pieces(cap_train(split.train, train_caps, args.seed), tok), tokenize_pieces(split.val, tok)
     tr_streams, va_streams = [ids for _, ids in train.pieces], [ids for _, ids in val.pieces]
     windows = pack_windows(tr_streams, args.max_seq_len, args.seed)
     train_w = TransposedWindows(windows, tok, args.transpose, args.seed)
@@ -199,10 +200,27 @@ def _data(args, tok, on_event, dist: Dist):
             "collection_tokens": _tokens_by_collection(train.pieces + val.pieces),
             "pieces": [len(train.pieces), len(val.pieces)], "tokens": [train.n_tokens, val.n_tokens],
             "windows": [len(train_w), len(val_w)], "failed": len(train.failed) + len(val.failed),
-            "unigram_loss": uni}
+            "unigram_loss": uni, "train_caps": train_caps}
     on_event(f"pieces {len(train.pieces)}/{len(val.pieces)} train/held-out, tokens {train.n_tokens}/{val.n_tokens}, "
              f"windows {len(train_w)}/{len(val_w)}, failed {info['failed']}; unigram loss {uni:.4f}")
     return train_w, val_w, info
+
+
+def cap_train(train: list[Piece], caps: dict[str, int], seed: int) -> list[Piece]:
+    """At most ``caps[collection]`` training pieces of a collection (a seeded draw), applied after the
+    split: the held-out pieces are the ones an uncapped run with this --seed holds out, so a stage
+    trained on a different mix is measured on the same held-out set as the stage it started from."""
+    if not caps:
+        return train
+    rng = np.random.default_rng(seed)
+    out = []
+    for name in sorted({p.source.split("/")[0] for p in train}):
+        of = [p for p in train if p.source.split("/")[0] == name]
+        if name in caps and len(of) > caps[name]:
+            keep = set(rng.choice(len(of), size=caps[name], replace=False).tolist())
+            of = [p for i, p in enumerate(of) if i in keep]
+        out += of
+    return out
 
 
 def _tokens_by_collection(pieces) -> dict[str, int]:
@@ -299,12 +317,12 @@ def _init_from(model, folder: str, on_event) -> dict:
     return json.loads(stats.read_text()) if stats.is_file() else {}
 
 
-def _parse_caps(items) -> dict[str, int]:
+def _parse_caps(items, flag: str = "--cap") -> dict[str, int]:
     out = {}
     for item in items or []:
         name, _, value = item.partition("=")
         if name not in COLLECTIONS or not value.isdigit():
-            raise ValueError(f"--cap {item!r}: expected COLLECTION=N with COLLECTION in {COLLECTIONS}")
+            raise ValueError(f"{flag} {item!r}: expected COLLECTION=N with COLLECTION in {COLLECTIONS}")
         out[name] = int(value)
     return out
 
@@ -315,6 +333,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default=str(POCKET_DIR), help="the base's folder (checkpoints go to OUT.checkpoint)")
     p.add_argument("--collections", nargs="+", default=list(COLLECTIONS), help="music21 corpus collections")
     p.add_argument("--cap", nargs="*", default=[], help=f"tunes per collection, default {PRETRAIN_CAPS}")
+    p.add_argument("--train-cap", nargs="*", default=[], help="training pieces per collection, drawn after the "
+                   "split (held-out pieces unchanged), e.g. palestrina=400: a later stage on another mix")
     # 6 × 384: the lowest held-out loss per CPU minute of the shapes that keep LoRA training,
     # batch-1 generation and the folder within their limits (MODEL_CARD.md, bench.base_size)
     p.add_argument("--n-layer", type=int, default=6, help="transformer blocks")
