@@ -36,6 +36,13 @@ def _collections(stats: dict) -> str:
         rows.append(f"| {name} | {n} | {t:,} | {t / total:.1%} | {LICENCES.get(name, '')} |")
     folk = sum(tokens.get(k, 0) for k in FOLK) / total
     rows.append(f"\nOne-voice folk tunes: {folk:.1%} of the tokens; the rest is many-voice music.")
+    caps = stats.get("train_caps") or {}
+    if caps:  # a later stage on a thinned mix: say what the table is, and what the earlier stages had
+        n = len(_stages(stats))
+        rows.append(f"\nThese are stage {n}'s pieces: it thinned " + ", ".join(f"{k} to {v}" for k, v in caps.items())
+                    + " training pieces (`--train-cap`, drawn after the split, so the held-out pieces are the "
+                    f"earlier stages'); stages 1–{n - 1} trained on every piece of these collections that the "
+                    "corpus export keeps (folk tunes capped by `PRETRAIN_CAPS` in studio/ingest/corpus.py).")
     return "\n".join(rows)
 
 
@@ -60,6 +67,7 @@ def _reproduce(stats: dict) -> str:
         lines.append(f"python -m studio pretrain-base --n-layer {a['n_layer']} --n-embd {a['n_embd']} "
                      f"--n-head {a['n_head']} \\\n    --epochs {a['epochs']} --batch-size {a['batch_size']} "
                      f"--lr {a['lr']} --warmup-steps {a['warmup_steps']} --seed {a['seed']}{init}"
+                     + (" --train-cap " + " ".join(a["train_cap"]) if a.get("train_cap") else "")
                      + (" --out models/pocket-base-next   # then moved over models/pocket-base" if init else ""))
     return "\n".join(lines)
 

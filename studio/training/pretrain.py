@@ -286,7 +286,7 @@ def pretrain(args, on_event=print) -> dict:
 
 # What a later stage keeps of the stage it started from (pretrain_stats.json).
 STAGE_KEYS = ("history", "best_val_loss", "best_epoch", "stop_reason", "tokens_seen", "train_seconds",
-              "tokens_per_s", "machine", "args")
+              "tokens_per_s", "machine", "args", "collections", "collection_tokens", "train_caps")
 
 
 def _init_from(model, folder: str, on_event) -> dict:
