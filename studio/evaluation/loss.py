@@ -46,23 +46,14 @@ def per_token_loss(model, token_windows: list[list[int]], device="cpu", batch_si
     return float(token_losses(model, token_windows, device, batch_size)[1].mean())
 
 
-def token_kind(name: str) -> str:
-    """A vocabulary entry's kind: miditok names tokens KIND_VALUE (Pitch_60, Duration_1.0.8)."""
-    return name.split("_", 1)[0]
-
-
 def loss_by_kind(targets: np.ndarray, nll: np.ndarray, tok) -> dict[str, dict]:
     """Per kind of target token: how many, their mean loss, and their share of the summed loss,
     largest share first. The shares say where the loss is (on Haydn's quartets ~60 % is the choice
     of pitch), so whether an adapter has room to lower it (README, "The default recipe")."""
-    kinds = np.empty(len(tok), dtype=object)
-    for name, i in tok.vocab.items():
-        kinds[i] = token_kind(name)
-    of_target = kinds[targets]
+    from studio.model.grammar import token_kinds  # imports torch: only when asked
+
+    of_target = np.array(token_kinds(tok.vocab), dtype=object)[targets]
     total = float(nll.sum()) or 1.0
-    out = {}
-    for kind in sorted(set(of_target), key=lambda k: -float(nll[of_target == k].sum())):
-        sel = of_target == kind
-        out[kind] = {"tokens": int(sel.sum()), "loss": round(float(nll[sel].mean()), 4),
-                     "share": round(float(nll[sel].sum()) / total, 4)}
-    return out
+    sums = {kind: (float(nll[of_target == kind].sum()), int((of_target == kind).sum())) for kind in set(of_target)}
+    return {kind: {"tokens": n, "loss": round(s / n, 4), "share": round(s / total, 4)}
+            for kind, (s, n) in sorted(sums.items(), key=lambda kv: -kv[1][0])}

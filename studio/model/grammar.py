@@ -23,7 +23,8 @@ KNOWN = {"Pitch", "Velocity", "Duration", "TimeShift", "Bar", "Tempo", "Rest", "
 NEVER = ("PAD", "MASK", "BOS")
 
 
-def _kinds(vocab: dict[str, int]) -> list[str]:
+def token_kinds(vocab: dict[str, int]) -> list[str]:
+    """Each id's kind, from miditok's KIND_VALUE names (Pitch_60 -> Pitch)."""
     kinds = [""] * len(vocab)
     for name, i in vocab.items():
         kinds[i] = name.split("_")[0]
@@ -33,7 +34,7 @@ def _kinds(vocab: dict[str, int]) -> list[str]:
 def allowed_next(vocab: dict[str, int]) -> torch.Tensor | None:
     """``allowed[prev_id]``: a bool mask over the vocabulary of the tokens that may follow
     ``prev_id``; None when the vocabulary has kinds this grammar does not know."""
-    kinds = _kinds(vocab)
+    kinds = token_kinds(vocab)
     if not set(kinds) <= KNOWN or "Pitch" not in kinds or "Duration" not in kinds:
         return None
     kind = {k: torch.tensor([x == k for x in kinds]) for k in set(kinds)}
