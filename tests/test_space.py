@@ -176,7 +176,9 @@ def test_fresh_clone_starts_as_a_space_and_stays_clean(clone, tmp_path):
 
 def test_training_in_bounded_chunks_resumes_to_the_end(tmp_path, tiny_base_dir):
     """ZeroGPU lends the GPU per call, so training runs as chunks that each save a checkpoint and
-    resume the last one (here on the CPU, gpu() being transparent, in chunks of 0.6 s of training)."""
+    resume the last one (here on the CPU, gpu() being transparent, in chunks of 60 ms of training).
+    A chunk resumes when its stop reason says it used its time: the reported minutes are rounded
+    and once fell just short of the limit, which ended the job after epoch 2 (CI, stop 23)."""
     import json
     from functools import partial
 

@@ -91,6 +91,7 @@ def train_in_chunks(cfg, run_dir, chunk_minutes: float = CHUNK_MINUTES, runner=N
     from dataclasses import replace
 
     from studio.service.runs import RunWriter
+    from studio.training.events import is_time_limit
 
     runner = runner or train_chunk
     budget = float(cfg.max_minutes or 0)
@@ -101,7 +102,8 @@ def train_in_chunks(cfg, run_dir, chunk_minutes: float = CHUNK_MINUTES, runner=N
             piece = replace(cfg, resume=resume, max_minutes=round(limit, 4)).to_dict()
             result = runner(piece, str(run_dir), writer.status, chunk_minutes)
             resume, previous, used = True, used, result["train_minutes"]
-            timed_out = used >= limit  # the loop stops once its training time passes max_minutes
+            # from the reason: the reported minutes are rounded and may fall just short of the limit
+            timed_out = is_time_limit(result["stop_reason"])
             if not timed_out or writer.should_stop() or (budget and used >= budget) or used <= previous:
                 break
             writer.log(f"chunk done at {used:.2f} minutes of training; resuming in a new GPU call")

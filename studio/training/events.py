@@ -77,6 +77,20 @@ TYPES = {"data": DataEvent, "step": StepEvent, "epoch": EpochEvent, "stopped": S
          "done": DoneEvent, "info": Event}
 
 
+TIME_LIMIT = "time limit of {minutes:g} minutes reached"
+
+
+def time_limit_reason(minutes: float) -> str:
+    """The stop reason of a run that used its ``max_minutes``."""
+    return TIME_LIMIT.format(minutes=minutes)
+
+
+def is_time_limit(reason: str) -> bool:
+    """Whether a stop reason says the run used its time (a chunked run resumes then; a stop by the
+    user or a finished run does not). Read from the reason, not from the rounded times."""
+    return (reason or "").startswith(TIME_LIMIT.split("{")[0])
+
+
 def parse(e: dict | Event) -> Event:
     """A typed event from a dict (unknown keys ignored, missing ones defaulted)."""
     if isinstance(e, Event):

@@ -20,6 +20,7 @@ import torch
 
 from studio.model.data import WindowDataset, collate, epoch_windows
 from studio.training.distributed import Dist
+from studio.training.events import time_limit_reason
 from studio.model.precision import autocast as precision_autocast
 
 Event = dict
@@ -181,7 +182,7 @@ class _Run:
                        time.perf_counter() - t0, self.on_event, self.dist)
             late = bool(self.cfg.max_minutes) and self.state.train_seconds > self.cfg.max_minutes * 60
             if late and not self.state.stop_reason and epoch + 1 < self.cfg.epochs:
-                self.state.stop_reason = f"time limit of {self.cfg.max_minutes:g} minutes reached"
+                self.state.stop_reason = time_limit_reason(self.cfg.max_minutes)
             if self.state.stop_reason:
                 return self.stop(epoch)
             self.save()
@@ -213,7 +214,7 @@ class _Run:
             over, due = self.optimizer_step(epoch, pending, losses, t0, tokens0)
             pending = 0
             if over and not last:  # on the last step, let the epoch close normally first
-                state.stop_reason = f"time limit of {cfg.max_minutes:g} minutes reached"
+                state.stop_reason = time_limit_reason(cfg.max_minutes)
                 break
             if due:
                 self.hooks.save_checkpoint(self.plain, self.optimizer, self.scheduler, state)
