@@ -19,11 +19,13 @@ WHY = {
         "(each token attends to up to 1024 earlier ones): it trains ~4× more of the data per epoch (the "
         "share figure) at a lower rate per token than short sequences would give. The studio already takes "
         "the CPU levers (the frozen base's dropout off, so the fused attention kernel runs; the fused GELU; "
-        "LoRA dropout masks from numpy's PCG64; bf16 autocast). torch.compile was slower here (a trial: 495 "
-        "against 605 tok/s on the hub shape, after 64 s of compiling). What is left on a CPU without AMX is "
-        "peft's unfused LoRA arithmetic (a separate scaling multiply and add per adapted layer) and the "
-        "attention over long windows. With AMX tiles the bf16 products get several times cheaper on both "
-        "sides, and the rest of each step (attention, per-op overhead, the optimizer) weighs more."
+        "LoRA dropout masks from numpy's PCG64; one fused product per LoRA layer; bf16 autocast). "
+        "torch.compile was slower here (a trial: 495 against 605 tok/s on the hub shape, after 64 s of "
+        "compiling). What is left is the attention over long windows: profiled on an AVX-512 BF16 CPU "
+        "without AMX, PyTorch's CPU flash attention (forward and backward) is 35 % of a hub-shape step at "
+        "about a third of the products' rate, the products 42 %, casts 7 %, GELU 5 % (RESULTS.md, 'A CPU "
+        "with AVX-512 BF16 but no AMX'). With AMX tiles the bf16 products get several times cheaper on "
+        "both sides, and the rest of each step (attention, per-op overhead, the optimizer) weighs more."
     ),
     "gen": (
         "Decoding one token reads every weight once. By default the studio reads them as int8 "
