@@ -132,7 +132,10 @@ def shape_row(label: str, model, bw: float, tokens: int, repeats: int, rows: tup
         out["formats"][f] = {
             "weight_mb": round(per / 1e6, 1), "tok_s": round(tok_s, 1),
             "tok_s_min_max": [round(tokens / max(times[f][1]), 1), round(tokens / min(times[f][1]), 1)],
-            "ceiling_tok_s": round(bw * 1e9 / per, 1), "share_of_ceiling": round(tok_s * per / (bw * 1e9), 3),
+            "ceiling_tok_s": round(bw * 1e9 / per, 1),
+            # four significant digits, not three decimals: a smoke model's share on a busy CPU
+            # fell below 0.0005 and was written as 0
+            "share_of_ceiling": float(f"{tok_s * per / (bw * 1e9):.4g}"),
             "seconds": {n: round(v, 3) for n, v in med.items()},
             "rows_cost": {n: round(med[n] / med[1], 2) for n in rows}}
     return out
