@@ -64,7 +64,8 @@ def test_transposed_windows_stay_in_range_and_move_only_pitches(tok):
 
 def test_a_stopped_pretraining_resumes_from_its_checkpoint(tmp_path, corpus_dir):
     out, home = tmp_path / "pocket", tmp_path / "home"
-    first = studio([*TINY, *corpus_dir, "--out", str(out), "--epochs", "2", "--max-minutes", "0.001"], home)
+    first = studio([*TINY, *corpus_dir, "--out", str(out), "--epochs", "2", "--max-minutes", "0.001", "--keep-epochs"],
+                   home)
     assert first.returncode == 0, first.stderr[-3000:]
     ckpt = out.with_name("pocket.checkpoint")
     state = json.loads((ckpt / "state.json").read_text())
@@ -76,6 +77,13 @@ def test_a_stopped_pretraining_resumes_from_its_checkpoint(tmp_path, corpus_dir)
     stats = json.loads((out / "pretrain_stats.json").read_text())
     assert [h["epoch"] for h in stats["history"]] == [1, 2] and stats["stop_reason"] == "completed 2 epochs"
     assert stats["tokens_seen"] > state["tokens_seen"] and stats["collections"] == {"josquin": stats["pieces"][0] + stats["pieces"][1]}
+    # --keep-epochs is the run's own argument, so the resumed run still keeps every epoch's weights
+    kept = sorted(p.name for p in out.with_name("pocket.epochs").iterdir())
+    assert kept == ["01", "02"]
+    best = out.with_name("pocket.epochs") / f"{stats['best_epoch']:02d}"
+    assert (best / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+    other = out.with_name("pocket.epochs") / ("01" if stats["best_epoch"] == 2 else "02")
+    assert (other / "model.safetensors").read_bytes() != (out / "model.safetensors").read_bytes()
     nothing = studio(["--resume", "--out", str(tmp_path / "none")], home)
     assert nothing.returncode != 0 and "no pretraining checkpoint to resume from" in nothing.stderr
 

@@ -145,6 +145,12 @@ class PretrainHooks(loop.Hooks):
     def save_best(self, model) -> None:
         self._save_model(model, self.out)
 
+    def after_epoch(self, model, state, record: dict) -> str:
+        # a long run's every epoch, so that texture can be measured where the loss alone cannot tell
+        if self.args.get("keep_epochs"):
+            self._save_model(model, epochs_dir(self.out) / f"{record['epoch']:02d}")
+        return ""
+
     def save_checkpoint(self, model, optimizer, scheduler, state) -> None:
         def extra(tmp: Path) -> None:
             torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
@@ -156,6 +162,10 @@ class PretrainHooks(loop.Hooks):
 
 def checkpoint_dir(out: Path) -> Path:
     return Path(out).with_name(Path(out).name + ".checkpoint")
+
+
+def epochs_dir(out: Path) -> Path:
+    return Path(out).with_name(Path(out).name + ".epochs")
 
 
 def _resume_args(args) -> argparse.Namespace:
@@ -355,6 +365,8 @@ def add_parser(sub) -> None:
     p.add_argument("--init-from", default="", help="a saved base to continue from (a new optimizer and "
                    "schedule; same shape, --seed and --val-split keep the held-out pieces held out)")
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop (with a checkpoint) after this much training")
+    p.add_argument("--keep-epochs", action="store_true", help="also keep every epoch's weights in OUT.epochs/NN "
+                   "(to measure texture along a long run)")
     p.add_argument("--resume", action="store_true", help="continue from OUT.checkpoint with its saved arguments")
     p.add_argument("--check-samples", type=int, default=10, help="seeded samples checked by the base report")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
