@@ -4,15 +4,19 @@
 # the default recipe (no flags beyond the folders, the base and a fixed split), then two reports
 # on 20 chorales it never saw: loss and copy rate against its training chorales, and the texture
 # of its samples against the unseen ones. A few minutes on 2 CPU cores.
+# BASE (default pocket) and OUT (default adapters/bach-chorales) run the same recipe on a trial
+# base without touching the shipped adapter: scripts/measure_base.sh does that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${WORK:-cache/bach}
-out=adapters/bach-chorales
+out=${OUT:-adapters/bach-chorales}
+base=${BASE:-pocket}
 python -m studio.ingest.eval_sets bach --out "$work/train" --n 15 --offset 0
 python -m studio.ingest.eval_sets bach --out "$work/heldout" --n 20 --offset 15
 python -m studio augment --input-dir "$work/train" --output-dir "$work/train_aug" --include-original
 rm -rf "$out.new"
-python -m studio train --data-dir "$work/train_aug" --output-dir "$out.new" --model-name pocket \
+mkdir -p "$(dirname "$out")"
+python -m studio train --data-dir "$work/train_aug" --output-dir "$out.new" --model-name "$base" \
   --val-split 0.15 --seed 0
 rm -rf "$out.new/checkpoint"
 mkdir -p "$out.new/pieces"
