@@ -2,7 +2,7 @@
 # Measures a trial pocket base the way docs/trials/*/README.md report one, without replacing the
 # shipped base or adapter: the base report (losses over unigram on the evaluation artists and
 # unseen chorales, continuation texture, unprompted samples) and the demo adapter's recipe run on
-# it (scripts/make_demo_adapter.sh with BASE and OUT). About 25 minutes on 2 CPU cores.
+# it (scripts/make_demo_adapter.sh with BASE and OUT). 5–8 minutes on 2 CPU cores.
 #   scripts/measure_base.sh cache/pocket-curve.epochs/06 cache/trials/curve-06
 set -euo pipefail
 cd "$(dirname "$0")/.."
