@@ -107,7 +107,31 @@ def run_lora(data: Path, work: Path, seed: int, movement: str) -> dict:
             "history": history}
 
 
-def run_full(data: Path, seed: int, movement: str, lr: float, epochs: int) -> dict:
+def texture_of(model, tok, prepared, samples: int = 8, new_tokens: int = 512) -> dict:
+    """What the trained model plays: unprompted seeded samples (as ``eval`` draws them) against the
+    training movements' originals (the references ``eval`` uses); the weights are the last epoch's."""
+    from studio.config import SamplingConfig
+    from studio.evaluation.evaluate import _load_references
+    from studio.evaluation.texture import mean_texture, texture_gap
+    from studio.model.generate import sample
+
+    originals = {p.source: p.path for p in prepared.split.train}  # one file per source piece
+    album = Path(prepared.split.train[0].path).parent.parent / "album"
+    files = {src: album / (src.split("/", 1)[1] + ".mid") for src in originals}
+    refs, _ = _load_references({k: v for k, v in files.items() if v.is_file()}, tok)
+    cfg = SamplingConfig(max_new_tokens=new_tokens)
+    scores = []
+    for seed in range(samples):
+        gen = sample(model, tok, [tok["BOS_None"]], cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.top_k,
+                     seed, min_new_tokens=cfg.min_tokens, precision=cfg.precision)
+        if gen.n_notes:
+            scores.append(gen.score)
+    ref, tex = mean_texture(list(refs.values())), mean_texture(scores)
+    return {"references": len(refs), "reference_texture": ref, "texture": tex,
+            "texture_gap": round(texture_gap(tex, ref), 3)}
+
+
+def run_full(data: Path, seed: int, movement: str, lr: float, epochs: int, texture: bool = False) -> dict:
     """Every weight of the base trained: the most any adapter of this base could do on this data."""
     from studio.config import TrainConfig
     from studio.model.data import prepare
@@ -131,7 +155,8 @@ def run_full(data: Path, seed: int, movement: str, lr: float, epochs: int) -> di
     history = [{"epoch": h["epoch"], "val_loss": round(h["val_loss"], 4), "train_loss": round(h["train_loss"], 4)}
                for h in state.history]
     best = min(h["val_loss"] for h in state.history)
-    return {"key": f"full-{seed}-{lr:g}-{epochs}", "mode": "full", "seed": seed, "held_out": movement, "lr": lr,
+    extra = texture_of(model.eval(), tok, prepared) if texture else {}
+    return {"key": f"full-{seed}-{lr:g}-{epochs}" + ("-texture" if texture else ""), "mode": "full", **extra, "seed": seed, "held_out": movement, "lr": lr,
             "epochs": epochs, "base_val": round(base, 4), "best_val": round(best, 4), "ratio": round(best / base, 4),
             "train_minutes": round((time.time() - started) / 60, 2), "history": history}
 
@@ -142,6 +167,7 @@ def main(argv=None) -> int:
     p.add_argument("--fold", type=int, default=42, help="full: the seed whose split is used")
     p.add_argument("--lr", type=float, default=1e-4, help="full: AdamW peak learning rate")
     p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--texture", action="store_true", help="full: also sample the trained model (texture gap)")
     p.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "haydn-ceiling")
     args = p.parse_args(argv)
     from studio.config import TrainConfig
@@ -155,9 +181,9 @@ def main(argv=None) -> int:
             if f"lora-{seed}" not in finished:
                 record(run_lora(data, args.work, seed, held))
     else:
-        key = f"full-{args.fold}-{args.lr:g}-{args.epochs}"
+        key = f"full-{args.fold}-{args.lr:g}-{args.epochs}" + ("-texture" if args.texture else "")
         if key not in finished:
-            record(run_full(data, args.fold, movement.get(args.fold, "?"), args.lr, args.epochs))
+            record(run_full(data, args.fold, movement.get(args.fold, "?"), args.lr, args.epochs, args.texture))
     return 0
 
 
