@@ -46,6 +46,16 @@ def record(row: dict) -> None:
     print(json.dumps({k: v for k, v in row.items() if k != "history"}), flush=True)
 
 
+def full_key(seed: int, lr: float, epochs: int, texture: bool) -> str:
+    return f"full-{seed}-{lr:g}-{epochs}" + ("-texture" if texture else "")
+
+
+def losses(history: list[dict]) -> list[dict]:
+    """Per-epoch losses, as results.jsonl keeps them."""
+    return [{"epoch": h["epoch"], "val_loss": round(h["val_loss"], 4), "train_loss": round(h["train_loss"], 4)}
+            for h in history]
+
+
 def album(work: Path) -> Path:
     """The nine movements, augmented with the guide's defaults (once)."""
     from studio.config import AugmentConfig
@@ -97,8 +107,7 @@ def run_lora(data: Path, work: Path, seed: int, movement: str) -> dict:
     base = base_val_loss(cfg, prepared)
     shutil.rmtree(cfg.output_dir, ignore_errors=True)
     meta = train(cfg)
-    history = [{"epoch": h["epoch"], "val_loss": round(h["val_loss"], 4), "train_loss": round(h["train_loss"], 4)}
-               for h in meta["history"]]
+    history = losses(meta["history"])
     best = min(h["val_loss"] for h in meta["history"])
     shutil.rmtree(cfg.output_dir, ignore_errors=True)  # adapters are not what this trial keeps
     return {"key": f"lora-{seed}", "mode": "lora", "seed": seed, "held_out": movement,
@@ -115,9 +124,9 @@ def texture_of(model, tok, prepared, samples: int = 8, new_tokens: int = 512) ->
     from studio.evaluation.texture import mean_texture, texture_gap
     from studio.model.generate import sample
 
-    originals = {p.source: p.path for p in prepared.split.train}  # one file per source piece
+    # a source is "augmented/<movement>"; its original is album/<movement>.mid beside the variants' folder
     album = Path(prepared.split.train[0].path).parent.parent / "album"
-    files = {src: album / (src.split("/", 1)[1] + ".mid") for src in originals}
+    files = {src: album / (src.split("/", 1)[1] + ".mid") for src in {p.source for p in prepared.split.train}}
     refs, _ = _load_references({k: v for k, v in files.items() if v.is_file()}, tok)
     cfg = SamplingConfig(max_new_tokens=new_tokens)
     scores = []
@@ -152,12 +161,11 @@ def run_full(data: Path, seed: int, movement: str, lr: float, epochs: int, textu
     started = time.time()
     state = loop.run(model, prepared.train_windows, prepared.val_windows, loop_config(cfg), model.device,
                      loop.Hooks(), lambda e: None, lambda: False)
-    history = [{"epoch": h["epoch"], "val_loss": round(h["val_loss"], 4), "train_loss": round(h["train_loss"], 4)}
-               for h in state.history]
+    history = losses(state.history)
     best = min(h["val_loss"] for h in state.history)
     extra = texture_of(model.eval(), tok, prepared) if texture else {}
-    return {"key": f"full-{seed}-{lr:g}-{epochs}" + ("-texture" if texture else ""), "mode": "full", **extra, "seed": seed, "held_out": movement, "lr": lr,
-            "epochs": epochs, "base_val": round(base, 4), "best_val": round(best, 4), "ratio": round(best / base, 4),
+    return {"key": full_key(seed, lr, epochs, texture), "mode": "full", **extra, "seed": seed, "held_out": movement,
+            "lr": lr, "epochs": epochs, "base_val": round(base, 4), "best_val": round(best, 4), "ratio": round(best / base, 4),
             "train_minutes": round((time.time() - started) / 60, 2), "history": history}
 
 
@@ -181,8 +189,7 @@ def main(argv=None) -> int:
             if f"lora-{seed}" not in finished:
                 record(run_lora(data, args.work, seed, held))
     else:
-        key = f"full-{args.fold}-{args.lr:g}-{args.epochs}" + ("-texture" if args.texture else "")
-        if key not in finished:
+        if full_key(args.fold, args.lr, args.epochs, args.texture) not in finished:
             record(run_full(data, args.fold, movement.get(args.fold, "?"), args.lr, args.epochs, args.texture))
     return 0
 
