@@ -79,3 +79,32 @@ def test_a_merged_or_disabled_adapter_keeps_peft_forward(tok):
             assert torch.allclose(fused(input_ids=ids).logits, peft_model(input_ids=ids).logits, atol=1e-5)
         fused.merge_adapter()
         assert torch.allclose(fused(input_ids=ids).logits, peft_model(input_ids=ids).logits, atol=1e-4)
+
+
+def test_input_gradient_is_exact_and_skipped_only_where_nothing_upstream_learns():
+    """Block 0's QKV reads the frozen embeddings: its product through the base is skipped, and the
+    gradients of A and B are the same as when the input's gradient is computed."""
+    from studio.training.fused_lora import _LoraProduct
+
+    g = torch.Generator().manual_seed(5)
+    x0 = torch.randn(2, 6, 8, generator=g)
+    w = torch.randn(12, 8, generator=g)  # (out, in), frozen
+    bias = torch.randn(12, generator=g)
+    mask = torch.rand(12, 8, generator=g) > 0.3  # (N, in) keep mask for N = 2 × 6 rows
+    grads = {}
+    for needs in (True, False):
+        x = x0.clone().requires_grad_(needs)
+        a = torch.randn(3, 8, generator=torch.Generator().manual_seed(6)).requires_grad_()
+        b = torch.randn(12, 3, generator=torch.Generator().manual_seed(7)).requires_grad_()
+        y = _LoraProduct.apply(x, w, bias, a, b, mask, 0.7)
+        want = x0 @ w.t() + bias + 0.7 * ((x0.reshape(-1, 8) * mask) @ a.t() @ b.t()).view(2, 6, 12)
+        assert torch.allclose(y, want, atol=1e-5)
+        (y * torch.linspace(-1, 1, 12)).sum().backward()
+        grads[needs] = (a.grad, b.grad, x.grad)
+    assert torch.equal(grads[True][0], grads[False][0]) and torch.equal(grads[True][1], grads[False][1])
+    assert grads[False][2] is None
+    xr = x0.clone().requires_grad_()
+    ar, br = (t.detach().clone() for t in (a, b))
+    ref = xr @ w.t() + bias + 0.7 * ((xr.reshape(-1, 8) * mask) @ ar.t() @ br.t()).view(2, 6, 12)
+    (ref * torch.linspace(-1, 1, 12)).sum().backward()
+    assert torch.allclose(grads[True][2], xr.grad, atol=1e-5)

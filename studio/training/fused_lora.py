@@ -47,11 +47,15 @@ class _LoraProduct(torch.autograd.Function):
         dtype = w_out_in.dtype
         gy2 = gy.reshape(-1, gy.shape[-1]).to(dtype)
         gh = (gy2 @ b.to(dtype)).mul_(ctx.scale)  # (N, r)
+        ga = (gh.t() @ xd).to(a.dtype)
+        gb = (gy2.t() @ h).mul_(ctx.scale).to(b.dtype)
+        if not ctx.needs_input_grad[0]:
+            # the first block's QKV reads the frozen embeddings: nothing upstream learns, so the
+            # product through the base's weight (the layer's largest backward product) is skipped
+            return None, None, None, ga, gb, None, None
         gx = gy2 @ w_out_in  # through the frozen base
         gxd = gh @ a.to(dtype)
         gx.add_(gxd * mask if mask is not None else gxd)
-        ga = (gh.t() @ xd).to(a.dtype)
-        gb = (gy2.t() @ h).mul_(ctx.scale).to(b.dtype)
         return gx.view(ctx.x_shape).to(ctx.x_dtype), None, None, ga, gb, None, None
 
 
