@@ -40,13 +40,15 @@ def bandwidth_gb_s(mib: int = 512, repeats: int = 5) -> float:
 
 
 def capabilities() -> dict:
+    import torch
+
     from studio.model.packed import int8_available, resolve
     from studio.model.precision import cpu_flags
 
     flags = cpu_flags()
     return {"avx512_bf16": "avx512_bf16" in flags, "avx512_vnni": "avx512_vnni" in flags or "avx_vnni" in flags,
             "amx": any(f.startswith("amx") for f in flags), "int8_kernel": int8_available(),
-            "auto_decoding": resolve("auto", "cpu")}
+            "torch_kernels": torch.backends.cpu.get_cpu_capability(), "auto_decoding": resolve("auto", "cpu")}
 
 
 def speed(model, tokens: int, repeats: int, rows: tuple[int, ...]) -> dict:
@@ -189,11 +191,23 @@ def main(argv=None) -> int:
     return 0
 
 
+def section_key(c: dict) -> tuple[str, str]:
+    """(marker, title suffix): a CPU with bf16 instructions writes the section RESULTS.md has always
+    had; one without them writes its own beside it (e.g. ``decoding-avx2``), so neither replaces the other."""
+    if c["avx512_bf16"] or c["amx"]:
+        return "decoding", ""
+    kernels = c.get("torch_kernels", "unknown")
+    return f"decoding-{kernels.lower().replace(' ', '-')}", f" on a CPU without bf16 instructions, {kernels} kernels"
+
+
 def section(r: dict) -> str:
     c, q = r["cpu"], r["quality"]
     caps = (f"AVX-512 BF16 {'yes' if c['avx512_bf16'] else 'no'}, VNNI {'yes' if c['avx512_vnni'] else 'no'}, "
-            f"AMX {'yes' if c['amx'] else 'no'}; torch int8 weight-only kernel {'yes' if c['int8_kernel'] else 'no'}")
-    lines = ["<!-- decoding:begin -->", "## Decoding precision against the memory limit (`python -m bench.decoding`)", "",
+            f"AMX {'yes' if c['amx'] else 'no'}; torch kernels {c.get('torch_kernels', '?')}; "
+            f"torch int8 weight-only kernel {'yes' if c['int8_kernel'] else 'no'}")
+    key, title = section_key(c)
+    lines = [f"<!-- {key}:begin -->",
+             f"## Decoding precision against the memory limit{title} (`python -m bench.decoding`)", "",
              f"CPU: {caps}; {r['threads']} threads. Memory bandwidth (a 512 MiB copy, read + write): "
              f"**{r['bandwidth_gb_s']} GB/s**. Ceiling = bandwidth ÷ weight bytes read per token; "
              f"`auto` decodes in **{c['auto_decoding']}** here.", "",
@@ -218,7 +232,7 @@ def section(r: dict) -> str:
                      f"{'yes' if q['default_ok'][f] else 'no'} |")
     lines += ["", f"Two fp32 sets of {q['seeds']} seeds differ by a texture gap of {q['seed_to_seed_gap']:.3f}: a format "
               f"whose samples are no further from fp32's than that (or 0.05) sounds unchanged; the loss must stay "
-              f"within {LOSS_TOLERANCE:.1%}.", "<!-- decoding:end -->"]
+              f"within {LOSS_TOLERANCE:.1%}.", f"<!-- {key}:end -->"]
     return "\n".join(lines)
 
 

@@ -235,10 +235,12 @@ class SamplingConfig(_Job):
                          min=0.05, max=1.0)
     top_k: int = _help(50, "keep only the k most likely tokens (0 = off)", min=0, max=200)
     seed: int | None = _help(None, "random seed; the same seed, model and prompt give the same piece")
-    # Weight-only int8 keeps the base's held-out loss within 0.5 % of fp32 and decodes ~1.8x as fast
-    # on a CPU with bf16 instructions (bench/RESULTS.md, "Decoding precision"); elsewhere auto = fp32.
-    precision: str = _help("auto", "decoding: the base's weights in fp32, bf16 or int8 (auto: int8 on a CPU "
-                           "with bf16 instructions, else fp32; adapters always fp32; studio/model/packed.py)",
+    # Weight-only int8 keeps the base's held-out loss within 0.5 % of fp32 and decodes faster on a
+    # CPU with bf16 instructions and on an AVX2 one (bench/RESULTS.md, "Decoding precision");
+    # elsewhere auto = fp32.
+    precision: str = _help("auto", "decoding: the base's weights in fp32, bf16 or int8 (auto: int8 on an x86 CPU "
+                           "with AVX2, AVX-512 or bf16 instructions, else fp32; adapters always fp32; "
+                           "studio/model/packed.py)",
                            choices=DECODE_PRECISIONS)
 
     def __post_init__(self) -> None:

@@ -122,11 +122,23 @@ def test_int8_quantization_in_row_chunks_round_trips_every_channel():
     torch.testing.assert_close(scale, w_in_out.abs().amax(dim=0) / 127.0)
 
 
-def test_auto_is_int8_only_on_a_cpu_with_bf16_instructions(monkeypatch):
-    monkeypatch.setattr(packed, "cpu_has_bf16", lambda: False)
-    assert packed.resolve("auto", "cpu") == "fp32"  # older CPUs keep today's path
-    monkeypatch.setattr(packed, "cpu_has_bf16", lambda: True)
-    assert packed.resolve("auto", "cpu") == ("int8" if packed.int8_available() else "fp32")
+@pytest.mark.parametrize("bf16, kernels, expected", [
+    (False, "DEFAULT", "fp32"),  # older x86: today's path
+    (False, "NO AVX", "fp32"),
+    (False, "SVE256", "fp32"),  # ARM: int8 not measured there
+    (False, "AVX2", "int8"),  # measured faster on AVX2 (bench/RESULTS.md)
+    (False, "AVX512", "int8"),
+    (True, "AVX512", "int8"),
+    (True, "DEFAULT", "int8"),
+], ids=lambda v: str(v))
+def test_auto_is_int8_only_where_it_was_measured_faster(monkeypatch, bf16, kernels, expected):
+    monkeypatch.setattr(packed, "cpu_has_bf16", lambda: bf16)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: kernels)
+    assert packed.resolve("auto", "cpu") == (expected if packed.int8_available() else "fp32")
+    assert packed.resolve("auto", "cuda") == "fp32"
+
+
+def test_explicit_decoding_precisions_are_kept_and_checked():
     assert packed.resolve("fp32", "cpu") == "fp32" and packed.resolve("bf16", "cpu") == "bf16"
     with pytest.raises(ValueError, match="decoding precision"):
         packed.resolve("fp16", "cpu")
@@ -135,10 +147,11 @@ def test_auto_is_int8_only_on_a_cpu_with_bf16_instructions(monkeypatch):
 
 
 @torch.no_grad()
-def test_fp32_path_on_a_cpu_without_bf16_is_the_plain_decoder(peaked, tok, monkeypatch):
+def test_fp32_path_on_a_cpu_without_fast_int8_is_the_plain_decoder(peaked, tok, monkeypatch):
     base, _ = peaked
     packed.drop_packs(base)
     monkeypatch.setattr(packed, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
     assert FastGPT2(base, "auto").fmt == "fp32"
     auto = decode(base, [tok["BOS_None"]], 20, [5], precision="auto").rows[0]
     assert auto == decode(base, [tok["BOS_None"]], 20, [5], precision="fp32").rows[0]
