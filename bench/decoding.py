@@ -196,14 +196,14 @@ def section_key(c: dict) -> tuple[str, str]:
     had; one without them writes its own beside it (e.g. ``decoding-avx2``), so neither replaces the other."""
     if c["avx512_bf16"] or c["amx"]:
         return "decoding", ""
-    kernels = c.get("torch_kernels", "unknown")
+    kernels = c["torch_kernels"]
     return f"decoding-{kernels.lower().replace(' ', '-')}", f" on a CPU without bf16 instructions, {kernels} kernels"
 
 
 def section(r: dict) -> str:
     c, q = r["cpu"], r["quality"]
     caps = (f"AVX-512 BF16 {'yes' if c['avx512_bf16'] else 'no'}, VNNI {'yes' if c['avx512_vnni'] else 'no'}, "
-            f"AMX {'yes' if c['amx'] else 'no'}; torch kernels {c.get('torch_kernels', '?')}; "
+            f"AMX {'yes' if c['amx'] else 'no'}; torch kernels {c['torch_kernels']}; "
             f"torch int8 weight-only kernel {'yes' if c['int8_kernel'] else 'no'}")
     key, title = section_key(c)
     lines = [f"<!-- {key}:begin -->",
