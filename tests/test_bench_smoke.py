@@ -157,3 +157,21 @@ def test_decoding_bench_smoke_measures_bandwidth_and_every_format(tmp_path):
     assert all(0 < f["share_of_ceiling"] and f["tok_s"] > 0 for f in formats.values())
     losses = r["quality"]["loss"]
     assert abs(losses["int8"] - losses["fp32"]) / losses["fp32"] < 0.01
+
+
+def test_ceiling_bench_smoke_pairs_the_ceiling_with_both_training_loops(work, tmp_path):
+    out = tmp_path / "ceiling.json"
+    res = _run(["bench.ceiling", "--smoke", "--work", str(work), "--out", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["precision"] in {"fp32", "bf16"} and set(r["cpu"]) >= {"avx512_bf16", "amx", "torch_kernels"}
+    (shape,) = r["shapes"]
+    rates = shape["tok_s"]
+    assert set(rates) == {"ceiling", "reference", "studio"} and all(v and v[0] > 0 for v in rates.values())
+    (parts,) = shape["parts_s"]
+    assert parts["products"] > 0 and parts["attention"] > 0
+    assert rates["ceiling"][0] == pytest.approx(shape["seq"] / (parts["products"] + parts["attention"]))
+    assert shape["ratios"]["ceiling/reference"][0] == pytest.approx(rates["ceiling"][0] / rates["reference"][0])
+    # the studio's real loop does everything the ceiling times and more, so it cannot beat it
+    assert rates["studio"][0] < rates["ceiling"][0]
+    assert "<!-- ceiling-" in res.stdout and "| tiny (2 × 64) |" in res.stdout
