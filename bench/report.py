@@ -25,7 +25,11 @@ WHY = {
         "without AMX, PyTorch's CPU flash attention (forward and backward) is 35 % of a hub-shape step at "
         "about a third of the products' rate, the products 42 %, casts 7 %, GELU 5 % (RESULTS.md, 'A CPU "
         "with AVX-512 BF16 but no AMX'). With AMX tiles the bf16 products get several times cheaper on "
-        "both sides, and the rest of each step (attention, per-op overhead, the optimizer) weighs more."
+        "both sides, and the rest of each step (attention, per-op overhead, the optimizer) weighs more. "
+        "FlexAttention, which could compile a leaner causal kernel, has no CPU backward in torch 2.13. "
+        "`python -m bench.ceiling` times the floor on the CPU at hand (the frozen products and flash "
+        "attention alone, beside both loops) and its section of RESULTS.md says how far ahead of the "
+        "reference that floor would let any studio step be."
     ),
     "gen": (
         "Decoding one token reads every weight once. By default the studio reads them as int8 "
