@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -48,7 +49,10 @@ def floor_seconds(config, seq: int, dtype, repeats: int = 3) -> dict:
     d, layers, heads, vocab = config.n_embd, config.n_layer, config.n_head, config.vocab_size
     shapes = [(d, 3 * d), (d, d), (d, 4 * d), (4 * d, d)]  # (in, out) as GPT-2's Conv1D stores them
     g = torch.Generator().manual_seed(0)
-    rand = lambda *s: torch.randn(*s, generator=g).to(dtype)  # noqa: E731
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g).to(dtype)
+
     weights = [rand(i, o) for i, o in shapes]
     bias = [rand(o) for _, o in shapes]
     inputs = {i: rand(seq, i) for i in {d, 4 * d}}
@@ -106,7 +110,9 @@ def measure(label: str, base_dir: Path, tok, prepared, files: list, plan: dict, 
                 values[side].append(rate)
                 say(f"[ceiling] {label} rep {rep + 1} {side}: {rate:.0f} tok/s (load {load1()})")
     load.append(load1())
-    paired = lambda a, b: [x / y for x, y in zip(values[a], values[b])]  # noqa: E731
+
+    def paired(a: str, b: str) -> list[float]:
+        return [x / y for x, y in zip(values[a], values[b])]
     return {"label": label, "shape": {"layers": config.n_layer, "width": config.n_embd, "heads": config.n_head},
             "seq": seq, "tok_s": values, "parts_s": parts, "load": load,
             "ratios": {"ceiling/reference": paired("ceiling", "reference"),
@@ -122,8 +128,6 @@ def main(argv=None) -> int:
     p.add_argument("--results", type=Path, default=None, help="also write the section into this RESULTS.md")
     p.add_argument("--smoke", action="store_true", help="tiny model and sizes (CI)")
     a = p.parse_args(argv)
-    import os
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ["STUDIO_DATA_DIR"] = str(a.work / "studio-data")  # token cache stays out of the repo
     import torch
