@@ -176,12 +176,12 @@ def section_key(c: dict) -> str:
 
 def section(r: dict) -> str:
     from bench.common import Stats
+    from bench.decoding import capabilities_text
     from bench.figures import target
 
     c = r["cpu"]
     key = section_key(c)
-    caps = (f"AVX-512 BF16 {'yes' if c['avx512_bf16'] else 'no'}, VNNI {'yes' if c['avx512_vnni'] else 'no'}, "
-            f"AMX {'yes' if c['amx'] else 'no'}; torch kernels {c['torch_kernels']}")
+    caps = capabilities_text(c)
     lines = [f"<!-- {key}:begin -->",
              f"## How far the studio's training could lead, {c['torch_kernels']} CPU (`python -m bench.ceiling`)", "",
              f"CPU: {caps}; `--precision auto` trains in **{r['precision']}** here; {r['threads']} threads. "

@@ -51,6 +51,15 @@ def capabilities() -> dict:
             "torch_kernels": torch.backends.cpu.get_cpu_capability(), "auto_decoding": resolve("auto", "cpu")}
 
 
+def capabilities_text(c: dict) -> str:
+    """The CPU's capabilities as every bench section states them."""
+    def yes(flag: str) -> str:
+        return "yes" if c[flag] else "no"
+
+    return (f"AVX-512 BF16 {yes('avx512_bf16')}, VNNI {yes('avx512_vnni')}, AMX {yes('amx')}; "
+            f"torch kernels {c['torch_kernels']}")
+
+
 def speed(model, tokens: int, repeats: int, rows: tuple[int, ...]) -> dict:
     """{fmt: {rows: [seconds per repeat]}}, formats interleaved within every repeat."""
     import torch
@@ -202,9 +211,7 @@ def section_key(c: dict) -> tuple[str, str]:
 
 def section(r: dict) -> str:
     c, q = r["cpu"], r["quality"]
-    caps = (f"AVX-512 BF16 {'yes' if c['avx512_bf16'] else 'no'}, VNNI {'yes' if c['avx512_vnni'] else 'no'}, "
-            f"AMX {'yes' if c['amx'] else 'no'}; torch kernels {c['torch_kernels']}; "
-            f"torch int8 weight-only kernel {'yes' if c['int8_kernel'] else 'no'}")
+    caps = f"{capabilities_text(c)}; torch int8 weight-only kernel {'yes' if c['int8_kernel'] else 'no'}"
     key, title = section_key(c)
     lines = [f"<!-- {key}:begin -->",
              f"## Decoding precision against the memory limit{title} (`python -m bench.decoding`)", "",
