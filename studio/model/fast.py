@@ -331,7 +331,7 @@ class Decoded:
 def decode(model, prompt: list[int], max_new_tokens: int, seeds: list[int], temperature: float = 1.0,
            top_p: float = 0.95, top_k: int = 50, eos_id: int | None = None,
            adapters: list[str | None] | None = None, min_new_tokens: int = 0, precision: str = "fp32",
-           on_step=None, allowed: torch.Tensor | None = None) -> Decoded:
+           on_step=None, allowed: torch.Tensor | None = None, clock=None) -> Decoded:
     """Sample ``len(seeds)`` rows continuing the same ``prompt`` with FastGPT2.
 
     ``adapters``: per row, an adapter name, None for the base, or (name, weight) pairs for a
@@ -341,7 +341,9 @@ def decode(model, prompt: list[int], max_new_tokens: int, seeds: list[int], temp
     ``studio.model.generate.fit_context``). ``precision``: the base's products in decoding steps
     (``studio.model.packed``). ``on_step(rows)``: called after each new token with the rows so far
     (a live view; return True to stop early). ``allowed[prev]``: the tokens that may follow
-    ``prev`` (``studio.model.grammar``), or None for no constraint.
+    ``prev`` (``studio.model.grammar``), or None for no constraint. ``clock``: a
+    ``studio.model.beat.Clock`` with one grid per row, which keeps each row's time (on its grid,
+    inside the bar, no silent beat), or None.
     """
     n_rows = len(seeds)
     if n_rows < 1:
@@ -362,11 +364,15 @@ def decode(model, prompt: list[int], max_new_tokens: int, seeds: list[int], temp
     start = time.perf_counter()
     engine.start(n_rows, len(prompt) + max_new_tokens, adapters)
     logits = engine.step(torch.tensor([prompt] * n_rows, dtype=torch.long, device=device))
+    if clock is not None:
+        clock.feed([prompt] * n_rows)
     for step in range(max_new_tokens):
         if eos_id is not None and step < min_new_tokens:
             logits[:, eos_id] = float("-inf")
         if allowed is not None:
             logits = logits.masked_fill(~allowed[[row[-1] for row in out]].to(logits.device), float("-inf"))
+        if clock is not None:
+            logits = logits.masked_fill(~clock.mask().to(logits.device), float("-inf"))
         probs, cand = filter_logits(logits, temperature, top_k, top_p)
         probs, cand = probs.cpu(), cand.cpu()
         picks = [int(cand[r, torch.multinomial(probs[r], 1, generator=gens[r])]) for r in range(n_rows)]
@@ -374,6 +380,8 @@ def decode(model, prompt: list[int], max_new_tokens: int, seeds: list[int], temp
             if not done[r]:
                 out[r].append(pick)
                 done[r] = eos_id is not None and pick == eos_id
+        if clock is not None:
+            clock.update(torch.tensor(picks))
         stop = on_step is not None and on_step(out)
         if stop or all(done) or step + 1 == max_new_tokens:
             break

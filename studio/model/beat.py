@@ -1,0 +1,166 @@
+"""Where a sampled PerTok stream is in the bar, and a mask that keeps its time.
+
+PerTok writes time as *relative* shifts (``TimeShift_b.s.tpq``: b beats + s ticks) and a ``Bar``
+token at each new 4/4 bar; the decoder (miditok ``PerTok._tokens_to_score``) sets the clock to
+the *next bar's start* on ``Bar``, whatever the shifts summed to. So a sampler that ignores
+the bar can:
+
+* put one shift off the grid, and every later note of the bar with it (the position in the beat
+  is implicit: one odd shift moves all that follows);
+* cross a bar line with shifts, after which ``Bar`` moves the clock *backwards* (notes pile up);
+* emit ``Bar`` early or a long shift, so the rest of the bar is silent: beats with no note, the
+  "bursts and silence" a listener hears as a lost pulse.
+
+The training data never does the second (the encoder writes ``Bar`` before any event past the bar
+line) and the artist's albums almost never the others. :class:`Clock` follows each row's
+absolute time and the end of what still sounds, and its :meth:`Clock.mask` allows, per row:
+
+* a ``TimeShift`` only if it lands inside the bar and on a position in the beat that the row's
+  grid allows (an adapter's grid is where its album starts notes, ``album_grid``; the base's is
+  every position the vocabulary has);
+* a ``TimeShift`` or ``Bar`` only if it leaves less than ``guard`` ticks with nothing sounding
+  (one beat: no whole beat can fall silent). A note's sound counts for at most two beats, as in
+  ``studio.evaluation.groove``: a ten-second drone does not license a silence.
+* never ``Rest`` (PerTok neither writes nor reads them: a sampled Rest is a lost token).
+
+Notes (``Pitch``) are never masked, so a row can always go on. All tensors are (rows, vocab).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+BAR_BEATS = 4  # PerTok without time-signature tokens writes 4/4 bars (miditok TIME_SIGNATURE)
+SOUND_CAP_BEATS = 2  # a note counts as sounding for at most this long (studio.evaluation.groove)
+GRID_MIN_SHARE = 0.02  # a position in the beat is on the album's grid when it holds >= 2 % of its onsets
+
+
+def _ticks(value: str) -> int:
+    """``b.s.tpq`` (beats, ticks, ticks per quarter) -> ticks."""
+    b, s, tpq = map(int, value.split("."))
+    return b * tpq + s
+
+
+class TimeTables:
+    """What each token does to the clock, read once from a PerTok vocabulary."""
+
+    def __init__(self, vocab: dict[str, int]):
+        n = len(vocab)
+        self.shift = torch.zeros(n, dtype=torch.long)  # ticks a TimeShift moves
+        self.duration = torch.full((n,), -1, dtype=torch.long)  # ticks of a Duration, -1 otherwise
+        self.is_shift = torch.zeros(n, dtype=torch.bool)
+        self.is_bar = torch.zeros(n, dtype=torch.bool)
+        self.is_rest = torch.zeros(n, dtype=torch.bool)
+        self.is_pitch = torch.zeros(n, dtype=torch.bool)
+        tpqs = set()
+        for name, i in vocab.items():
+            kind, _, value = name.partition("_")
+            if kind == "TimeShift":
+                self.shift[i], self.is_shift[i] = _ticks(value), True
+                tpqs.add(int(value.split(".")[2]))
+            elif kind == "Duration":
+                self.duration[i] = _ticks(value)
+            elif kind == "Bar":
+                self.is_bar[i] = True
+            elif kind == "Rest":
+                self.is_rest[i] = True
+            elif kind == "Pitch":
+                self.is_pitch[i] = True
+        if len(tpqs) != 1 or not self.is_bar.any():
+            raise ValueError("not a PerTok vocabulary with Bar and TimeShift tokens: no clock to keep")
+        self.tpq = tpqs.pop()
+        self.bar = BAR_BEATS * self.tpq
+        self.step = math.gcd(self.tpq, *[int(s) for s in self.shift[self.is_shift]])  # the finest position
+        self.phases = self.tpq // self.step  # positions in a beat (8: 32nd notes at 320 ticks a beat)
+
+
+def supports(vocab: dict[str, int]) -> bool:
+    try:
+        TimeTables(vocab)
+    except ValueError:
+        return False
+    return True
+
+
+class Clock:
+    """Per-row musical time of streams being sampled (absolute ticks from the stream's start)."""
+
+    def __init__(self, tables: TimeTables, grids: list[list[int] | None], guard_beats: float = 1.0):
+        self.tt = tables
+        rows = len(grids)
+        self.t = torch.zeros(rows, dtype=torch.long)  # the clock (decoder's current_tick)
+        self.until = torch.zeros(rows, dtype=torch.long)  # when the last note still sounding ends
+        self.grid = torch.ones(rows, tables.phases, dtype=torch.bool)  # (rows, phases in a beat)
+        for r, g in enumerate(grids):
+            if g is not None:
+                self.grid[r] = False
+                self.grid[r, [p % tables.phases for p in g]] = True
+        self.guard = int(round(guard_beats * tables.tpq))
+
+    def feed(self, rows: list[list[int]]) -> None:
+        """Follow tokens already in the rows (a prompt), one position at a time."""
+        for k in range(max(len(r) for r in rows)):
+            ids = torch.tensor([r[k] if k < len(r) else -1 for r in rows])
+            self.update(ids)
+
+    def update(self, ids: torch.Tensor) -> None:
+        """Advance each row by its token (``ids``: (rows,), -1 = nothing)."""
+        tt, ok = self.tt, ids >= 0
+        safe = ids.clamp(min=0)
+        shift = torch.where(ok & tt.is_shift[safe], tt.shift[safe], 0)
+        t = self.t + shift
+        bar = ok & tt.is_bar[safe]
+        t = torch.where(bar, (self.t // tt.bar + 1) * tt.bar, t)
+        dur = torch.where(ok, tt.duration[safe], -1)
+        sound = t + dur.clamp(max=SOUND_CAP_BEATS * tt.tpq)
+        self.until = torch.where(dur >= 0, torch.maximum(self.until, sound), self.until)
+        self.t = t
+
+    def mask(self) -> torch.Tensor:
+        """(rows, vocab) bool: the tokens each row may take now as far as time goes."""
+        tt = self.tt
+        t = self.t.unsqueeze(1)  # (rows, 1)
+        pos = t % tt.bar
+        land = pos + tt.shift.unsqueeze(0)  # (rows, vocab) position in the bar after a shift
+        inside = land <= tt.bar - tt.step  # the encoder writes Bar before anything past this
+        phase = ((t + tt.shift.unsqueeze(0)) % tt.tpq) // tt.step
+        on_grid = torch.gather(self.grid, 1, phase.clamp(max=tt.phases - 1))
+        heard = torch.maximum(self.until, self.t).unsqueeze(1)
+        next_bar = (t // tt.bar + 1) * tt.bar
+        silence_shift = (t + tt.shift.unsqueeze(0)) - heard
+        silence_bar = next_bar - heard  # (rows, 1)
+        allow = torch.ones_like(land, dtype=torch.bool)
+        shift_ok = inside & on_grid & (silence_shift < self.guard)
+        allow = torch.where(tt.is_shift.unsqueeze(0), shift_ok, allow)
+        allow = torch.where(tt.is_bar.unsqueeze(0), silence_bar < self.guard, allow)
+        return allow & ~tt.is_rest.unsqueeze(0)
+
+
+def onset_phases(tables: TimeTables, streams) -> np.ndarray:
+    """Counts of note onsets per position in the beat (``phases`` bins) over whole token streams."""
+    shift, is_bar, is_pitch = tables.shift.tolist(), tables.is_bar.tolist(), tables.is_pitch.tolist()
+    counts = np.zeros(tables.phases, dtype=np.int64)
+    for ids in streams:
+        t = 0
+        for tok in np.asarray(ids, dtype=np.int64).tolist():  # plain ints: ~1 s per million tokens
+            if is_bar[tok]:
+                t = (t // tables.bar + 1) * tables.bar
+            elif is_pitch[tok]:
+                counts[(t % tables.tpq) // tables.step] += 1
+            else:
+                t += shift[tok]
+    return counts
+
+
+def album_grid(vocab: dict[str, int], streams) -> dict:
+    """The album's grid, stored with an adapter: onset share per position in the beat and the
+    positions holding at least ``GRID_MIN_SHARE`` of the onsets (chords count each note)."""
+    tables = TimeTables(vocab)
+    counts = onset_phases(tables, streams)
+    total = max(int(counts.sum()), 1)
+    share = [round(float(c) / total, 4) for c in counts]
+    return {"ticks_per_beat": tables.tpq, "step": tables.step, "share": share,
+            "grid": [p for p, s in enumerate(share) if s >= GRID_MIN_SHARE]}
