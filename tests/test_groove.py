@@ -143,3 +143,16 @@ def test_side_groove_and_the_yardstick():
     apart = groove_yardstick(artist, [riff(2 / 3)])
     assert apart["distance"] == 0.5 and apart["off_grid"] == 0.5
     assert groove_yardstick([], artist) == {}
+
+
+def test_the_epoch_line_words_groove_and_handles_runs_that_wrote_none():
+    from studio.training.events import describe
+
+    epoch = {"type": "epoch", "epoch": 2, "train_loss": 1.5, "val_loss": 1.6, "seconds": 3, "samples": ["a.mid"],
+             "copy_rate": 0.0, "texture_gap": 0.3, "groove_distance": 0.21, "artist_groove_distance": 0.14,
+             "groove": {"empty_beats": 0.25, "consistency": 0.8}}
+    assert "groove distance 0.21 (artist's own 0.14), empty beats 25%" in describe(epoch)
+    no_notes = {**epoch, "groove_distance": None, "groove": None, "artist_groove_distance": None}
+    assert "groove distance n/a," in describe(no_notes)  # samples were taken, none had notes
+    older = {k: v for k, v in epoch.items() if "groove" not in k and k != "samples"}
+    assert "groove" not in describe(older)  # a run from before groove was measured: nothing to say

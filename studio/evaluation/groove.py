@@ -214,12 +214,16 @@ def groove_yardstick(train_pieces: list[Score], heldout_pieces: list[Score]) -> 
             "train_pieces": t["pieces"], "heldout_pieces": h["pieces"]}
 
 
+def _fmt(x, spec: str = ".2f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
 def _pct(x) -> str:
-    return "n/a" if x is None else f"{x:.0%}"
+    return _fmt(x, ".0%")
 
 
 def _num(x) -> str:
-    return "n/a" if x is None else f"{x:.2f}"
+    return _fmt(x)
 
 
 def describe(g: dict, distance: float | None = None, yardstick: dict | None = None) -> str:
@@ -236,3 +240,33 @@ def describe(g: dict, distance: float | None = None, yardstick: dict | None = No
         parts.append(f"off-grid {_pct(g.get('off_grid'))}")
     parts.append(f"swing {_num(g.get('swing'))}")
     return ", ".join(parts)
+
+
+def describe_reference(reference: dict | None, yardstick: dict | None) -> str:
+    """The artist's groove and how far it is from itself, in one line."""
+    ref, own = reference or {}, yardstick or {}
+    return (f"artist {describe(ref)} ({ref.get('pieces', 0)} held-out pieces); the artist's own (training "
+            f"against held-out pieces): groove distance {_num(own.get('distance'))}, empty beats "
+            f"±{_num(own.get('empty_beats'))}, bar consistency ±{_num(own.get('consistency'))}")
+
+
+def figure_rows(reference: dict | None, yardstick: dict | None, sides) -> list[tuple[str, list[str]]]:
+    """(label, one cell per side) for a table: each label names the artist's value and its own spread.
+
+    ``sides`` are dicts holding ``groove`` and ``groove_distance`` (``side_groove``'s keys): eval's
+    base and adapter, or any set the UI shows beside the artist.
+    """
+    ref, own = reference or {}, yardstick or {}
+
+    def cells(key, spec=".2f"):
+        return [_fmt((s.get("groove") or {}).get(key), spec) for s in sides]
+
+    return [
+        (f"groove distance (artist's own {_num(own.get('distance'))})", [_num(s.get("groove_distance")) for s in sides]),
+        (f"empty beats (artist {_pct(ref.get('empty_beats'))} ±{_num(own.get('empty_beats'))})",
+         cells("empty_beats", ".0%")),
+        (f"bar consistency (artist {_num(ref.get('consistency'))} ±{_num(own.get('consistency'))})",
+         cells("consistency")),
+        (f"off-grid onsets (artist {_pct(ref.get('off_grid'))})", cells("off_grid", ".0%")),
+        (f"swing (artist {_num(ref.get('swing'))})", cells("swing")),
+    ]
