@@ -156,3 +156,20 @@ def test_the_epoch_line_words_groove_and_handles_runs_that_wrote_none():
     assert "groove distance n/a," in describe(no_notes)  # samples were taken, none had notes
     older = {k: v for k, v in epoch.items() if "groove" not in k and k != "samples"}
     assert "groove" not in describe(older)  # a run from before groove was measured: nothing to say
+
+
+def test_the_adapter_library_carries_the_best_epochs_groove_beside_the_artists(tmp_path):
+    from studio.service.library import AdapterEntry
+
+    artist = reference_groove([riff(1 / 2)])
+    best = {"epoch": 2, **side_groove([riff(2 / 3)], artist)}  # groove distance 0.5
+    meta = {"best_epoch": 2, "history": [{"epoch": 1, "groove_distance": 0.9}, best],
+            "reference_groove": artist, "groove_yardstick": {"distance": 0.14}, "finished_at": "2026-01-02T03:04:05"}
+    entry = AdapterEntry("mine", tmp_path, tmp_path, False, meta)
+    row = entry.row()
+    assert row["groove distance"] == 0.5 and row["artist's own groove distance"] == 0.14
+    assert row["off-grid"] == 0.5 and row["empty beats"] == 0.0 and row["bar consistency"] == 1.0
+    g = entry.groove()
+    assert g["epoch"] == 2 and g["artist"] == artist and g["groove"]["swing"] == 1.0
+    bare = AdapterEntry("bare", tmp_path, tmp_path, False, {"finished_at": "2026-01-02T03:04:05"})
+    assert bare.row()["groove distance"] is None and bare.groove()["artist"] == {}
