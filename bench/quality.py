@@ -140,10 +140,9 @@ def _line(e: dict) -> str:
 
 
 def artist_off_grid(r: dict) -> float | None:
-    """The artist's off-grid share, measured as a side is: its training pieces against the held-out
-    profile (the held-out pieces against themselves when there is no yardstick)."""
-    own = (r.get("groove_yardstick") or {}).get("off_grid")
-    return own if own is not None else (r.get("reference_groove") or {}).get("off_grid")
+    from studio.evaluation.groove import artist_off_grid as measured
+
+    return measured(r.get("reference_groove"), r.get("groove_yardstick"))
 
 
 def groove_checks(r: dict) -> dict[str, bool]:

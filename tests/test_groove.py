@@ -173,3 +173,15 @@ def test_the_adapter_library_carries_the_best_epochs_groove_beside_the_artists(t
     assert g["epoch"] == 2 and g["artist"] == artist and g["groove"]["swing"] == 1.0
     bare = AdapterEntry("bare", tmp_path, tmp_path, False, {"finished_at": "2026-01-02T03:04:05"})
     assert bare.row()["groove distance"] is None and bare.groove()["artist"] == {}
+
+
+def test_table_rows_name_the_artists_value_and_its_own_spread():
+    from studio.evaluation.groove import describe_reference, figure_rows
+
+    artist = reference_groove([riff(1 / 2)])
+    own = groove_yardstick([riff(1 / 2, bars=4)], [riff(1 / 2)])
+    rows = dict(figure_rows(artist, own, [side_groove([riff(2 / 3)], artist), {"groove": {}, "groove_distance": 1.0}]))
+    assert rows["groove distance (artist's own 0.00)"] == ["0.50", "1.00"]
+    assert rows["off-grid onsets (artist 0%)"] == ["50%", "n/a"]
+    assert rows["swing (artist 0.00)"] == ["1.00", "n/a"]
+    assert "1 held-out pieces" in describe_reference(artist, own) and "n/a" in describe_reference({}, {})
