@@ -8,8 +8,9 @@ Two modes:
   seeds, same prompt = BOS, one base in memory with the adapter switched off for the base side),
   then per side: held-out loss per token, copy rate against the adapter's own training pieces
   and style distance to them, texture, and groove against the held-out pieces (with the training
-  pieces against the held-out ones as the artist's own yardstick; studio/evaluation/groove.py). The training pieces and the held-out pieces are read from
-  ``<run>/training_meta.json``, which ``studio.training.train`` writes next to the adapter folders.
+  pieces against the held-out ones as the artist's own yardstick; studio/evaluation/groove.py).
+  The training pieces and the held-out pieces are read from ``<run>/training_meta.json``, which
+  ``studio.training.train`` writes next to the adapter folders.
 """
 
 from __future__ import annotations

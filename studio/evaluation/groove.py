@@ -271,7 +271,8 @@ def figure_rows(reference: dict | None, yardstick: dict | None, sides) -> list[t
         return [_fmt((s.get("groove") or {}).get(key), spec) for s in sides]
 
     return [
-        (f"groove distance (artist's own {_num(own.get('distance'))})", [_num(s.get("groove_distance")) for s in sides]),
+        (f"groove distance (artist's own {_num(own.get('distance'))})",
+         [_num(s.get("groove_distance")) for s in sides]),
         (f"empty beats (artist {_pct(ref.get('empty_beats'))} ±{_num(own.get('empty_beats'))})",
          cells("empty_beats", ".0%")),
         (f"bar consistency (artist {_num(ref.get('consistency'))} ±{_num(own.get('consistency'))})",

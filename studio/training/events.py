@@ -4,7 +4,8 @@ The training loop and ``studio.training.train`` emit events as plain dicts (they
 as JSON lines in the run folder's metrics.jsonl). Every reader (the CLI's progress bar, the
 Train tab, the run log) turns a dict into a typed event with ``parse`` and into words with
 ``describe``; a field that may be missing (a copy rate when no sample had notes, a texture gap
-or groove distance before the first samples, a field an older run did not write) gets its default here, once.
+or groove distance before the first samples, a field an older run did not write) gets its
+default here, once.
 """
 
 from __future__ import annotations
@@ -109,12 +110,13 @@ def _num(x: float | None, fmt: str = ".2f", missing: str = "n/a") -> str:
 
 
 def _groove(ev: EpochEvent) -> str:
-    """', groove distance 0.21 (artist's own 0.14), empty beats 25 %' (nothing for a run that wrote none)."""
+    """', groove distance 0.21 (artist's own 0.14), empty beats 25%' (nothing for a run that wrote none)."""
     if ev.groove_distance is None and not ev.samples:
         return ""
     own = f" (artist's own {_num(ev.artist_groove_distance)})" if ev.artist_groove_distance is not None else ""
     empty = (ev.groove or {}).get("empty_beats")
-    return f", groove distance {_num(ev.groove_distance)}{own}" + (f", empty beats {empty:.0%}" if empty is not None else "")
+    empty_text = f", empty beats {empty:.0%}" if empty is not None else ""
+    return f", groove distance {_num(ev.groove_distance)}{own}{empty_text}"
 
 
 def describe(e: dict | Event) -> str:

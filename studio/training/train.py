@@ -207,7 +207,8 @@ class LoraHooks(loop.Hooks):
 
             held = list(self.heldout_references.values())
             self._ref_groove = reference_groove(held or list(self.references.values()))
-            self.meta["reference_groove"] = {**self._ref_groove, "from": "held-out pieces" if held else "training pieces"}
+            origin = "held-out pieces" if held else "training pieces"
+            self.meta["reference_groove"] = {**self._ref_groove, "from": origin}
         return self._ref_groove
 
     @property
