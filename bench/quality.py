@@ -4,8 +4,9 @@ For each evaluation artist (Beethoven and Haydn string-quartet movements, never 
 training set: studio/ingest/eval_sets.py) it does what a user does with the guide's commands and their
 defaults: ``augment`` the movements, ``train`` with no flags beyond the folders and the base, then
 ``eval``: held-out loss of the base and the adapter, the texture gap of unprompted samples to the
-artist's own pieces, the copy rate, the minutes of training, and the minutes until the validation
-loss came within 2 % of its best. It writes a table into bench/RESULTS.md (between markers) and
+artist's own pieces, their groove against the artist's held-out pieces (with the artist's own
+training pieces as the yardstick), the copy rate, the minutes of training, and the minutes until
+the validation loss came within 2 % of its best. It writes a table into bench/RESULTS.md (between markers) and
 the raw results to bench/out/quality.json.
 
 ``--preset artist|flavor`` measures one of the app's presets instead (studio.config.TRAIN_PRESETS:
@@ -38,7 +39,11 @@ def section_name(preset: str | None) -> str:
 def markers(preset: str | None) -> tuple[str, str]:
     return f"<!-- {section_name(preset)}:begin -->", f"<!-- {section_name(preset)}:end -->"
 
-TARGETS = {"loss_ratio": 0.85, "texture_gap": 0.30, "copy_rate": 0.10, "train_minutes": 12.0}
+TARGETS = {"loss_ratio": 0.85, "texture_gap": 0.30, "copy_rate": 0.10, "train_minutes": 12.0,
+           # groove (issue 31), each judged against the artist's held-out pieces with the artist's own
+           # training pieces as the yardstick: distance ≤ the artist's own + 0.05 (and ≤ the base's);
+           # empty beats and bar consistency within the artist's own difference + 0.03; off-grid ≤ 2 × the artist's
+           "groove_margin": 0.05, "groove_spread_margin": 0.03, "off_grid_factor": 2.0}
 
 
 def _override(items: list[str]) -> dict:
@@ -109,6 +114,9 @@ def run_artist(artist: str, files: list[Path], work: Path, base: str, overrides:
         "reference_texture": result["reference_texture"], "base_texture": b["texture"],
         "adapter_texture": a["texture"], "held_out": result["held_out"], "per_epoch": per_epoch,
         "base_loss_by_kind": b["loss_by_kind"], "adapter_loss_by_kind": a["loss_by_kind"],
+        "base_groove_distance": b["groove_distance"], "adapter_groove_distance": a["groove_distance"],
+        "base_groove": b["groove"], "adapter_groove": a["groove"],
+        "reference_groove": result["reference_groove"], "groove_yardstick": result["groove_yardstick"],
     }
 
 
@@ -121,7 +129,8 @@ def epoch_row(h: dict, samples: int, new_tokens: int) -> dict:
     print(f"[quality] epoch {h['epoch']}: held-out {a['held_out_loss']:.4f}, texture gap {a['texture_gap']}", flush=True)
     return {"epoch": h["epoch"], "val_loss": h["val_loss"], "training_texture_gap": h.get("texture_gap"),
             "held_out_loss": round(a["held_out_loss"], 4), "texture_gap": a["texture_gap"], "texture": a["texture"],
-            "copy_rate": round(a["mean_copy_rate"], 4)}
+            "copy_rate": round(a["mean_copy_rate"], 4), "training_groove_distance": h.get("groove_distance"),
+            "groove_distance": a["groove_distance"], "groove": a["groove"]}
 
 
 def _line(e: dict) -> str:
@@ -130,12 +139,35 @@ def _line(e: dict) -> str:
     return describe(e)
 
 
+def artist_off_grid(r: dict) -> float | None:
+    from studio.evaluation.groove import artist_off_grid as measured
+
+    return measured(r.get("reference_groove"), r.get("groove_yardstick"))
+
+
+def groove_checks(r: dict) -> dict[str, bool]:
+    """The groove targets of issue 31; a figure that could not be measured misses its target."""
+    own, ref, ad = r.get("groove_yardstick") or {}, r.get("reference_groove") or {}, r.get("adapter_groove") or {}
+
+    def within(key: str) -> bool:
+        vals = (ad.get(key), ref.get(key), own.get(key))
+        return None not in vals and abs(vals[0] - vals[1]) <= vals[2] + TARGETS["groove_spread_margin"]
+
+    dist, base_dist, off, artist_off = (r.get("adapter_groove_distance"), r.get("base_groove_distance"),
+                                        ad.get("off_grid"), artist_off_grid(r))
+    return {"groove": None not in (dist, base_dist, own.get("distance"))
+            and dist <= own["distance"] + TARGETS["groove_margin"] and dist <= base_dist,
+            "empty beats": within("empty_beats"), "consistency": within("consistency"),
+            "off-grid": None not in (off, artist_off) and off <= TARGETS["off_grid_factor"] * artist_off}
+
+
 def verdict(r: dict) -> str:
     ok = {"loss": r["loss_ratio"] <= TARGETS["loss_ratio"],
           "texture": r["adapter_texture_gap"] <= TARGETS["texture_gap"]
           and r["adapter_texture_gap"] <= r["base_texture_gap"] / 2,
           "copy": r["adapter_copy_rate"] < TARGETS["copy_rate"],
-          "time": r["train_minutes"] <= TARGETS["train_minutes"]}
+          "time": r["train_minutes"] <= TARGETS["train_minutes"],
+          **(groove_checks(r) if "adapter_groove" in r else {})}  # results written before groove: not judged
     missed = [k for k, v in ok.items() if not v]
     return "met" if not missed else "missed: " + ", ".join(missed)
 
@@ -156,6 +188,7 @@ def table(results: list[dict], context: str, preset: str | None = None) -> str:
                      f"{r['loss_ratio']:.3f} | {r['base_texture_gap']:.2f} → {r['adapter_texture_gap']:.2f} | "
                      f"{r['adapter_copy_rate']:.3f} | {r['train_minutes']:.1f} | {r['minutes_to_within_2pct']} | "
                      f"{r['best_epoch']} | {verdict(r)} |")
+    lines += groove_table(results)
     lines += ["", "Texture (notes/s, voices at once, pitch span; docs/METRICS.md), artist / base / adapter:", ""]
     for r in results:
         lines.append(f"- {r['artist']}: {tex(r['reference_texture'])} / {tex(r['base_texture'])} / "
@@ -172,8 +205,42 @@ def table(results: list[dict], context: str, preset: str | None = None) -> str:
                       "validation loss, held-out loss, texture gap of its training-time samples → of the "
                       "evaluation's, notes/s, voices", ""]
             lines += [f"- {e['epoch']}: {e['val_loss']:.4f}, {e['held_out_loss']:.4f}, {e['training_texture_gap']} → "
-                      f"{e['texture_gap']:.2f}, {tex(e['texture'])}" for e in r["per_epoch"]]
+                      f"{e['texture_gap']:.2f}, {tex(e['texture'])}; groove distance "
+                      f"{_f(e.get('training_groove_distance'))} → {_f(e.get('groove_distance'))}" for e in r["per_epoch"]]
     return "\n".join(lines + ["", end])
+
+
+def _f(x, spec: str = ".2f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def groove_table(results: list[dict]) -> list[str]:
+    """Groove per artist: base → adapter beside the artist's held-out pieces and its own spread."""
+    m = TARGETS
+    lines = ["", "Groove (docs/METRICS.md §7), against the artist's held-out pieces; the artist's own = its training "
+             "pieces against them (the yardstick). Empty beats, bar consistency, off-grid onsets and swing: "
+             "artist / base / adapter.", "",
+             f"| artist | groove distance base → adapter (≤ own + {m['groove_margin']}, ≤ base) | artist's own | "
+             f"empty beats (± own + {m['groove_spread_margin']}) | bar consistency (± own + {m['groove_spread_margin']}) | "
+             f"off-grid (≤ {m['off_grid_factor']:g} × artist) | swing | groove targets |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        if "adapter_groove" not in r:
+            continue
+        own, ref = r.get("groove_yardstick") or {}, r.get("reference_groove") or {}
+        b, a = r.get("base_groove") or {}, r.get("adapter_groove") or {}
+
+        def three(key, spec=".2f", artist=None):
+            first = ref.get(key) if artist is None else artist
+            return " / ".join(_f(x, spec) for x in (first, b.get(key), a.get(key)))
+
+        missed = [k for k, v in groove_checks(r).items() if not v]
+        lines.append(f"| {r['artist']} | {_f(r['base_groove_distance'])} → {_f(r['adapter_groove_distance'])} | "
+                     f"{_f(own.get('distance'))} | {three('empty_beats', '.0%')} (± {_f(own.get('empty_beats'))}) | "
+                     f"{three('consistency')} (± {_f(own.get('consistency'))}) | "
+                     f"{three('off_grid', '.0%', artist_off_grid(r))} | {three('swing')} | "
+                     f"{'met' if not missed else 'missed: ' + ', '.join(missed)} |")
+    return lines
 
 
 def write_section(path: Path, section: str) -> None:

@@ -99,6 +99,25 @@ def test_verdicts_use_paired_ratios_and_absolute_limits():
     assert interleaved(3, ["a", "b"]) == [["a", "b"], ["b", "a"], ["a", "b"]]
 
 
+def test_quality_groove_targets_judge_against_the_artists_own_spread():
+    from bench.quality import groove_checks, verdict
+
+    r = {"loss_ratio": 0.7, "adapter_texture_gap": 0.2, "base_texture_gap": 0.5, "adapter_copy_rate": 0.0,
+         "train_minutes": 2.0, "base_groove_distance": 0.30, "adapter_groove_distance": 0.19,
+         "groove_yardstick": {"distance": 0.14, "empty_beats": 0.01, "consistency": 0.02, "off_grid": 0.05},
+         "reference_groove": {"empty_beats": 0.0, "consistency": 0.90, "off_grid": 0.02},
+         "adapter_groove": {"empty_beats": 0.04, "consistency": 0.86, "off_grid": 0.10}}
+    assert groove_checks(r) == {"groove": True, "empty beats": True, "consistency": True, "off-grid": True}
+    assert verdict(r) == "met"
+    far = {**r, "adapter_groove_distance": 0.20, "adapter_groove": {"empty_beats": 0.25, "consistency": 0.80,
+                                                                    "off_grid": 0.27}}
+    assert verdict(far) == "missed: groove, empty beats, consistency, off-grid"  # 0.20 > 0.14 + 0.05
+    assert groove_checks({**r, "adapter_groove_distance": 0.31})["groove"] is False  # above the base's
+    assert groove_checks({**r, "adapter_groove": {}})["empty beats"] is False  # no samples: not met
+    old = {k: v for k, v in r.items() if "groove" not in k}
+    assert verdict(old) == "met"  # a result from before groove was measured is judged as it was
+
+
 def test_quality_bench_smoke_trains_evaluates_and_writes_its_table(tmp_path):
     out = tmp_path / "RESULTS.md"
     out.write_text("# results\n\nkept text\n")
@@ -107,6 +126,7 @@ def test_quality_bench_smoke_trains_evaluates_and_writes_its_table(tmp_path):
     text = out.read_text()
     assert "kept text" in text and "<!-- quality:begin -->" in text and "| smoke | 4 |" in text
     assert "texture gap base → adapter" in text
+    assert "groove distance base → adapter" in text and "| smoke | " in text.split("groove distance base")[1]
     # the app's artist-only preset: its own section, trained on the album as it is, rank 8
     res = _run(["bench", "quality", "--smoke", "--preset", "artist", "--each-epoch", "--results", str(out)])
     assert res.returncode == 0, res.stderr[-3000:]

@@ -172,8 +172,24 @@ def test_adapter_mode_compares_base_and_adapter(trained_run, music_base, tok, tm
         assert sum(k["share"] for k in kinds.values()) == pytest.approx(1.0, abs=1e-3)
         mean = sum(k["loss"] * k["tokens"] for k in kinds.values()) / sum(k["tokens"] for k in kinds.values())
         assert mean == pytest.approx(result[side]["held_out_loss"], rel=1e-3)
-    for line_part in ("base", "adapter", "held-out loss", "Pitch tokens", "mean copy rate", "style distance"):
+    for line_part in ("base", "adapter", "held-out loss", "Pitch tokens", "mean copy rate", "style distance",
+                      "groove distance (artist's own", "empty beats (artist", "bar consistency"):
         assert line_part in printed
+    # groove: judged against the held-out piece as the model saw it, the training pieces as the yardstick
+    from studio.evaluation.groove import groove_yardstick, mean_groove
+    from studio.ingest.midi import load_score
+    from studio.model.tokenizer import decode, encode
+
+    held_score = decode(tok, encode(tok, load_score(meta["val_files"][0])))
+    ref = result["reference_groove"]
+    assert ref["pieces"] == 1 and ref["profile"] == mean_groove([held_score])["profile"]
+    assert sum(ref["profile"]) == pytest.approx(1.0, abs=1e-3) and ref["off_grid"] is not None
+    trains = [decode(tok, encode(tok, load_score(f))) for f in result["references"]["pieces"].values()]
+    assert result["groove_yardstick"] == groove_yardstick(trains, [held_score])
+    for side in ("base", "adapter"):
+        s = result[side]
+        assert 0 <= s["groove_distance"] <= 1 and 0 <= s["groove"]["empty_beats"] <= 1
+        assert 0 <= s["groove"]["off_grid"] <= 1 and len(s["groove"]["profile"]) == 12
 
 
 def test_adapter_mode_with_held_out_folder(trained_run, tmp_path):

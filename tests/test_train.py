@@ -180,16 +180,22 @@ def test_every_epoch_is_kept_with_its_loss_copy_rate_and_texture_gap(album, tmp_
     epochs = [e for e in events if e["type"] == "epoch"]
     meta = json.loads((tmp_path / "run" / "training_meta.json").read_text())
     assert meta["reference_texture"]["voices"] > 1  # the album: melody over a bass line
+    # the artist's groove: its held-out piece; the yardstick: its training pieces against it
+    assert meta["reference_groove"]["from"] == "held-out pieces" and meta["reference_groove"]["pieces"] == 1
+    assert meta["groove_yardstick"]["train_pieces"] == 3 and 0 <= meta["groove_yardstick"]["distance"] <= 1
     for e in epochs:
         folder = tmp_path / "run" / "epochs" / f"{e['epoch']:02d}"
         assert e["folder"] == str(folder) and (folder / "adapter_model.safetensors").is_file()
         kept = json.loads((folder / "epoch_metrics.json").read_text())
         assert kept["val_loss"] == pytest.approx(e["val_loss"])
         assert kept["copy_rate"] == e["copy_rate"] and kept["texture_gap"] == e["texture_gap"]
+        assert kept["groove_distance"] == e["groove_distance"] and kept["groove"] == e["groove"]
+        assert e["artist_groove_distance"] == meta["groove_yardstick"]["distance"]
         if e["samples"]:  # a sample with notes: both measured, the gap in [0, 1]
             assert 0 <= kept["texture_gap"] <= 1 and kept["texture"]["notes"] > 0
+            assert 0 <= kept["groove_distance"] <= 1 and 0 <= kept["groove"]["empty_beats"] <= 1
         else:
-            assert kept["copy_rate"] is None and kept["texture_gap"] is None
+            assert kept["copy_rate"] is None and kept["texture_gap"] is None and kept["groove_distance"] is None
     # epoch 2 differs from epoch 1 (the adapter moved)
     from safetensors.torch import load_file
 

@@ -7,8 +7,10 @@ Two modes:
 * ``--adapter-dir <run>/adapter-best``: seeded samples from the base and from base + adapter (same
   seeds, same prompt = BOS, one base in memory with the adapter switched off for the base side),
   then per side: held-out loss per token, copy rate against the adapter's own training pieces
-  and style distance to them. The training pieces and the held-out pieces are read from
-  ``<run>/training_meta.json``, which ``studio.training.train`` writes next to the adapter folders.
+  and style distance to them, texture, and groove against the held-out pieces (with the training
+  pieces against the held-out ones as the artist's own yardstick; studio/evaluation/groove.py).
+  The training pieces and the held-out pieces are read from ``<run>/training_meta.json``, which
+  ``studio.training.train`` writes next to the adapter folders.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from studio.evaluation import metrics
 from studio.ingest.augment import VARIANT_SEP, source_of
 from studio.config import DEFAULT_BASE, SamplingConfig
 from studio.evaluation.loss import loss_by_kind, token_losses
+from studio.evaluation.groove import describe_reference, figure_rows, groove_yardstick, reference_groove, side_groove
 from studio.evaluation.texture import describe, mean_texture, texture_gap
 
 log = logging.getLogger(__name__)
@@ -155,9 +158,9 @@ def _load_references(files: dict[str, Path], tok) -> tuple[dict, list[dict]]:
     return refs, [{"file": str(p), "reason": why} for p, why in failed]
 
 
-def held_out_windows(meta: dict, meta_path: Path, data_dir, tok, window: int) -> tuple[list, dict]:
-    """Token windows of the held-out pieces (--data-dir, else the run's validation files)."""
-    from studio.model.data import Piece, collect_pieces, pack_windows, tokenize_pieces
+def held_out_pieces(meta: dict, meta_path: Path, data_dir) -> tuple[list, str]:
+    """(pieces, where from) of the artist's held-out pieces: --data-dir, else the run's validation files."""
+    from studio.model.data import Piece, collect_pieces
 
     if data_dir:
         pieces = collect_pieces(data_dir)  # FileNotFoundError names a missing folder
@@ -171,6 +174,14 @@ def held_out_windows(meta: dict, meta_path: Path, data_dir, tok, window: int) ->
                                     "pass --data-dir DIR with held-out pieces")
     if not pieces:
         raise ValueError(f"{data_dir}: no .mid or .midi files found")
+    return pieces, origin
+
+
+def held_out_windows(meta: dict, meta_path: Path, data_dir, tok, window: int) -> tuple[list, dict]:
+    """Token windows of the held-out pieces (--data-dir, else the run's validation files)."""
+    from studio.model.data import pack_windows, tokenize_pieces
+
+    pieces, origin = held_out_pieces(meta, meta_path, data_dir)
     toks = tokenize_pieces(pieces, tok)
     if not toks.pieces:
         raise ValueError(f"{origin}: no held-out piece could be tokenized ({toks.failed[:3]})")
@@ -178,6 +189,19 @@ def held_out_windows(meta: dict, meta_path: Path, data_dir, tok, window: int) ->
     info = {"from": origin, "files": len(toks.pieces), "tokens": toks.n_tokens, "windows": len(windows),
             "window_tokens": window, "failed": [{"file": f, "reason": r} for f, r in toks.failed]}
     return windows, info
+
+
+def held_out_scores(meta: dict, meta_path: Path, data_dir, tok) -> list:
+    """The held-out pieces as the model saw them (encoded, decoded), one per source, originals first:
+    the artist's groove that each side is judged against (token ids come from the cache)."""
+    from studio.model.data import tokenize_pieces
+    from studio.model.tokenizer import decode
+
+    pieces, _ = held_out_pieces(meta, meta_path, data_dir)
+    chosen = {}
+    for p in sorted(pieces, key=lambda p: (VARIANT_SEP in p.path.stem, str(p.path))):
+        chosen.setdefault(p.source, p)
+    return [decode(tok, ids.tolist()) for _, ids in tokenize_pieces(list(chosen.values()), tok).pieces]
 
 
 def _sample_side(model, tok, seeds, sampling: SamplingConfig, index, save_dir, label) -> tuple:
@@ -200,7 +224,8 @@ def _sample_side(model, tok, seeds, sampling: SamplingConfig, index, save_dir, l
     return rows, scores, messages
 
 
-def _side_summary(rows: list[dict], scores: list, refs: dict, loss: float, ref_texture: dict) -> dict:
+def _side_summary(rows: list[dict], scores: list, refs: dict, loss: float, ref_texture: dict,
+                  ref_groove: dict) -> dict:
     rates = [r["copy_rate"] for r in rows]
     tex = mean_texture(scores) if scores else {}
     top = max(rows, key=lambda r: (r["copy_rate"], r["longest_copy_notes"]))
@@ -218,6 +243,8 @@ def _side_summary(rows: list[dict], scores: list, refs: dict, loss: float, ref_t
         # what a listener hears first, next to the artist's own (studio/evaluation/texture.py)
         "texture": tex,
         "texture_gap": texture_gap(tex, ref_texture) if scores else 1.0,
+        # where in the beat its notes start, against the artist's held-out pieces (groove.py)
+        **side_groove(scores, ref_groove),
         "samples": rows,
     }
 
@@ -270,6 +297,9 @@ def evaluate_adapter(adapter_dir, data_dir=None, reference_dir=None, samples: in
                               top_p=top_p, top_k=top_k)
     args = (tok, seeds, sampling, index, save_samples)
     ref_texture = mean_texture(list(refs.values()))
+    heldout = held_out_scores(meta, meta_path, data_dir, tok)
+    ref_groove = reference_groove(heldout)  # the artist's groove: pieces the adapter never trained on
+    yardstick = groove_yardstick(list(refs.values()), heldout)  # how far the artist is from itself
     with model.disable_adapter():
         base_tgt, base_nll = token_losses(model, windows, dev)
         base_rows, base_scores, messages = _sample_side(model, *args, "base")
@@ -289,11 +319,13 @@ def evaluate_adapter(adapter_dir, data_dir=None, reference_dir=None, samples: in
         "references": {"from": str(reference_dir) if reference_dir else f"train_files of {meta_path}",
                        "pieces": {k: str(v) for k, v in ref_files.items() if k in refs},
                        "through_tokenizer": True, "skipped": skipped},
-        "base": {**_side_summary(base_rows, base_scores, refs, base_loss, ref_texture),
+        "base": {**_side_summary(base_rows, base_scores, refs, base_loss, ref_texture, ref_groove),
                  "loss_by_kind": loss_by_kind(base_tgt, base_nll, tok)},
-        "adapter": {**_side_summary(ad_rows, ad_scores, refs, adapter_loss, ref_texture),
+        "adapter": {**_side_summary(ad_rows, ad_scores, refs, adapter_loss, ref_texture, ref_groove),
                     "loss_by_kind": loss_by_kind(ad_tgt, ad_nll, tok)},
         "reference_texture": ref_texture,
+        "reference_groove": ref_groove,
+        "groove_yardstick": yardstick,
         "seconds": round(time.time() - started, 2),
     }
 
@@ -318,6 +350,8 @@ def adapter_table(result: dict) -> str:
         row("longest copy (notes/seconds)", copied),
         row("samples with notes", lambda s: f"{s['samples_with_notes']}/{len(s['samples'])}"),
         row("texture gap to the artist (0 = same)", lambda s: f"{s['texture_gap']:.2f}"),
+        *[f"{label:<39}" + "".join(f"  {c:>10}" for c in cells)
+          for label, cells in figure_rows(result.get("reference_groove"), result.get("groove_yardstick"), (b, a))],
     ]
     if b.get("loss_by_kind"):
         lines.append("held-out loss by kind of token (nats)")
@@ -332,6 +366,7 @@ def adapter_table(result: dict) -> str:
     lines.append(f"texture: artist {describe(result['reference_texture'])}")
     for label, side in (("base", b), ("adapter", a)):
         lines.append(f"texture: {label} {describe(side['texture'])}")
+    lines.append(f"groove: {describe_reference(result.get('reference_groove'), result.get('groove_yardstick'))}")
     lines.append(f"held-out pieces: {held['from']} ({held['files']} files, {held['tokens']} tokens); "
                  f"references: {len(result['references']['pieces'])} training pieces; "
                  f"seeds {result['settings']['seeds'][0]}..{result['settings']['seeds'][-1]}")

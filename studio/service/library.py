@@ -67,9 +67,25 @@ class AdapterEntry:
             # of the best epoch's samples: did it copy the album, does it sound like it (0 = same texture)
             "copy rate": _rounded(best_rec.get("copy_rate")),
             "texture gap": _rounded(best_rec.get("texture_gap")),
+            # does it keep the artist's time (studio/evaluation/groove.py), beside how far the artist is from itself
+            "groove distance": _rounded(best_rec.get("groove_distance")),
+            "artist's own groove distance": _rounded((m.get("groove_yardstick") or {}).get("distance")),
+            "empty beats": _rounded((best_rec.get("groove") or {}).get("empty_beats")),
+            "bar consistency": _rounded((best_rec.get("groove") or {}).get("consistency")),
+            "off-grid": _rounded((best_rec.get("groove") or {}).get("off_grid")),
             "weights": self.weights.name if self.weights != self.folder else "adapter",
             "source": "bundled" if self.bundled else "yours",
         }
+
+    def groove(self) -> dict:
+        """The groove record of the best epoch's samples beside the artist's (training_meta.json):
+        {"epoch", "groove", "groove_distance", "artist", "yardstick"}; empty dicts where a run (or a
+        bare adapter) measured none. What the Adapters table and the Compare tab show."""
+        m = self.meta
+        best = next((h for h in m.get("history") or [] if h.get("epoch") == m.get("best_epoch")), {})
+        return {"epoch": m.get("best_epoch"), "groove": best.get("groove") or {},
+                "groove_distance": best.get("groove_distance"), "artist": m.get("reference_groove") or {},
+                "yardstick": m.get("groove_yardstick") or {}}
 
 
 def _rounded(x) -> float | None:
@@ -134,14 +150,16 @@ def get_adapter(name: str) -> AdapterEntry:
 
 
 def epoch_sides(entry: AdapterEntry) -> list[tuple[str, str]]:
-    """(label, name) of every kept epoch of ``entry``: 'NAME @ epoch 3 · loss 1.62 · copy 0.00 · gap 0.21'."""
+    """(label, name) of every kept epoch of ``entry``:
+    'NAME @ epoch 3 · loss 1.62 · copy 0.00 · texture gap 0.21 · groove 0.18'."""
     out = []
     for folder in sorted((entry.folder / EPOCHS).glob("[0-9][0-9]")):
         if not (folder / "adapter_config.json").is_file():
             continue
         m = _read(folder / EPOCH_METRICS)
         bits = [f"{label} {m[key]:.2f}" for key, label in (("val_loss", "loss"), ("copy_rate", "copy"),
-                                                             ("texture_gap", "texture gap"))
+                                                             ("texture_gap", "texture gap"),
+                                                             ("groove_distance", "groove"))
                 if isinstance(m.get(key), (int, float))]
         out.append((" · ".join([f"{entry.name} @ epoch {int(folder.name)}", *bits]),
                     f"{entry.name}{EPOCH_SEP}{folder.name}"))

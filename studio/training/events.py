@@ -4,7 +4,8 @@ The training loop and ``studio.training.train`` emit events as plain dicts (they
 as JSON lines in the run folder's metrics.jsonl). Every reader (the CLI's progress bar, the
 Train tab, the run log) turns a dict into a typed event with ``parse`` and into words with
 ``describe``; a field that may be missing (a copy rate when no sample had notes, a texture gap
-before the first samples, a field an older run did not write) gets its default here, once.
+or groove distance before the first samples, a field an older run did not write) gets its
+default here, once.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class EpochEvent(Event):
     copy_rate: float | None = None  # None: no sample had notes, or samples are off
     texture_gap: float | None = None  # None: as above
     texture: dict | None = None  # mean texture of the epoch's samples
+    groove_distance: float | None = None  # onset-in-beat profile to the artist's held-out pieces; None: as above
+    groove: dict | None = None  # the samples' groove (studio/evaluation/groove.py: side_groove)
+    artist_groove_distance: float | None = None  # the artist's own: training to held-out pieces (the yardstick)
     samples: list = field(default_factory=list)
     folder: str | None = None  # where this epoch's adapter was kept (epochs/NN)
 
@@ -105,6 +109,16 @@ def _num(x: float | None, fmt: str = ".2f", missing: str = "n/a") -> str:
     return missing if x is None else format(x, fmt)
 
 
+def _groove(ev: EpochEvent) -> str:
+    """', groove distance 0.21 (artist's own 0.14), empty beats 25%' (nothing for a run that wrote none)."""
+    if ev.groove_distance is None and not ev.samples:
+        return ""
+    own = f" (artist's own {_num(ev.artist_groove_distance)})" if ev.artist_groove_distance is not None else ""
+    empty = (ev.groove or {}).get("empty_beats")
+    empty_text = f", empty beats {empty:.0%}" if empty is not None else ""
+    return f", groove distance {_num(ev.groove_distance)}{own}{empty_text}"
+
+
 def describe(e: dict | Event) -> str:
     """One line in words for any event (what the CLI prints, the Train tab and the run log show)."""
     ev = parse(e)
@@ -121,7 +135,7 @@ def describe(e: dict | Event) -> str:
         texture = f", texture gap {_num(ev.texture_gap)}" if ev.texture_gap is not None or ev.samples else ""
         copy = f", copy rate {_num(ev.copy_rate)}" if ev.copy_rate is not None or ev.samples else ""
         return (f"epoch {ev.epoch}: train loss {ev.train_loss:.4f}, validation loss {ev.val_loss:.4f}"
-                f"{copy}{texture}{' (best so far)' if ev.best else ''}, {ev.seconds:.0f} s")
+                f"{copy}{texture}{_groove(ev)}{' (best so far)' if ev.best else ''}, {ev.seconds:.0f} s")
     if isinstance(ev, StoppedEvent):
         return f"stopped: {ev.reason}"
     if isinstance(ev, DoneEvent):

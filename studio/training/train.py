@@ -25,6 +25,7 @@ import torch
 from studio.layout import ADAPTER_BEST, ADAPTER_LAST, EPOCH_METRICS, EPOCHS, GENERATION_CONFIG, TRAINING_META
 from studio.training import checkpoint, loop
 from studio.config import DEFAULT_BASE, SamplingConfig, TrainConfig
+from studio.ingest.augment import VARIANT_SEP
 from studio.model.data import prepare
 from studio.training.distributed import Dist
 from studio.training.fused_lora import use_fused_lora
@@ -89,7 +90,7 @@ class LoraHooks(loop.Hooks):
         self.cfg, self.tok, self.base, self.meta, self.on_event = cfg, tok, base_info, meta, on_event
         self.out = Path(cfg.output_dir)
         self.prepared = prepared
-        self._index = self._references = self._ref_texture = None
+        self._index = self._references = self._ref_texture = self._heldout = self._ref_groove = self._yardstick = None
 
     def _save(self, model, name: str) -> None:
         folder = save_adapter(model, self.out / name, self.tok, self.base)
@@ -118,6 +119,7 @@ class LoraHooks(loop.Hooks):
 
     def _sample_epoch(self, model, record: dict) -> str:
         from studio.model.generate import sample
+        from studio.evaluation.groove import side_groove
         from studio.evaluation.texture import mean_texture, texture_gap
 
         rates, files, scores = [], [], []
@@ -140,13 +142,15 @@ class LoraHooks(loop.Hooks):
         model.train()
         record["samples"] = files
         record["copy_rate"] = None  # no sample with notes: nothing to measure this epoch
-        record["texture_gap"] = record["texture"] = None
+        record["texture_gap"] = record["texture"] = record["groove_distance"] = record["groove"] = None
         artist = self.reference_texture  # the album's own texture goes into the meta even if no sample has notes
+        record["artist_groove_distance"] = self.groove_yardstick.get("distance")  # also puts both into the meta
         if not rates:
             return ""
         record["copy_rate"] = float(sum(rates) / len(rates))
         record["texture"] = mean_texture(scores)
         record["texture_gap"] = texture_gap(record["texture"], artist)
+        record.update(side_groove(scores, self.reference_groove))  # groove, groove_distance
         if self.cfg.copy_threshold and record["copy_rate"] > self.cfg.copy_threshold:
             return (f"samples copy the training pieces (copy rate {record['copy_rate']:.2f} > "
                     f"{self.cfg.copy_threshold:.2f}) at epoch {record['epoch']}")
@@ -156,7 +160,8 @@ class LoraHooks(loop.Hooks):
         """Every epoch's adapter stays (epochs/NN, with its numbers), to go back to the one that sounds best."""
         folder = self.out / EPOCHS / f"{record['epoch']:02d}"
         save_adapter(model, folder, self.tok, self.base)
-        keep = ("epoch", "train_loss", "val_loss", "copy_rate", "texture_gap", "texture", "step")
+        keep = ("epoch", "train_loss", "val_loss", "copy_rate", "texture_gap", "texture", "groove_distance", "groove",
+                "artist_groove_distance", "step")
         write_json_atomic(folder / EPOCH_METRICS, {k: record.get(k) for k in keep})
         record["folder"] = str(folder)
 
@@ -165,16 +170,57 @@ class LoraHooks(loop.Hooks):
         """The album's pieces (one file per source, not blended corpus pieces) as the model saw
         them: after the tokenizer's quantisation."""
         if self._references is None:
-            from studio.ingest.midi import load_score
-            from studio.model.tokenizer import decode, encode
-
-            root = Path(self.cfg.data_dir).resolve()
-            files = {}
-            for p in self.prepared.split.train:
-                if p.path.resolve().is_relative_to(root):
-                    files.setdefault(p.source, p.path)
-            self._references = {s: decode(self.tok, encode(self.tok, load_score(f))) for s, f in files.items()}
+            self._references = self._album_pieces(self.prepared.split.train)
         return self._references
+
+    @property
+    def heldout_references(self) -> dict:
+        """The album's validation pieces (one file per source, as the model saw them): the artist's
+        groove is judged against pieces the adapter never trained on."""
+        if self._heldout is None:
+            self._heldout = self._album_pieces(self.prepared.split.val)
+        return self._heldout
+
+    def _album_pieces(self, pieces) -> dict:
+        from studio.ingest.midi import load_score
+        from studio.model.tokenizer import decode, encode
+
+        root = Path(self.cfg.data_dir).resolve()
+        files = {}
+        # originals first (as eval picks them), so a source stands for itself rather than a variant
+        for p in sorted(pieces, key=lambda p: (VARIANT_SEP in p.path.stem, str(p.path))):
+            if p.path.resolve().is_relative_to(root):
+                files.setdefault(p.source, p.path)
+        out = {}
+        for source, f in files.items():
+            try:
+                out[source] = decode(self.tok, encode(self.tok, load_score(f)))
+            except ValueError:  # unreadable: the data event already listed it among the skipped files
+                continue
+        return out
+
+    @property
+    def reference_groove(self) -> dict:
+        """The artist's groove: its held-out pieces (its training pieces when nothing is held out)."""
+        if self._ref_groove is None:
+            from studio.evaluation.groove import reference_groove
+
+            held = list(self.heldout_references.values())
+            self._ref_groove = reference_groove(held or list(self.references.values()))
+            origin = "held-out pieces" if held else "training pieces"
+            self.meta["reference_groove"] = {**self._ref_groove, "from": origin}
+        return self._ref_groove
+
+    @property
+    def groove_yardstick(self) -> dict:
+        """How far the artist is from itself: training against held-out pieces ({} with none held out)."""
+        if self._yardstick is None:
+            from studio.evaluation.groove import groove_yardstick
+
+            self.reference_groove  # noqa: B018 (into the meta too)
+            self._yardstick = groove_yardstick(list(self.references.values()), list(self.heldout_references.values()))
+            self.meta["groove_yardstick"] = self._yardstick
+        return self._yardstick
 
     @property
     def index(self):
