@@ -67,7 +67,8 @@ def test_report_of_a_plain_album_says_nothing_is_lost():
     solo = Score(480)
     solo.tracks.append(make_piece(4).tracks[0])
     report = album_from_scores([("solo.mid", solo)])
-    assert report.describe() == f"all {solo.note_num()} notes of the 1 piece are heard: no drums, one pitched track each"
+    assert report.describe() == (f"all {solo.note_num()} notes of the 1 piece are heard: "
+                                 "no drums, one pitched track each")
     assert report.main_program == 0 and album_from_scores([]).main_program is None
 
 
@@ -150,7 +151,8 @@ def test_an_adapter_side_plays_its_albums_instrument_and_the_base_piano(band_ada
     assert [{t.program for t in Score(str(r.midi)).tracks} for r in blind] == [{main_program}] * 2
     if AUDIO:  # real FluidSynth: the album's instrument sounds, and not like the piano
         score = Score(str(res[1].midi))
-        own, piano = render_to_array(score, max_seconds=5)[0], render_to_array(with_program(score, PIANO), max_seconds=5)[0]
+        own = render_to_array(score, max_seconds=5)[0]
+        piano = render_to_array(with_program(score, PIANO), max_seconds=5)[0]
         assert np.sqrt(np.mean(own ** 2)) > 1e-3 and np.sqrt(np.mean(piano ** 2)) > 1e-3
         assert not np.allclose(own[: len(piano)], piano[: len(own)], atol=1e-3)
 

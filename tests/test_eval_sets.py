@@ -119,7 +119,8 @@ def test_missing_deb_and_unknown_set_name_the_problem(tmp_path):
 
 @pytest.mark.skipif(shutil.which("apt-get") is None, reason="not a Debian system")
 def test_a_failed_download_names_the_package_and_the_command(tmp_path):
-    with pytest.raises(RuntimeError, match=r"no-such-band-xyz: `apt-get download no-such-band-xyz` failed .*apt-get update"):
+    with pytest.raises(RuntimeError, match=r"no-such-band-xyz: `apt-get download no-such-band-xyz` failed "
+                                           r".*apt-get update"):
         band_sets.fetch_deb("no-such-band-xyz", tmp_path)
 
 
