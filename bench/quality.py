@@ -1,13 +1,14 @@
 """``python -m bench quality``: does the default recipe make an adapter sound like the artist?
 
 For each evaluation artist (Beethoven and Haydn string-quartet movements, never in a base's
-training set: studio/ingest/eval_sets.py) it does what a user does with the guide's commands and their
-defaults: ``augment`` the movements, ``train`` with no flags beyond the folders and the base, then
-``eval``: held-out loss of the base and the adapter, the texture gap of unprompted samples to the
-artist's own pieces, their groove against the artist's held-out pieces (with the artist's own
-training pieces as the yardstick), the copy rate, the minutes of training, and the minutes until
-the validation loss came within 2 % of its best. It writes a table into bench/RESULTS.md (between markers) and
-the raw results to bench/out/quality.json.
+training set: studio/ingest/eval_sets.py; ``--artists openmsx blupi`` the band albums) it does
+what a user does with the guide's commands and their defaults: ``augment`` the movements,
+``train`` with no flags beyond the folders and the base, then ``eval``: held-out loss of the
+base and the adapter, the texture gap of unprompted samples to the artist's own pieces, their
+groove against the artist's held-out pieces (with the artist's own training pieces as the
+yardstick), the copy rate, the minutes of training, and the minutes until the validation loss
+came within 2 % of its best. It writes a table into bench/RESULTS.md (between markers) and the
+raw results to bench/out/quality.json.
 
 ``--preset artist|flavor`` measures one of the app's presets instead (studio.config.TRAIN_PRESETS:
 its overrides, and the album augmented or not), in its own section; ``--set FIELD=VALUE`` overrides
@@ -26,9 +27,11 @@ from dataclasses import fields
 from pathlib import Path
 
 from studio.config import TRAIN_PRESETS
+from studio.ingest.eval_sets import BAND_SETS
 
 ROOT = Path(__file__).resolve().parent.parent
-ARTISTS = ("beethoven", "haydn")
+ARTISTS = ("beethoven", "haydn")  # the default run
+BAND_ARTISTS = BAND_SETS  # band albums with drums (openmsx, blupi), on request: --artists openmsx blupi
 
 
 def section_name(preset: str | None) -> str:
@@ -257,7 +260,8 @@ def write_section(path: Path, section: str) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench quality", description=__doc__.splitlines()[0])
     p.add_argument("--base", default="pocket", help="the base to train on")
-    p.add_argument("--artists", nargs="+", default=list(ARTISTS), choices=ARTISTS)
+    p.add_argument("--artists", nargs="+", default=list(ARTISTS), choices=ARTISTS + BAND_ARTISTS,
+                   help="evaluation sets to train and evaluate on (default: beethoven haydn)")
     p.add_argument("--preset", choices=sorted(TRAIN_PRESETS), help="measure one of the app's presets")
     p.add_argument("--set", nargs="*", default=[], help="TrainConfig overrides, FIELD=VALUE (a recipe to try)")
     p.add_argument("--samples", type=int, default=8, help="seeded unprompted samples per side")

@@ -25,6 +25,8 @@ def _augment(args) -> int:
     for name, why in summary.failed:
         print(f"failed  {name}: {why}")
     print(f"augment: {summary.line()} -> {cfg.output_dir}")
+    for line in summary.album.describe().splitlines():  # what the model will not hear (drums, instruments)
+        print(f"album: {line}")
     return 0
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from symusic import Score, Tempo
 
 from studio.config import PITCH_RANGE, AugmentConfig
+from studio.ingest.album import AlbumReport, album_from_scores
 from studio.ingest.midi import list_midi
 from studio.ingest.reader import load_many
 
@@ -32,6 +33,7 @@ class AugmentSummary:
     written: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (variant name, reason)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (input file, reason)
+    album: AlbumReport = field(default_factory=AlbumReport)  # the input pieces: what the model will not hear
 
     def line(self) -> str:
         return f"{len(self.written)} written, {len(self.skipped)} skipped, {len(self.failed)} failed"
@@ -114,7 +116,8 @@ def augment_dir(cfg: AugmentConfig, pitch_range: tuple[int, int] | None = None, 
         raise ValueError(f"{src}: no .mid or .midi files found")
     loaded, failed = load_many(files)
     dst.mkdir(parents=True, exist_ok=True)
-    summary = AugmentSummary(failed=[(p.name, why) for p, why in failed])
+    summary = AugmentSummary(failed=[(p.name, why) for p, why in failed],
+                             album=album_from_scores((p.relative_to(src).as_posix(), s) for p, s in loaded))
     manifest = {}
     pairs = _variants(cfg)
     for i, (path, score) in enumerate(loaded):
@@ -136,6 +139,7 @@ def augment_dir(cfg: AugmentConfig, pitch_range: tuple[int, int] | None = None, 
         log.info("skipped %s: %s", name, why)
     for name, why in summary.failed:
         log.warning("failed %s: %s", name, why)
+    log.info("album: %s", summary.album.describe())
     if not summary.written:
         raise ValueError(f"{src}: nothing usable was written ({summary.line()})")
     return summary

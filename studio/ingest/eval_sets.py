@@ -5,10 +5,21 @@
 * ``haydn``: the string-quartet movements (op. 1 no. 1, op. 74 no. 1: 9 movements; two of them
   only with their repeats written once, convert.repeats_written_once).
 * ``bach-heldout``: 20 chorales after the demo adapter's first 15 (name-sorted slice 15..34).
+* ``openmsx``: band albums as users bring them (multi-track, drums, swing): the OpenMSX music set
+  for OpenTTD, Debian package ``openttd-openmsx``, GPL-2.0 ("Copyright (C) 2010-2021 OpenMSX
+  Authors", per readme.txt: Tistou Blomberg, imuh3, mimm, Kyle Timmerman, -lucas- and others).
+  20 pieces; the 11 by Jim Redfarn (every file named ``*redfarn*``) are reserved, see below.
+* ``blupi``: Planet Blupi's music, Debian package ``planetblupi-music-midi``, GPL-3+
+  ("1997, Daniel Roux, EPSITEC SA & Denis Dumoulin; 2017, 2018 Mathieu Schroeter"): 10 long
+  pieces (10 to 29 minutes: game loops written out).
 
 Beethoven and Haydn are never trained into a base (corpus.RESERVED); they are what a recipe is
 tuned on. Mozart and the Schumanns are not offered here at all: they are kept for independent
-checks. Files are converted once into ``cache_dir()/eval/<set>/``.
+checks. Every file whose name contains ``redfarn`` (any letter case) is reserved: a held-back
+test album, never exported, trained, tuned or evaluated on; the filter is ``is_reserved`` and it
+runs while the package is read, so such a file is never even written to disk. Files are
+converted (or unpacked) once into ``cache_dir()/eval/<set>/``; the band sets come from
+``apt-get download`` + ``dpkg-deb --fsys-tarfile`` (no install, no root), or ``--deb FILE``.
 """
 
 from __future__ import annotations
@@ -22,10 +33,13 @@ from pathlib import Path
 from symusic import Score
 
 from studio.config import cache_dir
+from studio.ingest.band_sets import export_band_set
 from studio.ingest.convert import convert_source, music21, safe_name
 from studio.ingest.corpus import collection_sources
 
-SETS = ("beethoven", "haydn", "bach-heldout")
+SETS = ("beethoven", "haydn", "bach-heldout")  # from music21's corpus
+BAND_SETS = ("openmsx", "blupi")  # from Debian packages (studio.ingest.band_sets)
+ALL_SETS = SETS + BAND_SETS
 BACH_HELDOUT = (15, 20)  # (offset, count) in the name-sorted chorale list
 
 
@@ -34,11 +48,16 @@ def _movement_sources(artist: str) -> list[Path]:
             if p.suffix == ".mxl" and p.stem.startswith("movement")]
 
 
-def export_set(name: str, root: Path | None = None) -> list[Path]:
-    """MIDI files of evaluation set ``name`` (converted on first use), sorted."""
-    if name not in SETS:
-        raise ValueError(f"{name}: not an evaluation set; choose from {SETS}")
+def export_set(name: str, root: Path | None = None, deb: Path | None = None) -> list[Path]:
+    """MIDI files of evaluation set ``name`` (converted or unpacked on first use), sorted.
+
+    ``deb``: a band set's Debian package already downloaded (offline use); otherwise it is fetched.
+    """
+    if name not in ALL_SETS:
+        raise ValueError(f"{name}: not an evaluation set; choose from {ALL_SETS}")
     out = Path(root or cache_dir() / "eval") / name
+    if name in BAND_SETS:
+        return export_band_set(name, out, deb)
     if name == "bach-heldout":
         offset, n = BACH_HELDOUT
         return export_bach_chorales(out, n=n, offset=offset)
@@ -112,11 +131,12 @@ def main(argv=None) -> None:
     ba.add_argument("--out", type=Path, required=True)
     ba.add_argument("--n", type=int, default=15)
     ba.add_argument("--offset", type=int, default=0)
-    ex = sub.add_parser("export", help=f"write one evaluation set: {', '.join(SETS)}")
-    ex.add_argument("name", choices=SETS)
+    ex = sub.add_parser("export", help=f"write one evaluation set: {', '.join(ALL_SETS)}")
+    ex.add_argument("name", choices=ALL_SETS)
+    ex.add_argument("--deb", type=Path, help="a band set's .deb already downloaded (no network needed)")
     args = p.parse_args(argv)
     paths = (export_bach_chorales(args.out, n=args.n, offset=args.offset) if args.command == "bach"
-             else export_set(args.name))
+             else export_set(args.name, deb=args.deb))
     print(json.dumps({"written": len(paths), "files": [x.name for x in paths]}, indent=2))
 
 

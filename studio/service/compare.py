@@ -209,12 +209,15 @@ class Comparer:
         A side is None (the base), an adapter name, or (name, weight) pairs (a strength, a blend;
         ``studio.model.fast.row_mix``). ``variations``: seeded samples per side (seed, seed+1, …),
         decoded in the same batch; the first is the side's result, the others its ``variations``.
-        ``soundfont`` and ``program`` (a General MIDI instrument) apply alike to every side.
+        ``soundfont`` and ``program`` (a General MIDI instrument) apply alike to every side; with no
+        ``program`` an adapter side plays on its album's most-played instrument and the base on
+        piano (blind: every side on the reference adapter's instrument).
         ``on_step``: the decoder's per-token callback (``studio.service.live.LiveRolls``)."""
         if not 1 <= variations <= MAX_VARIATIONS:
             raise ValueError(f"variations must be 1..{MAX_VARIATIONS}, got {variations}")
         if not sides:
             raise ValueError("nothing to compare: choose at least one side")
+        from studio.audio.render import with_program
         from studio.model.fast import row_mix
 
         if len({row_mix(s) for s in sides}) != len(sides):
@@ -230,6 +233,11 @@ class Comparer:
         per_side = self.sample_all(sides, prompt, knobs, seed, variations, on_step=on_step)
         for i, (side, gens) in enumerate(zip(sides, per_side)):
             gens = gens if isinstance(gens, list) else [gens]
+            # The file carries the side's instrument, so "as in the file" (program None) plays it. Blind
+            # (``stems``): every side on the reference adapter's, or the instrument would name the side.
+            own = library.side_program(reference if stems is not None else first_adapter(side))
+            for g in gens:
+                g.score = with_program(g.score, own)
             label = side_label(side)
             stem = stems[i] if stems else f"{i}-{safe_stem(label)}"
             sound = (soundfont, program) if audio else None

@@ -280,6 +280,23 @@ def prune_renders(max_age_s: float = 24 * 3600, now: float | None = None) -> int
     return removed
 
 
+def adapter_instruments(name: str) -> dict:
+    """The pitched instruments adapter ``name`` was trained on: {"instruments": [{program, name,
+    notes}, ...] (most played first), "main_program": int}, or {} when it recorded none."""
+    from studio.audio.render_instrument import adapter_instruments as recorded
+
+    return recorded(get_adapter(name).folder)
+
+
+def side_program(adapter: str | None) -> int:
+    """The General MIDI program a Compare side plays on when the listener picks no instrument:
+    an adapter (or a kept epoch of it) on its album's most-played pitched instrument, the base
+    (``None``) and an adapter that recorded none on piano."""
+    from studio.audio.render_instrument import PIANO, default_program
+
+    return PIANO if adapter is None else default_program(get_adapter(adapter).folder)
+
+
 def training_pieces(entry: AdapterEntry, limit: int = 200) -> list[Path]:
     """The adapter's training files that still exist (for copy rate and style distance)."""
     files = [p for p in (Path(f) for f in entry.meta.get("train_files") or []) if p.is_file()]

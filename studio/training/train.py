@@ -285,6 +285,9 @@ def train(cfg: TrainConfig, on_event: Callable[[dict], None] | None = None,
     summary = prepared.summary()
     on_event({"type": "data", **summary, "steps_per_epoch": per_epoch, "max_seq_len": seq_len,
               "device": str(device), "base": info.name})
+    album, train_sources = album_of(cfg, prepared)
+    for line in album.describe().splitlines():  # what the model will not hear: said once, before training
+        on_event({"type": "info", "message": f"album: {line}"})
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_tokenizer(tok, out)
@@ -292,6 +295,7 @@ def train(cfg: TrainConfig, on_event: Callable[[dict], None] | None = None,
     model = lora_model(base, cfg)
     meta = _initial_meta(cfg, info, tok, prepared, summary, per_epoch, seq_len, device)
     meta["distributed"] = dist.describe()
+    meta.update(album_meta(album, train_sources))
     hooks = LoraHooks(cfg, tok, info, prepared, meta, on_event)
     state, optimizer, scheduler = None, None, None
     if cfg.resume:
@@ -315,6 +319,31 @@ def train(cfg: TrainConfig, on_event: Callable[[dict], None] | None = None,
     on_event({"type": "done", "reason": state.stop_reason, "best_epoch": state.best_epoch,
               "best_val_loss": meta["best_val_loss"], "output_dir": str(out)})
     return meta
+
+
+def album_of(cfg: TrainConfig, prepared) -> tuple:
+    """(AlbumReport, training source names): the album as the user brought it, one file per source
+    piece of ``data_dir`` (its original when there is one; augmented variants share its notes and
+    instruments), both sides of the split; blended corpus pieces are not the album."""
+    from studio.ingest.album import album_report
+    from studio.ingest.augment import VARIANT_SEP
+
+    root = Path(cfg.data_dir).resolve()
+    chosen: dict[str, Path] = {}
+    for p in sorted(prepared.split.train + prepared.split.val, key=lambda p: (VARIANT_SEP in p.path.stem, str(p.path))):
+        if p.path.resolve().is_relative_to(root):
+            chosen.setdefault(p.source.split("/", 1)[-1], p.path)  # source "folder/piece" -> "piece"
+    names = sorted(chosen)
+    train_sources = {p.source.split("/", 1)[-1] for p in prepared.split.train}
+    return album_report([chosen[n] for n in names], names), sorted(train_sources & set(names))
+
+
+def album_meta(album, train_sources: list[str]) -> dict:
+    """training_meta's ``album`` (what was dropped and merged), and ``instruments`` / ``main_program``:
+    the GM programs of the training pieces' pitched tracks by notes, the most played first (the
+    instrument a listener hears the adapter on; studio.service.library.adapter_instruments)."""
+    played = album.only(train_sources)
+    return {"album": album.to_dict(), "instruments": played.instruments(), "main_program": played.main_program}
 
 
 def _initial_meta(cfg, info, tok, prepared, summary, per_epoch, seq_len, device) -> dict:
