@@ -37,3 +37,17 @@ RUN_LOG = "log.txt"
 RUN_STOP = "stop"
 RUN_LAUNCH = "launch.json"
 RUN_CHILD_OUT = "child.out"
+
+
+def training_meta_path(folder):
+    """training_meta.json of an adapter given as its folder, its adapter-best/-last, or epochs/NN;
+    None when there is none."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    for candidate in (folder,
+                      folder.parent if folder.name in WEIGHT_FOLDERS else None,
+                      folder.parent.parent if folder.parent.name == EPOCHS else None):
+        if candidate is not None and (candidate / TRAINING_META).is_file():
+            return candidate / TRAINING_META
+    return None

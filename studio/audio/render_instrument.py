@@ -14,26 +14,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from studio.layout import EPOCHS, TRAINING_META, WEIGHT_FOLDERS
+from studio.layout import training_meta_path
 
 PIANO = 0  # General MIDI 'Acoustic Grand Piano': the base side, and the fallback
-
-
-def _meta_path(folder: Path) -> Path | None:
-    """training_meta.json of an adapter given as its folder, its adapter-best/-last, or epochs/NN."""
-    folder = Path(folder)
-    for candidate in (folder,
-                      folder.parent if folder.name in WEIGHT_FOLDERS else None,
-                      folder.parent.parent if folder.parent.name == EPOCHS else None):
-        if candidate is not None and (candidate / TRAINING_META).is_file():
-            return candidate / TRAINING_META
-    return None
 
 
 def adapter_instruments(folder: str | Path) -> dict:
     """{"instruments": [{program, name, notes}, ...], "main_program": int} as training recorded
     them for the adapter in ``folder``; {} when it recorded none (or its meta can't be read)."""
-    path = _meta_path(Path(folder))
+    path = training_meta_path(folder)
     if path is None:
         return {}
     try:

@@ -164,3 +164,27 @@ def album_grid(vocab: dict[str, int], streams) -> dict:
     share = [round(float(c) / total, 4) for c in counts]
     return {"ticks_per_beat": tables.tpq, "step": tables.step, "share": share,
             "grid": [p for p, s in enumerate(share) if s >= GRID_MIN_SHARE]}
+
+
+def adapter_grid(folder) -> list[int] | None:
+    """The positions in the beat an adapter's album starts notes on (training_meta.json ``time``,
+    written by training), or None (any position) for an adapter trained before it was recorded."""
+    import json
+
+    from studio.layout import training_meta_path
+
+    path = training_meta_path(folder) if folder is not None else None
+    if path is None:
+        return None
+    try:
+        grid = json.loads(path.read_text()).get("time", {}).get("grid")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return [int(p) for p in grid] if isinstance(grid, list) and grid else None
+
+
+def blend_grid(grids: list[list[int] | None]) -> list[int] | None:
+    """A blend of adapters keeps to the union of their grids (None, any position, wins)."""
+    if not grids or any(g is None for g in grids):
+        return None
+    return sorted(set().union(*grids))

@@ -26,7 +26,7 @@ from studio.layout import ADAPTER_BEST, ADAPTER_LAST, EPOCH_METRICS, EPOCHS, GEN
 from studio.training import checkpoint, loop
 from studio.config import DEFAULT_BASE, SamplingConfig, TrainConfig
 from studio.ingest.augment import VARIANT_SEP
-from studio.model.data import prepare
+from studio.model.data import prepare, tokenize_pieces
 from studio.training.distributed import Dist
 from studio.training.fused_lora import use_fused_lora
 from studio.training.dropout import use_fast_lora_dropout
@@ -296,6 +296,7 @@ def train(cfg: TrainConfig, on_event: Callable[[dict], None] | None = None,
     meta = _initial_meta(cfg, info, tok, prepared, summary, per_epoch, seq_len, device)
     meta["distributed"] = dist.describe()
     meta.update(album_meta(album, train_sources))
+    meta["time"] = album_time(tok, prepared)
     hooks = LoraHooks(cfg, tok, info, prepared, meta, on_event)
     state, optimizer, scheduler = None, None, None
     if cfg.resume:
@@ -344,6 +345,21 @@ def album_meta(album, train_sources: list[str]) -> dict:
     instrument a listener hears the adapter on; studio.service.library.adapter_instruments)."""
     played = album.only(train_sources)
     return {"album": album.to_dict(), "instruments": played.instruments(), "main_program": played.main_program}
+
+
+def album_time(tok, prepared) -> dict:
+    """training_meta's ``time``: where in the beat the album starts its notes and the grid the
+    sampler keeps an adapter to (studio.model.beat.album_grid), over one training file per source
+    piece: a key or tempo variant moves no onset in the beat (ticks are unchanged)."""
+    from studio.model import beat
+
+    if not beat.supports(tok.vocab):
+        return {}
+    one: dict[str, object] = {}
+    for p in prepared.split.train:
+        one.setdefault(p.source, p)
+    streams = [ids for _, ids in tokenize_pieces(list(one.values()), tok).pieces]  # from the token cache
+    return beat.album_grid(tok.vocab, streams)
 
 
 def _initial_meta(cfg, info, tok, prepared, summary, per_epoch, seq_len, device) -> dict:

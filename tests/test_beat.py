@@ -1,0 +1,106 @@
+"""The sampler's clock (studio.model.beat): it follows PerTok time as miditok decodes it, and its
+mask keeps sampled notes on the album's grid, inside the bar, with no silent beat."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from symusic import Note, Score, Tempo, Track
+
+from studio.evaluation.groove import groove
+from studio.model import beat
+from studio.model.tokenizer import build_tokenizer, decode, encode
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer()
+
+
+def eighths(swung: bool = False, bars: int = 4, tpq: int = 480) -> Score:
+    """A one-voice riff of eighths; swung = the off-beat on the triplet (2/3 of the beat)."""
+    score = Score(tpq)
+    score.tempos.append(Tempo(0, 110))
+    track = Track("riff", 0, False)
+    off = tpq * 2 // 3 if swung else tpq // 2
+    for b in range(bars * 4):
+        track.notes.append(Note(b * tpq, off, 48 + b % 5, 90))
+        track.notes.append(Note(b * tpq + off, tpq - off, 55 + b % 3, 70))
+    score.tracks.append(track)
+    return score
+
+
+def test_tables_read_the_vocabulary(tok):
+    tt = beat.TimeTables(tok.vocab)
+    assert (tt.tpq, tt.step, tt.phases, tt.bar) == (320, 40, 8, 1280)
+    assert int(tt.shift[tok["TimeShift_1.80.320"]]) == 400
+    assert int(tt.duration[tok["Duration_0.160.320"]]) == 160
+
+
+def test_clock_follows_time_as_miditok_decodes_it(tok):
+    from tests.conftest import make_piece
+
+    ids = encode(tok, make_piece(3, n_notes=64))
+    onsets = sorted(n.time for t in decode(tok, ids).tracks for n in t.notes)
+    tt = beat.TimeTables(tok.vocab)
+    clock, seen = beat.Clock(tt, [None]), []
+    for i in ids:
+        clock.update(torch.tensor([i]))
+        if tt.is_pitch[i]:
+            seen.append(int(clock.t[0]))
+    assert sorted(seen) == onsets
+
+
+@pytest.mark.parametrize("swung, grid", [(False, [0, 4]), (True, [0, 5])], ids=["straight", "swung"])
+def test_album_grid_is_where_the_album_starts_notes(tok, swung, grid):
+    out = beat.album_grid(tok.vocab, [encode(tok, eighths(swung))])
+    assert out["grid"] == grid
+    assert sum(out["share"]) == pytest.approx(1.0, abs=1e-3)
+
+
+def _state(tok, prompt: list[int], grid=None) -> tuple[beat.Clock, torch.Tensor]:
+    clock = beat.Clock(beat.TimeTables(tok.vocab), [grid])
+    clock.feed([prompt])
+    return clock, clock.mask()[0]
+
+
+def test_mask_keeps_shifts_inside_the_bar_and_on_the_grid(tok):
+    # a half-note at beat 3 of the bar (position 960 ticks)
+    prompt = [tok["BOS_None"], tok["TimeShift_3.0.320"], tok["Pitch_60"], tok["Velocity_95"], tok["Duration_2.0.320"]]
+    _, mask = _state(tok, prompt, grid=[0, 4])
+    assert mask[tok["TimeShift_0.160.320"]]  # lands on beat 3's "and": on the grid
+    assert not mask[tok["TimeShift_0.120.320"]]  # a dotted-eighth later: off the grid
+    assert not mask[tok["TimeShift_1.0.320"]]  # to the next bar's downbeat: that is Bar's job
+    assert mask[tok["Bar_None"]] and mask[tok["Pitch_64"]]
+    assert not mask[tok["Rest_1.0.4"]]
+
+
+def test_mask_leaves_no_beat_silent(tok):
+    # a sixteenth at the downbeat: after it, a Bar or a two-beat shift would leave beats silent
+    prompt = [tok["BOS_None"], tok["Pitch_60"], tok["Velocity_95"], tok["Duration_0.80.320"]]
+    _, mask = _state(tok, prompt)
+    assert not mask[tok["Bar_None"]]
+    assert not mask[tok["TimeShift_2.0.320"]]
+    assert mask[tok["TimeShift_1.0.320"]]  # 3/4 of a beat of silence: no whole beat empty
+    assert mask[tok["Pitch_62"]]
+
+
+def test_decoding_with_the_clock_keeps_time_even_for_an_untrained_model(tok):
+    """A random model wanders; with the clock its samples stay on the grid with no silent beat."""
+    from studio.config import SamplingConfig
+    from studio.model import fast, grammar
+    from tests.conftest import tiny_gpt2
+
+    model = tiny_gpt2(tok, n_positions=512).eval()
+    tt = beat.TimeTables(tok.vocab)
+    sampling = SamplingConfig(max_new_tokens=400, min_new_tokens=400, seed=0)
+    kw = dict(eos_id=tok["EOS_None"], allowed=grammar.for_tokenizer(tok))
+    free = fast.decode(model, [tok["BOS_None"]], sampling, [0, 1, 2], **kw)
+    kept = fast.decode(model, [tok["BOS_None"]], sampling, [0, 1, 2], clock=beat.Clock(tt, [[0, 4]] * 3), **kw)
+    for rows, on_grid in ((free.rows, False), (kept.rows, True)):
+        scores = [decode(tok, r) for r in rows]
+        phases = np.concatenate([[n.time % 320 for n in s.tracks[0].notes] for s in scores if s.tracks])
+        assert np.isin(phases, [0, 160]).all() == on_grid
+        if on_grid:
+            assert all(groove(s).empty_beats == 0 for s in scores)
