@@ -233,7 +233,8 @@ def make_generate(settings: Settings):
 @handler
 def vote(values: dict) -> dict:
     """Count the listener's favourite for this pairing, then reveal which side was which."""
-    choice, blind_state, tally = values.get("compare.favourite"), values.get("compare.blind_state"), values.get("compare.tally")
+    choice, blind_state = values.get("compare.favourite"), values.get("compare.blind_state")
+    tally = values.get("compare.tally")
     if not blind_state or not blind_state.get("labels"):
         raise ValueError("generate in blind mode first")
     if blind_state.get("voted"):
@@ -297,8 +298,9 @@ def build(settings: Settings, ui: Registry) -> None:
                                                  visible=settings.audio))
             add("compare.prompt_roll", gr.Image(label="Prompt piano roll", type="filepath", interactive=False,
                                                 height=160))
+    sampling = sampling_fields()
     with gr.Row():  # the sampling sliders, one per ranged SamplingConfig field
-        fields.add_controls(ui, Knobs, "compare", [n for n in sampling_fields() if fields.is_ranged(Knobs, n)], shown=SHOWN)
+        fields.add_controls(ui, Knobs, "compare", [n for n in sampling if fields.is_ranged(Knobs, n)], shown=SHOWN)
     with gr.Row():
         add("compare.seed", gr.Number(lambda: random.randrange(100_000), label="Seed (one for every side)",
                                              precision=0, elem_id="seed",
@@ -312,7 +314,7 @@ def build(settings: Settings, ui: Registry) -> None:
         add("compare.soundfont", gr.Dropdown(soundfont_choices(), value=DEFAULT_SOUNDFONT, label="Soundfont",
                                              elem_id="soundfont"))
         # the other sampling knobs: choices (decoding precision), switches
-        fields.add_controls(ui, Knobs, "compare", [n for n in sampling_fields() if not fields.is_ranged(Knobs, n)], shown=SHOWN)
+        fields.add_controls(ui, Knobs, "compare", [n for n in sampling if not fields.is_ranged(Knobs, n)], shown=SHOWN)
     with gr.Row():
         add("compare.blind", gr.Checkbox(False, label="Blind: hide and shuffle the sides, then pick a favourite"))
         go = gr.Button("Generate", variant="primary", elem_id="generate-btn", scale=2)

@@ -45,7 +45,8 @@ class Registry:
             return self._by_id[id_]
         except KeyError:
             near = difflib.get_close_matches(id_, self._by_id, n=3)
-            raise KeyError(f"{id_}: no component has this id" + (f" (did you mean {', '.join(near)}?)" if near else "")) from None
+            hint = f" (did you mean {', '.join(near)}?)" if near else ""
+            raise KeyError(f"{id_}: no component has this id{hint}") from None
 
     def __contains__(self, id_: str) -> bool:
         return id_ in self._by_id

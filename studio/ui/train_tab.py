@@ -130,7 +130,7 @@ def build_config(dataset, base, name, preset, blend, knobs: dict, root: Path | N
     extra = []
     if preset == FLAVOR and blend and float(blend) > 0:
         n_album = len(library.list_midi(data))
-        folder = library.make_blend(n_album, float(blend), int(values.get("seed", fields.default_of(TrainConfig, "seed"))))
+        folder = library.make_blend(n_album, float(blend), int(values.get("seed", TrainConfig.seed)))
         if folder is not None:
             extra.append(str(folder))
             notes.append(f"blending {len(library.list_midi(folder))} base-corpus pieces with {n_album} album files")
