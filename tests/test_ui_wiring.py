@@ -464,6 +464,21 @@ def test_handlers_get_and_give_values_by_id_whatever_the_order():
     stray = ui.adapt(lambda values: {"t.a": 1}, ["t.total"])
     with pytest.raises(KeyError, match="returned t.a, not among its outputs"):
         stray({})
+    closed = []
+
+    def frames(values: dict):
+        try:
+            yield {"t.total": 1}
+            yield {"t.total": 2}
+        finally:
+            closed.append(True)
+
+    streaming = ui.adapt(frames, ["t.total"])
+    assert inspect.isgeneratorfunction(streaming) and streaming.__name__ == "frames"  # streams, named as before
+    page_stream = streaming({})
+    assert next(page_stream) == {ui["t.total"]: 1}
+    page_stream.close()  # the page went away: the handler's generator is closed too
+    assert closed == [True]
 
 
 # --- Adapters ---------------------------------------------------------------------------------

@@ -95,18 +95,24 @@ class Registry:
             given = {"request": request, "evt": evt}
             return fn(ids_in(data), **{p: given[p] for p in extras})
 
+        def stream(data, request, evt):
+            frames = call(data, request, evt)
+            try:
+                for out in frames:
+                    yield components_out(out)
+            finally:  # a closed page closes the event's generator: pass it on to the handler's
+                frames.close()
+
         if "evt" in extras:  # only select events carry SelectData (gradio builds it from the annotation)
             if inspect.isgeneratorfunction(fn):
                 def gradio_fn(data: dict, evt: gr.SelectData, request: gr.Request = None):
-                    for out in call(data, request, evt):
-                        yield components_out(out)
+                    yield from stream(data, request, evt)
             else:
                 def gradio_fn(data: dict, evt: gr.SelectData, request: gr.Request = None):
                     return components_out(call(data, request, evt))
         elif inspect.isgeneratorfunction(fn):
             def gradio_fn(data: dict, request: gr.Request = None):
-                for out in call(data, request, None):
-                    yield components_out(out)
+                yield from stream(data, request, None)
         else:
             def gradio_fn(data: dict, request: gr.Request = None):
                 return components_out(call(data, request, None))
