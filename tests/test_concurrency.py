@@ -20,7 +20,7 @@ from studio.ui import data_tab, train_tab
 from studio.ui.common import Settings
 from test_compare import make_adapter
 from test_jobs import config, wait_for
-from test_public_app import GENERATE_DEFAULTS, App, call
+from test_public_app import App, call, outputs_by_id
 from test_space import REPO, app_env, running_app
 
 
@@ -87,27 +87,30 @@ def test_ten_generations_and_renders_at_once(tok, tiny_base_dir, tmp_path):
         assert r.peak > 1e-3 and r.path.read_bytes() == expected_audio[i]
 
 
-def knob_values(**over) -> list:
+def start_values(base: str, name: str, **over) -> dict:
+    """What the Train tab's Start sends, by id: small knobs for the tiny base."""
     d = train_tab.knob_defaults(train_tab.ARTIST)
     d.update(max_seq_len=64, batch_size=2, grad_accum_steps=1, samples_per_epoch=0, lora_r=2, lora_alpha=4,
-             warmup_steps=1, patience=0, **over)
-    return [d[k] for k, _, _ in train_tab.KNOBS] + ["cpu", False]
+             warmup_steps=1, patience=0, device="cpu", **over)
+    return {"train.dataset": "album", "train.base": base, "train.name": name, "train.preset": train_tab.ARTIST,
+            "train.blend": 0, **{f"train.{k}": d[k] for k in train_tab.KNOB_FIELDS}}
 
 
 def test_a_page_closed_during_training_leaves_it_running_and_a_new_page_reattaches(tmp_path, tiny_base_dir):
     settings = Settings(base=str(tiny_base_dir), bases=[str(tiny_base_dir)], audio=False)
-    data_tab.upload([str(p) for p in write_pieces(tmp_path / "up", 4, n_notes=80)], "album")
+    data_tab.upload({"data.files": [str(p) for p in write_pieces(tmp_path / "up", 4, n_notes=80)],
+                     "data.dataset": "album"})
     start, attach, _stop = train_tab.make_handlers(settings)
-    frames = start("album", settings.base, "kept", train_tab.ARTIST, 0, *knob_values(epochs=3))
+    frames = start(start_values(settings.base, "kept", epochs=3))
     first = next(frames)  # the page shows the new run…
-    run = Path(first[-1])
+    run = Path(first["train.run_dir"])
     frames.close()  # …and is closed: gradio closes the event's generator
     assert jobs.active_job()["run_dir"] == str(run)  # the child needs seconds just to import torch
     view = wait_for(run, lambda v: v.done, timeout=150)  # nobody watches; it goes on to the end
     assert view.state == "finished", view.error
     assert (adapters_dir() / "kept" / "adapter-best" / "adapter_model.safetensors").is_file()
-    later = list(attach())  # a new page: the last run, as it ended
-    assert "Finished" in later[-1][0] and later[-1][-1] == str(run)
+    later = list(attach({}))  # a new page: the last run, as it ended
+    assert "Finished" in later[-1]["train.progress"] and later[-1]["train.run_dir"] == str(run)
 
 
 def test_without_fluidsynth_the_app_serves_the_page_and_midi(tok, tiny_base_dir, tmp_path):
@@ -123,12 +126,13 @@ def test_without_fluidsynth_the_app_serves_the_page_and_midi(tok, tiny_base_dir,
         page = httpx.get(url + "/config", timeout=10).json()
         banner = " ".join(str(c.get("props", {}).get("value", "")) for c in page["components"])
         assert "Audio is off" in banner and "libfluidsynth3" in banner
-        msg = call(App(url, data_dir()), "generate", [str(tiny_base_dir), "base alone", "alpha", "(none)", None,
-                                                     "prompts/short.mid", 32, 1.0, 0.95, 50, 3, False, *GENERATE_DEFAULTS])
-    assert msg["success"], msg
-    out = msg["output"]["data"]
-    for k in range(2):  # [column, title, audio, svg roll, png roll, midi, info] per side, after 5 status outputs
-        audio, midi = out[5 + 7 * k + 2], out[5 + 7 * k + 5]
+        app = App(url, data_dir())
+        msg = call(app, "generate", {"compare-base": str(tiny_base_dir), "side-a": "base alone", "side-b": "alpha",
+                                     "prompt-pick": "prompts/short.mid", "max-new": 32, "seed": 3})
+        assert msg["success"], msg
+        out = outputs_by_id(app, "generate", msg)
+    for k in "ab":  # each side's player and MIDI file, by their page ids
+        audio, midi = out[f"compare-out-{k}-audio"], out[f"compare-out-{k}-midi"]
         assert audio is None and Path(midi["path"]).read_bytes()[:4] == b"MThd"
     log = (tmp_path / "app.log").read_text()
     assert "Traceback" not in log, log[-2000:]

@@ -118,22 +118,42 @@ def test_component_server_cannot_move_files(app):
 # --- the queue API, as the browser uses it -------------------------------------------------------
 
 
-# The Compare tab's later inputs: min new tokens; strength, blend, blend weight per side;
-# variations, instrument, soundfont (a raw API call must send every input).
-GENERATE_DEFAULTS = [384, 1.0, 1.0, 1.0, "(none)", "(none)", "(none)", 0.3, 0.3, 0.3, 1, "as in the file",
-                     "default (soundfonts/, then the system's GM font)", "auto"]
-
-
-def fn_index(app: App, api_name: str) -> int:
+def event(app: App, api_name: str) -> tuple[dict, dict]:
+    """(the event's dependency, the page's components by their ids) from the page's config."""
     config = httpx.get(app.url + "/config", timeout=10).json()
-    return next(d["id"] for d in config["dependencies"] if d.get("api_name") == api_name)
+    dep = next(d for d in config["dependencies"] if d.get("api_name") == api_name)
+    return dep, {c["id"]: c for c in config["components"]}
 
 
-def call(app: App, api_name: str, data: list, session: str | None = None) -> dict:
-    """One event through /queue/join; returns its process_completed message."""
+def elem_id(component: dict) -> str | None:
+    return component.get("props", {}).get("elem_id")
+
+
+def page_data(app: App, api_name: str, named: dict) -> tuple[int, list]:
+    """(fn_index, data) for a raw call, as the page sends it: each input by its page id (its
+    elem_id; a registered control without one gets its registry id, "compare.upload" ->
+    "compare-upload") from ``named``, every other input at the value the page starts with.
+    The order is the event's own, read from the page: nothing here depends on it."""
+    dep, components = event(app, api_name)
+    inputs = [components[i] for i in dep["inputs"]]
+    unknown = set(named) - {elem_id(c) for c in inputs}
+    assert not unknown, f"{api_name} has no input {unknown}"
+    return dep["id"], [named[elem_id(c)] if elem_id(c) in named else c.get("props", {}).get("value") for c in inputs]
+
+
+def outputs_by_id(app: App, api_name: str, msg: dict) -> dict:
+    """An event's result as {page id: value}."""
+    dep, components = event(app, api_name)
+    return {elem_id(components[i]): v for i, v in zip(dep["outputs"], msg["output"]["data"])}
+
+
+def call(app: App, api_name: str, named: dict, session: str | None = None) -> dict:
+    """One event through /queue/join with its inputs named (``page_data``); returns its
+    process_completed message."""
     session = session or uuid.uuid4().hex[:12]
+    index, data = page_data(app, api_name, named)
     r = httpx.post(app.url + "/gradio_api/queue/join", timeout=15,
-                   json={"data": data, "fn_index": fn_index(app, api_name), "session_hash": session,
+                   json={"data": data, "fn_index": index, "session_hash": session,
                          "event_data": None, "trigger_id": None})
     assert r.status_code == 200, r.text
     with httpx.stream("GET", app.url + "/gradio_api/queue/data", params={"session_hash": session},
@@ -179,11 +199,14 @@ def test_file_inputs_must_be_this_pages_uploads(app):
     attacks = [secret, "/etc/passwd", f"{up_dir}/../../../../etc/passwd", f"{up_dir}/../../{secret}",
                "http://169.254.169.254/latest/meta-data/iam.mid", "http://127.0.0.1:1/x.mid"]
     for path in attacks:
-        msg = call(app, "upload", [[filedata(path, url=path if path.startswith("http") else None)], "stolen"])
+        msg = call(app, "upload", {"data-upload": [filedata(path, url=path if path.startswith("http") else None)],
+                                   "data-dataset": "stolen"})
         assert not msg["success"], path
         fake_zip = filedata(path)
-        assert not call(app, "upload_1", [fake_zip, "stolen"])["success"], path  # the adapter .zip input
-        assert not call(app, "preview", [fake_zip, "(no prompt)"])["success"], path  # the prompt input
+        assert not call(app, "upload_1", {"adapters-upload": fake_zip, "adapters-upload-name": "stolen"})["success"], \
+            path  # the adapter .zip input
+        assert not call(app, "preview", {"compare-upload": fake_zip, "prompt-pick": "(no prompt)"})["success"], \
+            path  # the prompt input
     assert copies_of_the_canary(app.data) == before  # nothing was copied in from outside
     assert not list(app.data.glob("datasets/.sessions/*/stolen"))
     assert not (app.data / "adapters" / "stolen").exists()
@@ -198,18 +221,19 @@ def test_uploads_are_per_session_limited_and_removed_when_the_page_closes(app):
         alive = beat.iter_lines()  # kept: a dropped line iterator would close the heartbeat
         assert next(alive) == "data: ALIVE"  # the page is open
         path = upload(app, "mine.mid", midi_bytes(2))
-        msg = call(app, "upload", [[filedata(path, orig_name="mine.mid")], "album"], session)
+        msg = call(app, "upload", {"data-upload": [filedata(path, orig_name="mine.mid")], "data-dataset": "album"},
+                   session)
         assert msg["success"], msg
         assert (folder / "album" / "mine.mid").is_file()
-        table = msg["output"]["data"][0]
+        table = outputs_by_id(app, "upload", msg)["data-table"]
         assert [row[0] for row in table["data"]] == ["mine.mid"]
         # another page sees none of it
-        other = call(app, "show_dataset", ["album"])
+        other = call(app, "show_dataset", {"data-dataset": "album"})
         assert other["success"] and "mine.mid" not in json.dumps(other["output"])
-        assert '"album"' not in json.dumps(call(app, "datasets_now", [None])["output"]["data"][0])
+        assert '"album"' not in json.dumps(call(app, "datasets_now", {"data-dataset": None})["output"]["data"][0])
         # limits: files per upload (3 here) and gradio's size per file (1 MB here)
         many = [filedata(upload(app, f"m{i}.mid", midi_bytes(i)), orig_name=f"m{i}.mid") for i in range(4)]
-        too_many = call(app, "upload", [many, "album"], session)
+        too_many = call(app, "upload", {"data-upload": many, "data-dataset": "album"}, session)
         assert not too_many["success"] and "limit 3" in too_many["output"]["error"]
         big = httpx.post(app.url + "/gradio_api/upload", files={"files": ("big.mid", b"\0" * (2 * 2**20))},
                          timeout=30)
@@ -221,16 +245,13 @@ def test_uploads_are_per_session_limited_and_removed_when_the_page_closes(app):
 
 
 def test_errors_are_readable_without_tracebacks_or_server_paths(app):
-    msg = call(app, "generate", ["pocket", "base alone", "base alone", "(none)", None, "(no prompt)",
-                                 32, 1.0, 0.95, 50, 1, False, *GENERATE_DEFAULTS])
+    msg = call(app, "generate", {"compare-base": "pocket", "side-a": "base alone", "side-b": "base alone",
+                                 "max-new": 32, "seed": 1})
     error = msg["output"]["error"] or ""
     assert not msg["success"] and ("same side" in error or "no adapters yet" in error)
-    msg = call(app, "show_dataset", ["../../etc"])
+    msg = call(app, "show_dataset", {"data-dataset": "../../etc"})
     assert not msg["success"] and "../../etc" in msg["output"]["error"]
-    from studio.ui.train_tab import KNOBS
-
-    msg = call(app, "start_event", [None, "pocket", "", "Artist style only", 0.0, *([1] * len(KNOBS)), "auto", False,
-                                    False, "rotate", "auto", False])  # device, resume, base dropout, variants, precision, rsLoRA
+    msg = call(app, "start_event", {"train-dataset": None, "train-base": "pocket", "knob-epochs": 1})
     assert not msg["success"] and "pick a dataset" in msg["output"]["error"]
 
 

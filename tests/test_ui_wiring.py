@@ -1,11 +1,17 @@
 """The studio's handlers called directly, on the real engine with a tiny base: what each tab does
-with its inputs, and that errors reach the user as readable gr.Errors without server paths."""
+with its inputs, and that errors reach the user as readable gr.Errors without server paths.
+
+Handlers take and return values by component id ("compare.seed", "train.lr"); a test starts from
+the values the real page sends by default (``Registry.defaults``) and names what it changes."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
+import random
 import zipfile
+from dataclasses import dataclass, field, fields as dataclass_fields
 from pathlib import Path
 
 import gradio as gr
@@ -13,10 +19,12 @@ import pytest
 
 from conftest import make_piece, write_pieces
 from studio.service import jobs, library
-from studio.config import adapters_dir, cache_dir, datasets_dir, renders_dir
+from studio.config import SamplingConfig, TrainConfig, adapters_dir, cache_dir, datasets_dir, renders_dir
 from studio.audio.render import fluidsynth_status
-from studio.ui import adapters_tab, blocks, compare_tab, data_tab, train_tab
+from studio.service.compare import Knobs
+from studio.ui import adapters_tab, blocks, compare_tab, data_tab, fields, train_tab
 from studio.ui.common import Settings, handler, parse_numbers, user_message
+from studio.ui.registry import Registry
 from test_compare import make_adapter
 
 AUDIO, _ = fluidsynth_status()
@@ -43,12 +51,24 @@ def error_text(excinfo) -> str:
     return excinfo.value.message
 
 
+def page(settings: Settings) -> Registry:
+    """The studio's page, built as the app builds it: its components by id."""
+    ui = Registry()
+    blocks.build_demo(settings, ui)
+    return ui
+
+
+def upload(files, dataset: str) -> dict:
+    return data_tab.upload({"data.files": [str(p) for p in files], "data.dataset": dataset})
+
+
 # --- Data -------------------------------------------------------------------------------------
 
 
 def test_upload_lists_every_file_with_stats_or_reason(uploads, tmp_path):
-    df, paths, summary, dropdown, cleared = data_tab.upload([str(p) for p in uploads], "album")
-    assert cleared is None and dropdown["value"] == "album" and "album" in dropdown["choices"]
+    out = upload(uploads, "album")
+    df, paths, summary, dropdown = out["data.grid"], out["data.paths"], out["data.summary"], out["data.dataset"]
+    assert out["data.files"] is None and dropdown["value"] == "album" and "album" in dropdown["choices"]
     rows = {r["file"]: r for r in df.to_dict("records")}
     assert set(rows) == {"piece00.mid", "piece01.mid", "broken.mid"}  # the .txt is not copied
     assert rows["piece00.mid"]["status"] == "OK" and rows["piece00.mid"]["notes"] == 60
@@ -61,65 +81,80 @@ def test_upload_lists_every_file_with_stats_or_reason(uploads, tmp_path):
     with zipfile.ZipFile(z, "w") as zf:
         zf.write(uploads[0], "inner/piece00.mid")
         zf.writestr("../evil.mid", b"MThd")
-    df, _, summary, _, _ = data_tab.upload([str(z)], "album")
-    assert "piece00 (2).mid" in set(df["file"]) and "path leaves the folder" in summary
+    out = upload([z], "album")
+    assert "piece00 (2).mid" in set(out["data.grid"]["file"]) and "path leaves the folder" in out["data.summary"]
 
 
 def test_import_folder_preview_and_errors(uploads, settings):
-    df, paths, summary, _, _ = data_tab.import_folder(str(uploads[0].parent), "")
-    assert "upload" in summary and len(df) == 3  # dataset named after the folder
+    out = data_tab.import_folder({"data.folder": str(uploads[0].parent), "data.dataset": ""})
+    paths = out["data.paths"]
+    assert "upload" in out["data.summary"] and len(out["data.grid"]) == 3  # dataset named after the folder
     ogg, png, caption = data_tab.preview_files(paths[1], settings.audio)
     assert Path(png).read_bytes()[:4] == b"\x89PNG" and Path(png).is_relative_to(renders_dir())
     if AUDIO:
         assert Path(ogg).read_bytes()[:4] == b"OggS"
     evt = gr.SelectData(None, {"index": [1, 0], "value": "piece01.mid"})
-    assert data_tab.make_select(settings)(paths, evt)[1] == png  # same file, cached render
+    assert data_tab.make_select(settings)({"data.paths": paths}, evt)["data.roll"] == png  # same file, cached render
     with pytest.raises(gr.Error) as e:
-        data_tab.import_folder("/nonexistent/folder", "x")
+        data_tab.import_folder({"data.folder": "/nonexistent/folder", "data.dataset": "x"})
     assert error_text(e) == "folder: no such folder"  # the server path is not shown
     with pytest.raises(gr.Error) as e:
-        data_tab.upload([], "album")
+        upload([], "album")
     assert "choose one or more" in error_text(e)
     with pytest.raises(gr.Error) as e:
-        data_tab.upload([str(uploads[0])], "../escape")
+        upload(uploads[:1], "../escape")
     assert "not allowed" in error_text(e)
 
 
+def augment(transpose: str, tempo: str, out_name: str = "", dataset: str = "album") -> dict:
+    return data_tab.augment({"data.dataset": dataset, "data.transpose": transpose, "data.tempo": tempo,
+                             "data.include_original": True, "data.out_name": out_name})
+
+
 def test_augment_writes_a_named_dataset(uploads):
-    data_tab.upload([str(p) for p in uploads[:2]], "album")
-    text, dropdown = data_tab.augment("album", "-1 1", "1.0, 1.1", True, "")
-    assert "Wrote **album-aug**: 12 files from 2 pieces" in text  # 2 pieces × (3 keys × 2 tempi)
-    assert "album-aug" in dropdown["choices"]
+    upload(uploads[:2], "album")
+    out = augment("-1 1", "1.0, 1.1")
+    assert "Wrote **album-aug**: 12 files from 2 pieces" in out["data.augment_out"]  # 2 pieces × (3 keys × 2 tempi)
+    assert "album-aug" in out["data.dataset"]["choices"]
     assert len(list((datasets_dir() / "album-aug").glob("*.mid"))) == 12
     with pytest.raises(gr.Error, match="already exists"):
-        data_tab.augment("album", "-1 1", "1.0", True, "album-aug")
+        augment("-1 1", "1.0", "album-aug")
     with pytest.raises(gr.Error, match=r"transpositions: 'x' is not a whole number"):
-        data_tab.augment("album", "x", "1.0", True, "other")
+        augment("x", "1.0", "other")
     with pytest.raises(gr.Error, match="more than two octaves"):
-        data_tab.augment("album", "30", "1.0", True, "other")
-    update, df, paths, summary = data_tab.delete("album-aug")
-    assert "album-aug" not in update["choices"] and "Deleted" in summary
+        augment("30", "1.0", "other")
+    out = data_tab.delete({"data.dataset": "album-aug"})
+    assert "album-aug" not in out["data.dataset"]["choices"] and "Deleted" in out["data.summary"]
 
 
 # --- Train ------------------------------------------------------------------------------------
 
 
-def knobs(**over) -> list:
+def knobs(**over) -> dict:
+    """The Train tab's knobs by field name: the Artist preset's, made small for the tiny base."""
     d = train_tab.knob_defaults(train_tab.ARTIST)
     d.update(dict(epochs=1, max_seq_len=64, batch_size=2, grad_accum_steps=1, warmup_steps=1,
-                  samples_per_epoch=0, patience=0), **over)
-    return [d[k] for k, _, _ in train_tab.KNOBS] + [over.get("device", "cpu"), over.get("resume", False)]
+                  samples_per_epoch=0, patience=0, device="cpu"), **over)
+    return {k: d[k] for k in train_tab.KNOB_FIELDS}
+
+
+def start_values(settings, name: str, **over) -> dict:
+    """What Start sends, by id (train_tab.TRAIN_INPUTS)."""
+    return {"train.dataset": "album", "train.base": settings.base, "train.name": name,
+            "train.preset": train_tab.ARTIST, "train.blend": 0, **{f"train.{k}": v for k, v in knobs(**over).items()}}
 
 
 def test_presets_follow_the_guide(uploads, settings, tmp_path):
-    data_tab.upload([str(p) for p in uploads[:2]], "album")
-    updates = train_tab.apply_preset(train_tab.ARTIST)
-    values = {k: u["value"] for (k, _, _), u in zip(train_tab.KNOBS, updates)}
+    upload(uploads[:2], "album")
+    updates = train_tab.apply_preset({"train.preset": train_tab.ARTIST})
+    values = fields.by_field({k: u["value"] for k, u in updates.items() if isinstance(u, dict) and "value" in u}, "train")
     assert values["lora_r"] == 8 and values["lora_dropout"] == 0.1 and values["epochs"] == 4
-    assert updates[-1]["visible"] is False  # no blend slider for artist-only
-    flavor = {k: u["value"] for (k, _, _), u in zip(train_tab.KNOBS, train_tab.apply_preset(train_tab.FLAVOR))}
-    assert flavor["lora_r"] == 16 and flavor["epochs"] > values["epochs"]
-    named = dict(zip(train_tab.KNOB_NAMES, knobs(lora_r=8)))
+    assert updates["train.blend"]["visible"] is False  # no blend slider for artist-only
+    assert "train.device" not in updates and "train.resume" not in updates  # a recipe: not where, nor whether to resume
+    flavor = train_tab.apply_preset({"train.preset": train_tab.FLAVOR})
+    assert flavor["train.lora_r"]["value"] == 16 and flavor["train.epochs"]["value"] > values["epochs"]
+    assert flavor["train.blend"]["visible"] is True
+    named = knobs(lora_r=8)
     cfg, notes = train_tab.build_config("album", settings.base, "", train_tab.ARTIST, 0, named)
     assert cfg.lora_r == 8 and Path(cfg.data_dir).name == "album" and Path(cfg.output_dir).name == "album-lora"
     assert cfg.base_dropout is False  # the frozen base's dropout is off unless the box is ticked
@@ -143,23 +178,51 @@ def test_presets_follow_the_guide(uploads, settings, tmp_path):
         train_tab.build_config("album", settings.base, "x", train_tab.ARTIST, 0, {**named, "epochs": None})
 
 
+def test_knobs_are_read_by_name_in_any_order(uploads, settings):
+    """Start's values are a dict by id: whatever their order, the same TrainConfig; every knob
+    control is a TrainConfig field, and the page starts from the Artist preset's values."""
+    upload(uploads[:2], "album")
+    ui = page(settings)
+    sent = ui.defaults(train_tab.TRAIN_INPUTS)
+    assert set(sent) == set(train_tab.TRAIN_INPUTS)
+    assert fields.by_field(sent, "train") | {"dataset": None} == {
+        "dataset": None, "base": settings.base, "name": None, "preset": train_tab.ARTIST, "blend": 0.0,
+        **{k: v for k, v in train_tab.knob_defaults(train_tab.ARTIST).items() if k in train_tab.KNOB_FIELDS}}
+    assert set(train_tab.KNOB_FIELDS) <= {f.name for f in dataclass_fields(TrainConfig)}
+    assert {"lr", "lora_r", "epochs", "device", "variants", "precision", "use_rslora"} <= set(train_tab.KNOB_FIELDS)
+    named = knobs(lora_r=4, lr=1e-3, use_rslora=True, variants="all")
+    items = list(named.items())
+    configs = set()
+    for _ in range(3):
+        random.shuffle(items)
+        cfg, _ = train_tab.build_config("album", settings.base, "x", train_tab.ARTIST, 0, dict(items))
+        configs.add(json.dumps(cfg.to_dict(), sort_keys=True))
+    assert len(configs) == 1
+    cfg = TrainConfig.from_dict(json.loads(configs.pop()))
+    assert (cfg.lora_r, cfg.lr, cfg.use_rslora, cfg.variants, cfg.device) == (4, 1e-3, True, "all", "cpu")
+    with pytest.raises(ValueError, match="LoRA rank r: 2.5 is not a whole number"):
+        train_tab.build_config("album", settings.base, "x", train_tab.ARTIST, 0, {**named, "lora_r": 2.5})
+
+
 def test_start_streams_progress_then_attach_and_second_start(uploads, settings):
-    data_tab.upload([str(p) for p in uploads[:2]], "album")
+    upload(uploads[:2], "album")
     start, attach, stop = train_tab.make_handlers(settings)
-    frames = list(start("album", settings.base, "first", train_tab.ARTIST, 0, *knobs()))
-    progress, fig, log, sample_audio, sample_mid, run_dir = frames[-1]
+    frames = list(start(start_values(settings, "first")))
+    last_frame = frames[-1]
+    assert set(last_frame) == set(train_tab.TRAIN_OUTPUTS)
+    progress, fig, log, run_dir = (last_frame[f"train.{k}"] for k in ("progress", "loss_plot", "log", "run_dir"))
     assert "Finished" in progress and "best validation loss" in progress
     assert fig is not None and len(fig.axes) == 2  # loss, copy rate
     assert "epoch 1: train loss" in log and "validation loss" in log
-    assert "Starting: loading the base model" in frames[0][0]  # the child takes seconds to start
+    assert "Starting: loading the base model" in frames[0]["train.progress"]  # the child takes seconds to start
     assert (adapters_dir() / "first" / "adapter-best").is_dir()
     # a reloaded page re-attaches to the last run and shows its end
-    again = list(attach())
-    assert len(again) == 1 and "Finished" in again[0][0] and again[0][-1] == run_dir
+    again = list(attach({}))
+    assert len(again) == 1 and "Finished" in again[0]["train.progress"] and again[0]["train.run_dir"] == run_dir
     with pytest.raises(gr.Error, match="no training job is running"):
-        stop(run_dir)
+        stop({"train.run_dir": run_dir})
     with pytest.raises(gr.Error, match="'first' already exists"):
-        list(start("album", settings.base, "first", train_tab.ARTIST, 0, *knobs()))
+        list(start(start_values(settings, "first")))
 
 
 def test_failed_run_is_shown_with_its_reason(settings):
@@ -170,7 +233,8 @@ def test_failed_run_is_shown_with_its_reason(settings):
     (run / jobs.CONFIG).write_text("{}")
     (run / jobs.STATUS).write_text(json.dumps({"state": "failed", "error": f"{datasets_dir()}/x: no usable training pieces"}))
     (run / jobs.LOG).write_text("12:00:00 training started\n")
-    progress, fig, log, *_ = train_tab.outputs(jobs.read_run(run), settings.audio)
+    out = train_tab.outputs(jobs.read_run(run), settings.audio)
+    progress, fig = out["train.progress"], out["train.loss_plot"]
     assert "Failed" in progress and "x: no usable training pieces" in progress
     assert str(datasets_dir()) not in progress and fig is None
 
@@ -214,7 +278,7 @@ def test_epoch_sample_is_rendered_once(tmp_path, settings):
 
 @pytest.fixture()
 def adapters(tok, tiny_base_dir, uploads):
-    data_tab.upload([str(p) for p in uploads[:2]], "album")
+    upload(uploads[:2], "album")
     pieces = sorted((datasets_dir() / "album").glob("*.mid"))
     make_adapter(tok, tiny_base_dir, "alpha", 1, pieces)
     make_adapter(tok, tiny_base_dir, "beta", 2)
@@ -224,94 +288,229 @@ def adapters(tok, tiny_base_dir, uploads):
     return pieces
 
 
+@pytest.fixture()
+def compare(settings, adapters):
+    """Generate's values as the page sends them untouched (built after the adapters exist), so
+    a test names only what it changes: compare(side_b="alpha", seed=3) -> {"compare.side_b": …}."""
+    sent = page(settings).defaults(compare_tab.generate_inputs())
+
+    def values(**by_name) -> dict:
+        unknown = {f"compare.{k}" for k in by_name} - set(sent)
+        assert not unknown, f"not a Generate input: {unknown}"
+        return {**sent, **{f"compare.{k}": v for k, v in by_name.items()}}
+    return values
+
+
 def last(handler):
     """Generate streams the live roll first, then the result: its last update is what stays."""
-    return lambda *args: list(handler(*args))[-1]
+    return lambda values: list(handler(values))[-1]
 
 
-def test_generate_ab_and_abc(settings, adapters):
+def side(out: dict, k: str) -> dict:
+    """Side ``k``'s parts ("a", "b", "c") as Generate returned them, by part name."""
+    head = f"compare.out_{k}."
+    return {i[len(head):]: v for i, v in out.items() if i.startswith(head)}
+
+
+def test_generate_ab_and_abc(settings, compare):
     stream = compare_tab.make_generate(settings)
     generate = last(stream)
-    out = generate(settings.base, compare_tab.BASE, "alpha", compare_tab.NONE, None, "prompts/short.mid",
-                   32, 1.0, 0.95, 50, 1234, False)
-    status, seed, blind_state, vote, vote_box, *sides = out
-    assert "Seed **1234**" in status and seed == 1234 and blind_state == {} and vote["visible"] is False
-    n = len(compare_tab.SIDE_PARTS)
-    cols = [sides[k * n:(k + 1) * n] for k in range(compare_tab.N_SIDES)]
-    assert [c[0]["visible"] for c in cols] == [True, True, False]
-    assert sides[-1]["visible"] is False  # the live roll gives way to each side's own
-    for col, label in zip(cols[:2], ["base", "alpha"]):
-        _, title, audio, svg, roll, midi, info = col
-        assert "<svg" in svg and 'class="roll-note"' in svg
-        assert label in title and Path(midi).read_bytes()[:4] == b"MThd" and Path(roll).suffix == ".png"
-        assert (Path(audio).suffix == ".ogg") if AUDIO else audio is None
+    ab = compare(side_a=compare_tab.BASE, side_b="alpha", prompt="prompts/short.mid", max_new_tokens=32, seed=1234)
+    frames = list(stream(ab))
+    out = frames[-1]
+    assert set(out) == set(compare_tab.GENERATE_OUTPUTS)  # the last frame sets every output
+    assert all(set(f) == {"compare.status", "compare.live_roll"} for f in frames[:-1])  # live: only what changes
+    assert "Seed **1234**" in out["compare.status"] and out["compare.seed"] == 1234
+    assert out["compare.blind_state"] == {} and out["compare.favourite"]["visible"] is False
+    assert [side(out, k)["column"]["visible"] for k in "abc"] == [True, True, False]
+    assert out["compare.live_roll"]["visible"] is False  # the live roll gives way to each side's own
+    for k, label in zip("ab", ["base", "alpha"]):
+        shown = side(out, k)
+        assert "<svg" in shown["svg"] and 'class="roll-note"' in shown["svg"]
+        assert label in shown["title"] and Path(shown["midi"]).read_bytes()[:4] == b"MThd"
+        assert Path(shown["roll"]).suffix == ".png"
+        assert (Path(shown["audio"]).suffix == ".ogg") if AUDIO else shown["audio"] is None
+        info = shown["info"]
         assert "tokens/s" in info and "copy rate" in info and "alpha's 2 training pieces" in info
-    abc = generate(settings.base, compare_tab.BASE, "alpha", "beta", None, "prompts/short.mid", 16, 1.0, 0.95, 50, None, False)
-    assert isinstance(abc[1], int)  # an empty seed gets a fresh one, shown back
-    assert [abc[5 + k * n]["visible"] for k in range(3)] == [True, True, True]
+    # by name, not by position: the same values in another order make the same music
+    midi = [Path(side(out, k)["midi"]).read_bytes() for k in "ab"]
+    again = generate(dict(reversed(list(ab.items()))))
+    assert [Path(side(again, k)["midi"]).read_bytes() for k in "ab"] == midi
+    abc = generate(compare(side_a=compare_tab.BASE, side_b="alpha", side_c="beta", prompt="prompts/short.mid",
+                           max_new_tokens=16, seed=None))
+    assert isinstance(abc["compare.seed"], int)  # an empty seed gets a fresh one, shown back
+    assert [side(abc, k)["column"]["visible"] for k in "abc"] == [True, True, True]
     with pytest.raises(gr.Error, match="at least two sides"):
-        generate(settings.base, compare_tab.BASE, compare_tab.NONE, compare_tab.NONE, None, None, 16, 1, 1, 0, 1, False)
+        generate(compare(side_a=compare_tab.BASE, side_b=compare_tab.NONE, max_new_tokens=16))
     with pytest.raises(gr.Error, match="chosen twice"):
-        generate(settings.base, "alpha", "alpha", compare_tab.NONE, None, None, 16, 1, 1, 0, 1, False)
+        generate(compare(side_a="alpha", side_b="alpha", max_new_tokens=16))
     with pytest.raises(gr.Error, match="not found in dataset album"):
-        generate(settings.base, compare_tab.BASE, "alpha", compare_tab.NONE, None, "album/../../x.mid", 16, 1, 1, 0, 1, False)
+        generate(compare(side_b="alpha", prompt="album/../../x.mid", max_new_tokens=16))
+    with pytest.raises(gr.Error, match="Temperature: empty"):
+        generate(compare(side_b="alpha", temperature=None))
 
 
-def test_blind_mode_hides_shuffles_and_tallies(settings, adapters):
+def test_blind_mode_hides_shuffles_and_tallies(settings, compare):
     generate = last(compare_tab.make_generate(settings))
     tally = {}
     for round_ in range(3):
-        out = generate(settings.base, compare_tab.BASE, "alpha", compare_tab.NONE, None, "prompts/short.mid",
-                       16, 1.0, 0.95, 50, 7, True)
-        _, _, state, vote, box, *sides = out
-        titles = [sides[1], sides[8]]
-        assert all("Side" in t and "alpha" not in t and "base" not in t for t in titles)
-        assert vote["visible"] and vote["choices"] == ["Side 1", "Side 2"] and box["visible"]
-        assert all("alpha" not in Path(sides[k]).name for k in (4, 11))  # file names don't give it away
-        assert all("alpha" not in sides[k] and "base" not in sides[k] for k in (3, 10))  # nor the rolls
-        state, tally, reveal, table = compare_tab.vote("Side 1", state, tally)
+        out = generate(compare(side_a=compare_tab.BASE, side_b="alpha", prompt="prompts/short.mid",
+                               max_new_tokens=16, seed=7, blind=True))
+        state, vote = out["compare.blind_state"], out["compare.favourite"]
+        a, b = side(out, "a"), side(out, "b")
+        assert all("Side" in s["title"] and "alpha" not in s["title"] and "base" not in s["title"] for s in (a, b))
+        assert vote["visible"] and vote["choices"] == ["Side 1", "Side 2"] and out["compare.vote_box"]["visible"]
+        assert all("alpha" not in Path(s["roll"]).name for s in (a, b))  # file names don't give it away
+        assert all("alpha" not in s["svg"] and "base" not in s["svg"] for s in (a, b))  # nor the rolls
+        voted = compare_tab.vote({"compare.favourite": "Side 1", "compare.blind_state": state, "compare.tally": tally})
+        state, tally, reveal = voted["compare.blind_state"], voted["compare.tally"], voted["compare.reveal"]
         assert f"You picked **{state['labels'][0]}**" in reveal and "Side 2 was" in reveal
         with pytest.raises(gr.Error, match="already voted"):
-            compare_tab.vote("Side 2", state, tally)
-    assert sum(tally["alpha vs base"].values()) == 3 and "| alpha vs base |" in table
+            compare_tab.vote({"compare.favourite": "Side 2", "compare.blind_state": state, "compare.tally": tally})
+    assert sum(tally["alpha vs base"].values()) == 3 and "| alpha vs base |" in voted["compare.tally_view"]
     orders = {tuple(compare_tab.shuffled(["base", "alpha", "beta"])) for _ in range(200)}
     assert len(orders) == 6  # every order comes up (missing one in 200 draws: ~1e-15)
 
 
 def test_refresh_keeps_valid_picks(settings, adapters):
-    a, b, c, picked, *blends = compare_tab.refresh_choices(compare_tab.BASE, "gone", compare_tab.NONE,
-                                                           "album/piece00.mid", "beta", "gone")
-    assert [x["value"] for x in blends] == ["beta", compare_tab.NONE, compare_tab.NONE]
-    assert "alpha" in compare_tab.choice_values(blends[0]["choices"])  # adapters trained after start-up
-    assert b["value"] == "beta" and "alpha" in b["choices"] and picked["value"] == "album/piece00.mid"  # newest first
-    a, b, c, _, *_ = compare_tab.refresh_choices("beta", "alpha", "base alone", compare_tab.NO_PROMPT)
-    assert (a["value"], b["value"], c["value"]) == ("beta", "alpha", "base alone")
+    out = compare_tab.refresh_choices({"compare.side_a": compare_tab.BASE, "compare.side_b": "gone",
+                                       "compare.side_c": compare_tab.NONE, "compare.prompt": "album/piece00.mid",
+                                       "compare.blend_a": "beta", "compare.blend_b": "gone"})
+    assert set(out) == set(compare_tab.PICKS)
+    assert [out[f"compare.blend_{k}"]["value"] for k in "abc"] == ["beta", compare_tab.NONE, compare_tab.NONE]
+    assert "alpha" in compare_tab.choice_values(out["compare.blend_a"]["choices"])  # adapters trained after start-up
+    b = out["compare.side_b"]
+    assert b["value"] == "beta" and "alpha" in b["choices"] and out["compare.prompt"]["value"] == "album/piece00.mid"
+    out = compare_tab.refresh_choices({"compare.side_a": "beta", "compare.side_b": "alpha", "compare.side_c": "base alone",
+                                       "compare.prompt": compare_tab.NO_PROMPT})
+    assert [out[f"compare.side_{k}"]["value"] for k in "abc"] == ["beta", "alpha", "base alone"]
+
+
+def test_every_sampling_field_has_a_compare_control(settings):
+    """The sampling knobs come from SamplingConfig: each field with a range is a slider over it,
+    each field with choices a dropdown of them, starting at the Compare tab's default, and
+    Generate reads them all."""
+    ui = page(settings)
+    inputs = set(compare_tab.generate_inputs())
+    ranged = [f for f in dataclass_fields(SamplingConfig) if f.metadata.get("min") is not None]
+    assert {f.name for f in ranged} >= {"max_new_tokens", "min_new_tokens", "temperature", "top_p", "top_k"}
+    for f in ranged:
+        slider = ui[f"compare.{f.name}"]
+        assert isinstance(slider, gr.Slider), f.name
+        assert (slider.minimum, slider.maximum) == (f.metadata["min"], f.metadata["max"]), f.name
+        assert slider.value == getattr(Knobs(), f.name) and slider.info == f.metadata["help"]
+        assert f"compare.{f.name}" in inputs
+    for f in dataclass_fields(SamplingConfig):
+        if f.metadata.get("choices"):
+            dropdown = ui[f"compare.{f.name}"]
+            assert [c[1] for c in dropdown.choices] == list(f.metadata["choices"])
+            assert dropdown.value == getattr(Knobs(), f.name) and f"compare.{f.name}" in inputs
+    assert {f"compare.{f.name}" for f in dataclass_fields(SamplingConfig)} <= set(ui.ids("compare."))
+    assert ui["compare.max_new_tokens"].elem_id == "max-new"  # the ids scripts and browser tests use
+
+
+def test_a_new_sampling_field_reaches_the_tab_with_no_ui_change(settings, monkeypatch):
+    """A knob added to the sampling config (here a repetition penalty on a subclass) gets its
+    slider, is one of Generate's inputs, and reaches the Knobs that Generate builds, by name."""
+    @dataclass
+    class WithPenalty(Knobs):
+        repetition_penalty: float = field(default=1.0, metadata={"help": "divide repeated tokens' logits",
+                                                                 "min": 1.0, "max": 2.0})
+
+    monkeypatch.setattr(compare_tab, "Knobs", WithPenalty)
+    ui = page(settings)
+    slider = ui["compare.repetition_penalty"]
+    assert isinstance(slider, gr.Slider) and (slider.minimum, slider.maximum, slider.value) == (1.0, 2.0, 1.0)
+    assert slider.label == "Repetition penalty" and slider.info == "divide repeated tokens' logits"
+    assert "compare.repetition_penalty" in compare_tab.generate_inputs()
+    values = ui.defaults(compare_tab.generate_inputs()) | {"compare.repetition_penalty": 1.3, "compare.top_k": 7.0}
+    knobs = compare_tab.knobs_from(values, seed=5)
+    assert isinstance(knobs, WithPenalty) and (knobs.repetition_penalty, knobs.top_k, knobs.seed) == (1.3, 7, 5)
+    assert knobs.max_new_tokens == Knobs.max_new_tokens  # untouched knobs keep the tab's defaults
+
+
+def test_handlers_get_and_give_values_by_id_whatever_the_order():
+    """Through gradio itself (preprocess, the call, postprocess): components registered in any
+    order, inputs and outputs listed in any order, the handler sees the same values by id and
+    each output lands on its own component."""
+    from gradio.state_holder import SessionState
+
+    seen = []
+
+    def combine(values: dict) -> dict:
+        seen.append(values)
+        return {"t.total": values["t.a"] * 100 + values["t.b"] * 10 + values["t.c"], "t.echo": values["t.b"]}
+
+    given = {"t.a": 1, "t.b": 2, "t.c": 3}
+    results = []
+    for order in (["t.a", "t.b", "t.c", "t.echo", "t.total"], ["t.total", "t.c", "t.echo", "t.a", "t.b"],
+                  ["t.echo", "t.b", "t.total", "t.c", "t.a"]):
+        ui = Registry()
+        with gr.Blocks() as demo:
+            for i in order:
+                ui.add(i, gr.Number(precision=0))
+            go = gr.Button()
+            dep = ui.on(go.click, combine, [i for i in order if i in given], [i for i in order if i not in given])
+        fn = demo.fns[dep["id"]]
+        sent = [given[ui.id_of(c)] for c in fn.inputs]  # what a page sends: the dependency's own order
+        out = asyncio.run(demo.process_api(fn, sent, state=SessionState(demo)))["data"]
+        results.append({ui.id_of(c): v for c, v in zip(fn.outputs, out)})
+    assert results == [{"t.total": 123, "t.echo": 2}] * 3
+    assert seen == [given] * 3
+    with pytest.raises(KeyError, match="t.nope: no component has this id"):
+        ui["t.nope"]
+    with pytest.raises(ValueError, match="two components registered under this id"):
+        ui.add("t.a", gr.Number())
+    stray = ui.adapt(lambda values: {"t.a": 1}, ["t.total"])
+    with pytest.raises(KeyError, match="returned t.a, not among its outputs"):
+        stray({})
+    closed = []
+
+    def frames(values: dict):
+        try:
+            yield {"t.total": 1}
+            yield {"t.total": 2}
+        finally:
+            closed.append(True)
+
+    streaming = ui.adapt(frames, ["t.total"])
+    assert inspect.isgeneratorfunction(streaming) and streaming.__name__ == "frames"  # streams, named as before
+    page_stream = streaming({})
+    assert next(page_stream) == {ui["t.total"]: 1}
+    page_stream.close()  # the page went away: the handler's generator is closed too
+    assert closed == [True]
 
 
 # --- Adapters ---------------------------------------------------------------------------------
 
 
+def add_adapter(settings: Settings, zip_path: str, name: str = "") -> dict:
+    return adapters_tab.make_upload(settings)({"adapters.upload": zip_path, "adapters.upload_name": name})
+
+
 def test_adapters_tab_rename_delete_download_upload(settings, adapters, tmp_path):
-    df, names = adapters_tab.refresh()
+    out = adapters_tab.refresh({})
+    df, names = out["adapters.grid"], out["adapters.names"]
     # the user's two adapters, plus the bundled demo adapter when the checkout has it
     assert set(names) - {"bach-chorales"} == {"alpha", "beta"} and list(df.columns) == adapters_tab.HEADERS
     evt = gr.SelectData(None, {"index": [names.index("alpha"), 0], "value": "alpha"})
-    assert adapters_tab.select(names, evt) == "alpha"
-    df, names, selected, msg = adapters_tab.rename("alpha", "gamma")
-    assert selected == "gamma" and "gamma" in names and "Renamed" in msg
-    update = adapters_tab.download("gamma")
+    assert adapters_tab.select({"adapters.names": names}, evt) == {"adapters.selected": "alpha"}
+    out = adapters_tab.rename({"adapters.selected": "alpha", "adapters.new_name": "gamma"})
+    assert set(out) == set(adapters_tab.CHANGED)
+    assert out["adapters.selected"] == "gamma" and "gamma" in out["adapters.names"] and "Renamed" in out["adapters.message"]
+    update = adapters_tab.download({"adapters.selected": "gamma"})["adapters.zip"]
     zip_path = update["value"]
     assert update["visible"] and Path(zip_path).is_relative_to(renders_dir()) and zipfile.is_zipfile(zip_path)
-    confirm, text = adapters_tab.ask_delete("gamma")
-    assert confirm["visible"] and "cannot be undone" in text
-    df, names, selected, msg, confirm = adapters_tab.delete("gamma")
-    assert "gamma" not in names and not confirm["visible"]
-    df, names, selected, msg = adapters_tab.make_upload(settings)(zip_path, "")
-    assert selected == "gamma" and "gamma" in names  # back from its own zip
+    out = adapters_tab.ask_delete({"adapters.selected": "gamma"})
+    assert out["adapters.confirm"]["visible"] and "cannot be undone" in out["adapters.confirm_text"]
+    out = adapters_tab.delete({"adapters.selected": "gamma"})
+    assert "gamma" not in out["adapters.names"] and not out["adapters.confirm"]["visible"]
+    out = add_adapter(settings, zip_path)
+    assert out["adapters.selected"] == "gamma" and "gamma" in out["adapters.names"]  # back from its own zip
     with pytest.raises(gr.Error, match="click an adapter"):
-        adapters_tab.download("")
+        adapters_tab.download({"adapters.selected": ""})
     with pytest.raises(gr.Error) as e:
-        adapters_tab.make_upload(settings)(zip_path, "")
+        add_adapter(settings, zip_path)
     assert "already exists" in error_text(e) and "/" not in error_text(e).split("'")[0]
 
 
@@ -322,17 +521,17 @@ def test_public_studio_caps_its_shared_adapters(settings, adapters, uploads):
 
     from studio.service import public
 
-    zip_path = adapters_tab.download("alpha")["value"]
+    zip_path = adapters_tab.download({"adapters.selected": "alpha"})["adapters.zip"]["value"]
     capped = replace(settings, local=False, limits=replace(public.LOCAL, max_adapters=2))  # alpha, beta
     with pytest.raises(gr.Error) as e:
-        adapters_tab.make_upload(capped)(zip_path, "gamma")
+        add_adapter(capped, zip_path, "gamma")
     assert "already holds 2 adapters, its limit" in error_text(e)
     knobs = train_tab.knob_defaults(train_tab.ARTIST)
     with pytest.raises(ValueError, match="already holds 2 adapters"):
         train_tab.build_config("album", settings.base, "delta", train_tab.ARTIST, 0, knobs, None, capped.limits)
     roomy = replace(capped, limits=replace(public.LOCAL, max_adapters=3))
-    df, names, selected, msg = adapters_tab.make_upload(roomy)(zip_path, "gamma")
-    assert selected == "gamma" and {"alpha", "beta", "gamma"} <= set(names)
+    out = add_adapter(roomy, zip_path, "gamma")
+    assert out["adapters.selected"] == "gamma" and {"alpha", "beta", "gamma"} <= set(out["adapters.names"])
 
 
 # --- shared pieces and assembly ---------------------------------------------------------------
@@ -387,25 +586,24 @@ def test_start_holds_the_compute_slot_only_to_launch(settings):
     assert not inspect.isgeneratorfunction(start.fn)  # returns as soon as the child is started
 
 
-def test_without_fluidsynth_the_studio_works_silently(settings, adapters, monkeypatch):
+def test_without_fluidsynth_the_studio_works_silently(settings, compare, monkeypatch):
     import studio.audio.render
 
     monkeypatch.setattr(studio.audio.render, "fluidsynth_status", lambda: (False, "FluidSynth library not available (test)"))
     s = blocks.make_settings(settings.base)
     assert not s.audio and "Audio is off" in blocks.banners(s)
     blocks.build_demo(s)  # audio players are simply not shown
-    out = last(compare_tab.make_generate(s))(s.base, compare_tab.BASE, "alpha", compare_tab.NONE, None,
-                                             "prompts/short.mid", 16, 1.0, 0.95, 50, 3, False)
-    sides = out[5:]
-    for k in range(2):
-        _, _, audio, svg, roll, midi, info = sides[k * 7:(k + 1) * 7]
-        assert 'data-audio=""' in svg  # no audio: a roll without a playback cursor
-        assert audio is None and Path(midi).read_bytes()[:4] == b"MThd" and Path(roll).is_file()
+    out = last(compare_tab.make_generate(s))(compare(side_a=compare_tab.BASE, side_b="alpha",
+                                                     prompt="prompts/short.mid", max_new_tokens=16, seed=3))
+    for k in "ab":
+        shown = side(out, k)
+        assert 'data-audio=""' in shown["svg"]  # no audio: a roll without a playback cursor
+        assert shown["audio"] is None and Path(shown["midi"]).read_bytes()[:4] == b"MThd" and Path(shown["roll"]).is_file()
     ogg, png, _ = data_tab.preview_files(datasets_dir() / "album" / "piece00.mid", s.audio)
     assert ogg is None and Path(png).is_file()
 
 
-def test_compare_strength_blend_epochs_variations_and_instrument(settings, adapters, tmp_path):
+def test_compare_strength_blend_epochs_variations_and_instrument(settings, compare, tmp_path):
     """The Compare tab's producer knobs reach the comparer: strength and blend labels, a kept
     epoch as a side, two variations per side with their own players, a General MIDI program."""
     import json
@@ -428,24 +626,20 @@ def test_compare_strength_blend_epochs_variations_and_instrument(settings, adapt
     with pytest.raises(ValueError, match="strength must be between 0 and 2"):
         compare_sides.side_spec("alpha", 3.0)
     generate = last(compare_tab.make_generate(settings))
-    epoch_side = generate(settings.base, "alpha", "alpha@epoch03", compare_tab.NONE, None, "prompts/short.mid",
-                          16, 1.0, 0.95, 50, 3, False)
-    assert "alpha@epoch03" in epoch_side[5 + 7 + 1]
-    out = generate(settings.base, "alpha", "alpha", "beta", None, "prompts/short.mid", 32, 1.0, 0.95, 50, 11, False,
-                   32, 1.0, 0.5, 1.0, compare_tab.NONE, compare_tab.NONE, "alpha", 0.0, 0.0, 0.4, 2, "Violin",
-                   compare_tab.DEFAULT_SOUNDFONT)
-    _, _, _, _, _, *parts = out
-    titles = [parts[1], parts[8], parts[15]]
+    epoch_side = generate(compare(side_a="alpha", side_b="alpha@epoch03", prompt="prompts/short.mid",
+                                  max_new_tokens=16, seed=3))
+    assert "alpha@epoch03" in side(epoch_side, "b")["title"]
+    out = generate(compare(side_a="alpha", side_b="alpha", side_c="beta", prompt="prompts/short.mid",
+                           max_new_tokens=32, min_new_tokens=32, seed=11, strength_b=0.5, blend_c="alpha",
+                           weight_c=0.4, variations=2, instrument="Violin"))
+    titles = [side(out, k)["title"] for k in "abc"]
     assert "alpha" in titles[0] and "alpha ×0.5" in titles[1] and "0.6 beta + 0.4 alpha" in titles[2]
-    variation_players = parts[3 * 7:3 * 7 + 3 * compare_tab.N_VARIATION_PLAYERS]  # then the copied passages
-    assert len(variation_players) == 3 * compare_tab.N_VARIATION_PLAYERS
-    assert [p["visible"] for p in variation_players[::3]] == [AUDIO] * 3  # variation 2 of each side
-    assert not any(p["visible"] for k, p in enumerate(variation_players) if k % 3)  # no variation 3 or 4
+    assert [side(out, k)["variation2"]["visible"] for k in "abc"] == [AUDIO] * 3  # variation 2 of each side
+    assert not any(side(out, k)[f"variation{v}"]["visible"] for k in "abc" for v in (3, 4))  # no variation 3 or 4
     if AUDIO:
-        assert Path(variation_players[0]["value"]).name.endswith("-v2.ogg")
+        assert Path(side(out, "a")["variation2"]["value"]).name.endswith("-v2.ogg")
     with pytest.raises(gr.Error, match="variations must be 1..4"):
-        generate(settings.base, compare_tab.BASE, "alpha", compare_tab.NONE, None, None, 16, 1, 1, 0, 1, False,
-                 16, 1, 1, 1, compare_tab.NONE, compare_tab.NONE, compare_tab.NONE, 0, 0, 0, 5)
+        generate(compare(side_b="alpha", max_new_tokens=16, variations=5))
     from studio.service import public
 
     with pytest.raises(ValueError, match="at most 3072 tokens per Generate"):
@@ -453,16 +647,13 @@ def test_compare_strength_blend_epochs_variations_and_instrument(settings, adapt
     public.PUBLIC.check_compute(3, 1, 1024)
 
 
-def test_decoding_precision_setting_reaches_the_decoder(settings, adapters):
+def test_decoding_precision_setting_reaches_the_decoder(settings, compare):
     """The Compare tab's Decoding precision: fp32 and int8 both give a pair (same seed, other
     rounding), and a value outside the choices is refused by name."""
     generate = last(compare_tab.make_generate(settings))
-    tail = (16, 1, 1, 1, compare_tab.NONE, compare_tab.NONE, compare_tab.NONE, 0, 0, 0, 1, None,
-            compare_tab.DEFAULT_SOUNDFONT)
     for prec in ("fp32", "int8"):
-        out = generate(settings.base, compare_tab.BASE, "alpha", compare_tab.NONE, None, "prompts/short.mid",
-                       24, 1.0, 0.95, 50, 5, False, *tail, prec)
-        assert "Seed **5**" in out[0] and Path(out[5 + 5]).read_bytes()[:4] == b"MThd"
+        out = generate(compare(side_a=compare_tab.BASE, side_b="alpha", prompt="prompts/short.mid",
+                               max_new_tokens=24, seed=5, precision=prec))
+        assert "Seed **5**" in out["compare.status"] and Path(side(out, "a")["midi"]).read_bytes()[:4] == b"MThd"
     with pytest.raises(gr.Error, match="precision must be one of"):
-        generate(settings.base, compare_tab.BASE, "alpha", compare_tab.NONE, None, None, 16, 1, 1, 0, 1, False,
-                 *tail, "fp16")
+        generate(compare(side_b="alpha", max_new_tokens=16, precision="fp16"))

@@ -13,6 +13,7 @@ from studio.service import library, public
 from studio.config import (DEFAULT_BASE, POCKET_NAME, REPO_ROOT, adapters_dir, bundled_adapters_dir, cache_dir,
                            datasets_dir, renders_dir, runs_dir)
 from studio.ui import adapters_tab, api, compare_tab, data_tab, train_tab
+from studio.ui.registry import Registry
 from studio.ui.common import CSS, DUPLICATE_NOTE, WATCHERS, Settings, base_label, datasets_root, user_message
 
 log = logging.getLogger("studio.ui")
@@ -84,42 +85,45 @@ def banners(settings: Settings) -> str:
     return "".join(f"<div class='studio-banner'>{p}</div>" for p in parts)
 
 
-def build_demo(settings: Settings) -> gr.Blocks:
+def build_demo(settings: Settings, ui: Registry | None = None) -> gr.Blocks:
+    """The studio's page. ``ui``: the registry its components go in (a new one if not given; a
+    test passes its own to reach the components by id)."""
+    ui = Registry() if ui is None else ui
     with gr.Blocks(title="MIDI LoRA Studio", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown("# MIDI LoRA Studio\nTeach a small music model your style with a LoRA adapter, "
                     f"then hear it next to the base. Base: `{base_label(settings.base)}`.")
         gr.HTML(banners(settings), elem_id="banners")
         with gr.Tabs():
             with gr.Tab("Data", id="data") as t_data:
-                data = data_tab.build(settings)
+                data_tab.build(settings, ui)
             with gr.Tab("Train", id="train") as t_train:
-                train = train_tab.build(settings, data_tab.dataset_names() if settings.local else [])
+                attach = train_tab.build(settings, ui, data_tab.dataset_names() if settings.local else [])
             with gr.Tab("Listen & Compare", id="compare") as t_compare:
-                compare = compare_tab.build(settings)
+                compare_tab.build(settings, ui)
             with gr.Tab("Adapters", id="adapters") as t_adapters:
-                adapters = adapters_tab.build(settings)
+                adapters_tab.build(settings, ui)
         api.build(settings)  # /compare and /render for scripts (gradio_client)
 
-        def datasets_for_train(current, request: gr.Request = None):
+        def datasets_for_train(values: dict, request: gr.Request = None) -> dict:
             names = data_tab.dataset_names(datasets_root(request))
-            return gr.update(choices=names, value=current if current in names else (names[0] if names else None))
+            current = values.get("train.dataset")
+            return {"train.dataset": gr.update(choices=names, value=current if current in names else
+                                               (names[0] if names else None))}
 
-        t_train.select(datasets_for_train, [train["dataset"]], [train["dataset"]])
-        refresh, outs = compare["refresh"]
-        t_compare.select(refresh, outs, outs)
-        refresh_a, outs_a = adapters["refresh"]
-        t_adapters.select(refresh_a, None, outs_a)
-        t_data.select(data["show"], [data["dataset"]], [data["grid"], data["paths"], data["summary"]])
-        def datasets_now(current, request: gr.Request = None):  # a new page gets today's list (its own, public)
+        def datasets_now(values: dict, request: gr.Request = None) -> dict:  # a new page gets today's list
             if not settings.local:
                 public.cleanup_sessions(settings.limits.session_max_age_h * 3600)  # pages gone without unload
             names = data_tab.dataset_names(datasets_root(request))
-            return gr.update(choices=names, value=current if current in names or not names else names[0])
+            current = values.get("data.dataset")
+            return {"data.dataset": gr.update(choices=names, value=current if current in names or not names else names[0])}
 
-        demo.load(datasets_now, [data["dataset"]], [data["dataset"]]).then(
-            data["show"], [data["dataset"]], [data["grid"], data["paths"], data["summary"]])
-        attach, train_outs = train["attach"]
-        demo.load(attach, None, train_outs, concurrency_id="watch", concurrency_limit=WATCHERS)
+        ui.on(t_train.select, datasets_for_train, ["train.dataset"], ["train.dataset"])
+        ui.on(t_compare.select, compare_tab.refresh_choices, compare_tab.PICKS, compare_tab.PICKS)
+        ui.on(t_adapters.select, adapters_tab.refresh, (), adapters_tab.TABLE)
+        ui.on(t_data.select, data_tab.show_dataset, ["data.dataset"], data_tab.SHOWN)
+        loaded = ui.on(demo.load, datasets_now, ["data.dataset"], ["data.dataset"])
+        ui.on(loaded.then, data_tab.show_dataset, ["data.dataset"], data_tab.SHOWN)
+        ui.on(demo.load, attach, (), train_tab.TRAIN_OUTPUTS, concurrency_id="watch", concurrency_limit=WATCHERS)
         if not settings.local:
             demo.unload(end_session)
     return demo

@@ -14,6 +14,7 @@ from studio.ui.common import user_message
 BASE = "base alone"
 NONE = "(none)"
 N_SIDES = 3
+SIDES = "abc"  # side k's controls and results carry its letter: "compare.side_b", "compare.out_b.audio"
 N_VARIATION_PLAYERS = 3  # variations 2..4 of each side get their own players
 
 
@@ -60,10 +61,15 @@ def side_spec(pick: str, strength: float = 1.0, blend: str | None = None, weight
     return pick if strength == 1.0 else ((pick, strength),)
 
 
-def sides_from(a, b, c, strengths=(1.0, 1.0, 1.0), blends=((None, 0.0),) * 3) -> list:
-    """The chosen sides as comparer specs (see ``side_spec``), refusing fewer than two or twins."""
-    chosen = [(s, st, bl) for s, st, bl in zip((a, b, c), strengths, blends) if s and s != NONE]
-    specs = [side_spec(s, st, *bl) for s, st, bl in chosen]
+def sides_from(values: dict) -> list:
+    """The chosen sides as comparer specs (see ``side_spec``), read by id ("compare.side_a",
+    "compare.strength_a", "compare.blend_a", "compare.weight_a", …); fewer than two or twins are refused."""
+    specs = []
+    for s in SIDES:
+        pick = values.get(f"compare.side_{s}")
+        if pick and pick != NONE:
+            specs.append(side_spec(pick, values.get(f"compare.strength_{s}", 1.0), values.get(f"compare.blend_{s}"),
+                                   values.get(f"compare.weight_{s}", 0.0)))
     picked = [repr(x) for x in specs]
     if len(picked) < 2:
         raise ValueError("choose at least two sides to compare (A and B)")
@@ -98,40 +104,53 @@ def info_md(r, shown_label: str) -> str:
     return "\n\n".join(lines)
 
 
-SIDE_PARTS = ("column", "title", "audio", "svg roll", "png roll", "midi", "info")  # per side, in order
+SIDE_PARTS = ("column", "title", "audio", "svg", "roll", "midi", "info")  # what each side shows
 
 
-def side_updates(results, titles) -> list:
-    out = []
+def out_id(k: int, part: str) -> str:
+    """The id of side ``k``'s ``part`` ("column", "title", …, "variation2", "copied")."""
+    return f"compare.out_{SIDES[k]}.{part}"
+
+
+def result_ids() -> list[str]:
+    """Every id Generate may fill for the sides: their parts, variation players and copied passage."""
+    return [out_id(k, part) for k in range(N_SIDES)
+            for part in (*SIDE_PARTS, *(f"variation{v + 2}" for v in range(N_VARIATION_PLAYERS)), "copied")]
+
+
+def side_updates(results, titles) -> dict:
+    out = {}
     for k in range(N_SIDES):
         if k >= len(results):
-            out += [gr.update(visible=False), "", None, "", None, None, ""]
-            continue
-        r, title = results[k], titles[k]
-        out += [gr.update(visible=True), f"<span class='side-title'>{title}</span>",
-                str(r.audio) if r.audio else None, r.roll_html, str(r.roll) if r.roll else None,
-                str(r.midi) if r.midi else None, info_md(r, title)]
+            shown = dict(column=gr.update(visible=False), title="", audio=None, svg="", roll=None, midi=None, info="")
+        else:
+            r, title = results[k], titles[k]
+            shown = dict(column=gr.update(visible=True), title=f"<span class='side-title'>{title}</span>",
+                         audio=str(r.audio) if r.audio else None, svg=r.roll_html, roll=str(r.roll) if r.roll else None,
+                         midi=str(r.midi) if r.midi else None, info=info_md(r, title))
+        out.update({out_id(k, part): v for part, v in shown.items()})
     return out
 
 
-def copied_updates(results) -> list:
+def copied_updates(results) -> dict:
     """Per side, the training passage it copies (when it copies 8 notes or more), else hidden."""
-    out = []
+    out = {}
     for k in range(N_SIDES):
         path = results[k].copied_audio if k < len(results) else None
-        out.append(gr.update(value=str(path) if path else None, visible=bool(path)))
+        out[out_id(k, "copied")] = gr.update(value=str(path) if path else None, visible=bool(path))
     return out
 
 
-def variation_updates(results, audio: bool) -> list:
+def variation_updates(results, audio: bool) -> dict:
     """Players for variations 2..4 of each side (hidden when a side has fewer)."""
-    out = []
+    out = {}
     for k in range(N_SIDES):
         extra = results[k].variations if k < len(results) else []
         for v in range(N_VARIATION_PLAYERS):
             r = extra[v] if v < len(extra) else None
             path = str(r.audio) if r is not None and r.audio else None
-            out.append(gr.update(value=path, visible=bool(r is not None and audio), label=f"Variation {v + 2}"))
+            out[out_id(k, f"variation{v + 2}")] = gr.update(value=path, visible=bool(r is not None and audio),
+                                                            label=f"Variation {v + 2}")
     return out
 
 

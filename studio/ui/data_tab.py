@@ -14,6 +14,7 @@ from studio.service import library, public
 from studio.ingest.augment import augment_dir, source_of
 from studio.config import AugmentConfig, renders_dir
 from studio.ui.common import Settings, datasets_root, handler, md_list, parse_numbers
+from studio.ui.registry import Registry
 
 COLUMNS = ["file", "duration_s", "tracks", "notes", "tokens", "status"]
 HEADERS = ["file", "duration (s)", "tracks", "notes", "tokens", "status"]
@@ -49,19 +50,29 @@ def table(dataset: str | None, root: Path | None = None) -> tuple[pd.DataFrame, 
     return df, [str(folder / r["file"]) for r in rows], summary
 
 
-@handler
-def show_dataset(dataset, request: gr.Request = None):
-    df, paths, summary = table(dataset, datasets_root(request))
-    return df, paths, summary
-
-
-def _after_add(dataset: str, res: library.AddResult, root: Path | None = None):
+def shown(dataset: str | None, root: Path | None = None, note: str = "") -> dict:
+    """The dataset's table, its rows' files and its summary (with ``note`` below it), by id."""
     df, paths, summary = table(dataset, root)
+    return {"data.grid": df, "data.paths": paths, "data.summary": summary + (f"\n\n{note}" if note else "")}
+
+
+SHOWN = ["data.grid", "data.paths", "data.summary"]
+
+
+@handler
+def show_dataset(values: dict, request: gr.Request = None) -> dict:
+    return shown(values.get("data.dataset"), datasets_root(request))
+
+
+ADDED = [*SHOWN, "data.dataset", "data.files"]
+
+
+def _after_add(dataset: str, res: library.AddResult, root: Path | None = None) -> dict:
     notes = f"Added {len(res.added)} file(s) to **{dataset}**."
     if res.skipped:
         notes += f" Skipped {len(res.skipped)}:\n" + md_list(res.skipped)
-    choices = dataset_names(root)
-    return df, paths, summary + "\n\n" + notes, gr.update(choices=choices, value=dataset), None
+    return {**shown(dataset, root, notes), "data.dataset": gr.update(choices=dataset_names(root), value=dataset),
+            "data.files": None}  # the upload box is emptied once its files are in
 
 
 def upload_budget(root: Path | None, lim: public.Limits) -> tuple[int, int]:
@@ -79,8 +90,9 @@ def upload_budget(root: Path | None, lim: public.Limits) -> tuple[int, int]:
 
 
 @handler
-def upload(files, dataset, request: gr.Request = None):
-    """Uploaded files (paths from gr.File) go into ``dataset``; the table is refreshed."""
+def upload(values: dict, request: gr.Request = None) -> dict:
+    """Uploaded files (data.files: paths from gr.File) go into data.dataset; the table is refreshed."""
+    files, dataset = values.get("data.files"), values.get("data.dataset")
     if not files:
         raise ValueError("choose one or more .mid/.midi files or a .zip first")
     dataset = (dataset or "").strip() or "my-album"
@@ -91,7 +103,8 @@ def upload(files, dataset, request: gr.Request = None):
 
 
 @handler
-def import_folder(folder, dataset):
+def import_folder(values: dict) -> dict:
+    folder, dataset = values.get("data.folder"), values.get("data.dataset")
     if not (folder or "").strip():
         raise ValueError("type the path of a folder on this machine that holds MIDI files")
     dataset = (dataset or "").strip() or Path(folder.rstrip("/")).name or "my-album"
@@ -121,16 +134,21 @@ def preview_files(midi_path: str | Path, audio: bool) -> tuple[str | None, str |
 
 def make_select(settings: Settings):
     @handler
-    def select(paths, evt: gr.SelectData):
+    def select(values: dict, evt: gr.SelectData) -> dict:
+        """A clicked row of the table: its audio, piano roll and caption."""
+        paths = values.get("data.paths")
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         if not paths or row is None or row >= len(paths):
-            return None, None, ""
-        return preview_files(paths[row], settings.audio)
+            ogg, png, caption = None, None, ""
+        else:
+            ogg, png, caption = preview_files(paths[row], settings.audio)
+        return {"data.audio": ogg, "data.roll": png, "data.caption": caption}
     return select
 
 
 @handler
-def augment(dataset, transpose_text, tempo_text, include_original, out_name, request: gr.Request = None):
+def augment(values: dict, request: gr.Request = None) -> dict:
+    dataset, out_name = values.get("data.dataset"), values.get("data.out_name")
     if not dataset:
         raise ValueError("pick a dataset to augment first")
     root = datasets_root(request)
@@ -141,8 +159,9 @@ def augment(dataset, transpose_text, tempo_text, include_original, out_name, req
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"dataset {out_name!r} already exists; pick another name or delete it")
     cfg = AugmentConfig(str(library.dataset_path(dataset, must_exist=True, root=root)), str(out),
-                        parse_numbers(transpose_text, int, "transpositions"),
-                        parse_numbers(tempo_text, float, "tempo factors"), bool(include_original))
+                        parse_numbers(values.get("data.transpose"), int, "transpositions"),
+                        parse_numbers(values.get("data.tempo"), float, "tempo factors"),
+                        bool(values.get("data.include_original")))
     if root is not None:  # public: the variants count against the session's share
         variants = max(len(cfg.transpose), 1) * max(len(cfg.tempo), 1) + int(cfg.include_original)
         _, left = upload_budget(root, public.limits())
@@ -157,22 +176,32 @@ def augment(dataset, transpose_text, tempo_text, include_original, out_name, req
         text += "\n\nSkipped variants (a note would leave the tokenizer's pitch range):\n" + md_list(summary.skipped, 6)
     if summary.failed:
         text += "\n\nFiles that could not be used:\n" + md_list(summary.failed, 6)
-    return text, gr.update(choices=dataset_names(root), value=dataset)
+    return {"data.augment_out": text, "data.dataset": gr.update(choices=dataset_names(root), value=dataset)}
 
 
 @handler
-def delete(dataset, request: gr.Request = None):
+def delete(values: dict, request: gr.Request = None) -> dict:
+    dataset = values.get("data.dataset")
     root = datasets_root(request)
     library.delete_dataset(dataset, root=root)
     names = dataset_names(root)
-    df, paths, summary = table(names[0] if names else None, root)
-    return gr.update(choices=names, value=names[0] if names else None), df, paths, f"Deleted **{dataset}**. " + summary
+    out = shown(names[0] if names else None, root)
+    out["data.summary"] = f"Deleted **{dataset}**. " + out["data.summary"]
+    return {**out, "data.dataset": gr.update(choices=names, value=names[0] if names else None)}
 
 
-def build(settings: Settings) -> dict:
-    """Lay out the Data tab; returns the components other tabs listen to."""
+def show_confirm(visible: bool):
+    """A handler that shows (or hides) the delete confirmation."""
+    def confirm(values: dict) -> dict:
+        return {"data.confirm_row": gr.update(visible=visible)}
+    return confirm
+
+
+def build(settings: Settings, ui: Registry) -> None:
+    """Lay out the Data tab, registering what its events read or write under "data.*"."""
     names = dataset_names() if settings.local else []  # public: each page sees only its own uploads
-    paths = gr.State([])  # this session's table rows -> files
+    add = ui.add
+    add("data.paths", gr.State([]))  # this session's table rows -> files
     gr.Markdown("Upload the MIDI files you want the adapter to learn from: several at once, or a .zip. "
                 "Each file is checked; the table says why a file cannot be used.")
     if not settings.local:
@@ -183,46 +212,47 @@ def build(settings: Settings) -> dict:
                     f"upload, {lim.max_session_mb} MB in all.", elem_id="data-limits")
     with gr.Row():
         with gr.Column(scale=1):
-            dataset = gr.Dropdown(names, value=names[0] if names else "my-album", allow_custom_value=True,
-                                  label="Dataset", info="Pick one, or type a new name to create it.",
-                                  elem_id="data-dataset")
-            files = gr.File(file_count="multiple", file_types=[".mid", ".midi", ".zip"], label="Upload MIDI files or a .zip",
-                            elem_id="data-upload")
+            add("data.dataset", gr.Dropdown(names, value=names[0] if names else "my-album", allow_custom_value=True,
+                                            label="Dataset", info="Pick one, or type a new name to create it.",
+                                            elem_id="data-dataset"))
+            files = add("data.files", gr.File(file_count="multiple", file_types=[".mid", ".midi", ".zip"],
+                                              label="Upload MIDI files or a .zip", elem_id="data-upload"))
             with gr.Row(visible=settings.local):
-                folder = gr.Textbox(label="…or a folder on this machine", placeholder="~/music/album", scale=3)
+                add("data.folder", gr.Textbox(label="…or a folder on this machine", placeholder="~/music/album",
+                                              scale=3))
                 import_btn = gr.Button("Import folder", scale=1)
             delete_btn = gr.Button("Delete this dataset…", variant="stop", size="sm")
-            with gr.Row(visible=False) as confirm_row:
+            with add("data.confirm_row", gr.Row(visible=False)):
                 confirm_btn = gr.Button("Yes, delete it", variant="stop", size="sm")
                 cancel_btn = gr.Button("Cancel", size="sm")
         with gr.Column(scale=2):
-            summary = gr.Markdown(elem_id="data-summary")
-            grid = gr.Dataframe(headers=HEADERS, interactive=False, max_height=320, wrap=True,
-                                label="Files (click a row to hear it)", elem_id="data-table")
+            add("data.summary", gr.Markdown(elem_id="data-summary"))
+            grid = add("data.grid", gr.Dataframe(headers=HEADERS, interactive=False, max_height=320, wrap=True,
+                                                 label="Files (click a row to hear it)", elem_id="data-table"))
             with gr.Row():
-                audio = gr.Audio(label="Listen", type="filepath", interactive=False, visible=settings.audio,
-                                 elem_id="data-audio")
-                roll = gr.Image(label="Piano roll", type="filepath", interactive=False, height=180, elem_id="data-roll")
-            caption = gr.Markdown()
+                add("data.audio", gr.Audio(label="Listen", type="filepath", interactive=False, visible=settings.audio,
+                                           elem_id="data-audio"))
+                add("data.roll", gr.Image(label="Piano roll", type="filepath", interactive=False, height=180,
+                                          elem_id="data-roll"))
+            add("data.caption", gr.Markdown())
     with gr.Accordion("Augment: transpose and change tempo (recommended with ~15 files)", open=True):
         with gr.Row():
-            transpose = gr.Textbox("-2 -1 1 2", label="Transpositions (semitones)",
-                                   info="The guide: ±2–3 semitones. Leave empty to keep every piece's key.")
-            tempo = gr.Textbox("0.9 1.0 1.1", label="Tempo factors", info="The guide: 0.9× to 1.1×.")
-            include = gr.Checkbox(True, label="Include the originals")
-            out_name = gr.Textbox(label="New dataset name", placeholder="<dataset>-aug")
+            add("data.transpose", gr.Textbox("-2 -1 1 2", label="Transpositions (semitones)",
+                                             info="The guide: ±2–3 semitones. Leave empty to keep every piece's key."))
+            add("data.tempo", gr.Textbox("0.9 1.0 1.1", label="Tempo factors", info="The guide: 0.9× to 1.1×."))
+            add("data.include_original", gr.Checkbox(True, label="Include the originals"))
+            add("data.out_name", gr.Textbox(label="New dataset name", placeholder="<dataset>-aug"))
         augment_btn = gr.Button("Augment", variant="primary", elem_id="augment-btn")
-        augment_out = gr.Markdown(elem_id="augment-out")
+        add("data.augment_out", gr.Markdown(elem_id="augment-out"))
 
-    outs = [grid, paths, summary, dataset, files]  # the upload box is emptied once its files are in
-    files.upload(upload, [files, dataset], outs)
+    ui.on(files.upload, upload, ["data.files", "data.dataset"], ADDED)
     if settings.local:
-        import_btn.click(import_folder, [folder, dataset], outs)
-    dataset.change(show_dataset, [dataset], [grid, paths, summary])
-    grid.select(make_select(settings), [paths], [audio, roll, caption])
-    augment_btn.click(augment, [dataset, transpose, tempo, include, out_name], [augment_out, dataset])
-    delete_btn.click(lambda: gr.update(visible=True), None, [confirm_row])
-    cancel_btn.click(lambda: gr.update(visible=False), None, [confirm_row])
-    confirm_btn.click(delete, [dataset], [dataset, grid, paths, summary]).then(
-        lambda: gr.update(visible=False), None, [confirm_row])
-    return {"dataset": dataset, "grid": grid, "paths": paths, "summary": summary, "show": show_dataset}
+        ui.on(import_btn.click, import_folder, ["data.folder", "data.dataset"], ADDED)
+    ui.on(ui["data.dataset"].change, show_dataset, ["data.dataset"], SHOWN)
+    ui.on(grid.select, make_select(settings), ["data.paths"], ["data.audio", "data.roll", "data.caption"])
+    ui.on(augment_btn.click, augment, ["data.dataset", "data.transpose", "data.tempo", "data.include_original",
+                                       "data.out_name"], ["data.augment_out", "data.dataset"])
+    ui.on(delete_btn.click, show_confirm(True), (), ["data.confirm_row"])
+    ui.on(cancel_btn.click, show_confirm(False), (), ["data.confirm_row"])
+    deleted = ui.on(confirm_btn.click, delete, ["data.dataset"], ["data.dataset", *SHOWN])
+    ui.on(deleted.then, show_confirm(False), (), ["data.confirm_row"])

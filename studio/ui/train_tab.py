@@ -20,8 +20,10 @@ from studio.ingest.augment import augment_dir, source_of
 from studio.config import TRAIN_PRESETS, AugmentConfig, TrainConfig, adapters_dir, renders_dir
 from studio.training.events import describe
 from studio.ui.train_plots import loss_figure, loss_series  # noqa: F401 (the tab's plot)
+from studio.ui import fields
 from studio.ui.common import (DUPLICATE_NOTE, WATCHERS, Settings, base_choices, datasets_root, fmt_seconds, handler,
                               user_message)
+from studio.ui.registry import Registry
 
 POLL_S = 1.0
 ARTIST, FLAVOR = TRAIN_PRESETS["artist"].label, TRAIN_PRESETS["flavor"].label
@@ -35,20 +37,30 @@ PRESET_HELP = {
             "augmented (±2 semitones, 0.9–1.1× tempo) if it is not already, and can be blended "
             "with pieces of the base's own corpus; rank 16, 6 epochs.",
 }
-# (field, label); defaults and help come from TrainConfig's fields, defaults overridden by presets.
-KNOBS = [(name, label, TrainConfig.help(name)) for name, label in [
-    ("epochs", "Epochs"), ("lora_r", "LoRA rank r"), ("lora_alpha", "LoRA alpha"), ("lora_dropout", "LoRA dropout"),
-    ("lr", "Learning rate"), ("batch_size", "Batch size"), ("grad_accum_steps", "Gradient accumulation steps"),
-    ("max_seq_len", "Max sequence length (tokens)"), ("warmup_steps", "Warm-up steps"),
-    ("weight_decay", "Weight decay"), ("val_split", "Validation share"), ("patience", "Early-stop patience (epochs)"),
-    ("stop_tolerance", "Early-stop tolerance (share above best)"),
-    ("copy_threshold", "Copy-rate stop"), ("samples_per_epoch", "Samples per epoch"),
-    ("sample_tokens", "Sample length (tokens)"), ("seed", "Seed"), ("max_minutes", "Time limit (minutes)"),
-]]
-INTS = {"epochs", "lora_r", "lora_alpha", "batch_size", "grad_accum_steps", "max_seq_len", "warmup_steps",
-        "patience", "samples_per_epoch", "sample_tokens", "seed"}
-KNOB_NAMES = [k for k, _, _ in KNOBS] + ["device", "resume", "base_dropout", "variants", "precision", "use_rslora"]
-CHOICE_KNOBS = ("variants", "precision")  # dropdowns whose choices live in TrainConfig's field metadata
+# The knobs: every TrainConfig field a person can set (a number, a switch or a choice), each a
+# control "train.<field>" whose default and help come from the field. Not knobs: what the tab
+# fills itself (the dataset, the adapter's folder, the base, blended folders) and plumbing.
+SET_BY_TAB = ("data_dir", "output_dir", "model_name", "extra_data_dirs")
+HIDDEN = ("tokenizer_name", "num_workers", "max_grad_norm")
+# Labels, in the order shown; a knob without one comes last, labelled from its name.
+LABELS = {
+    "epochs": "Epochs", "lora_r": "LoRA rank r", "lora_alpha": "LoRA alpha", "lora_dropout": "LoRA dropout",
+    "lr": "Learning rate", "batch_size": "Batch size", "grad_accum_steps": "Gradient accumulation steps",
+    "max_seq_len": "Max sequence length (tokens)", "warmup_steps": "Warm-up steps", "weight_decay": "Weight decay",
+    "val_split": "Validation share", "patience": "Early-stop patience (epochs)",
+    "stop_tolerance": "Early-stop tolerance (share above best)", "copy_threshold": "Copy-rate stop",
+    "samples_per_epoch": "Samples per epoch", "sample_tokens": "Sample length (tokens)", "seed": "Seed",
+    "max_minutes": "Time limit (minutes)", "device": "Device", "resume": "Resume an interrupted run of this adapter name",
+    "base_dropout": "Keep the base model's own dropout (about 2x slower)", "variants": "Augmented variants",
+    "precision": "Precision", "use_rslora": "Rank-stabilised LoRA scaling",
+}
+_knobs = fields.knob_names(TrainConfig, skip=SET_BY_TAB + HIDDEN)
+KNOB_FIELDS = [k for k in LABELS if k in _knobs] + [k for k in _knobs if k not in LABELS]
+KEPT_ON_PRESET = ("device", "resume")  # a preset is a recipe: it leaves where and whether to resume alone
+TRAIN_INPUTS = ["train.dataset", "train.base", "train.name", "train.preset", "train.blend",
+                *(f"train.{k}" for k in KNOB_FIELDS)]
+TRAIN_OUTPUTS = ["train.progress", "train.loss_plot", "train.log", "train.sample_audio", "train.sample_file",
+                 "train.run_dir"]
 
 
 def knob_defaults(preset: str, limits: public.Limits = public.LOCAL) -> dict:
@@ -61,10 +73,16 @@ def knob_defaults(preset: str, limits: public.Limits = public.LOCAL) -> dict:
     return d
 
 
-def apply_preset(preset, limits: public.Limits = public.LOCAL):
-    """Updates for the knobs (in KNOBS order) and the preset help."""
+def apply_preset(values: dict, limits: public.Limits = public.LOCAL) -> dict:
+    """The preset's knobs (the numbers, and any other knob the preset sets), its help, and the
+    blend slider (Style flavor only)."""
+    preset = values.get("train.preset")
     d = knob_defaults(preset, limits)
-    return [gr.update(value=d[k]) for k, _, _ in KNOBS] + [PRESET_HELP.get(preset, ""), gr.update(visible=preset == FLAVOR)]
+    overrides = PRESETS.get(preset, {})
+    changed = [k for k in KNOB_FIELDS if k not in KEPT_ON_PRESET and
+               (fields.value_type(TrainConfig, k) in (int, float) or k in overrides)]
+    return {**{f"train.{k}": gr.update(value=d[k]) for k in changed},
+            "train.preset_help": PRESET_HELP.get(preset, ""), "train.blend": gr.update(visible=preset == FLAVOR)}
 
 
 # --- building the job --------------------------------------------------------------------------
@@ -100,16 +118,9 @@ def build_config(dataset, base, name, preset, blend, knobs: dict, root: Path | N
     if preset in BY_LABEL and BY_LABEL[preset].augment:
         dataset = _augmented(dataset, notes, root)
     data = library.dataset_path(dataset, must_exist=True, root=root)
-    labels = {k: label for k, label, _ in KNOBS}
-    values = {}
-    for k, v in knobs.items():
-        if k not in labels:
-            continue
-        if v is None or v == "":
-            raise ValueError(f"{labels[k]}: empty; give it a value")
-        values[k] = int(v) if k in INTS else float(v)
+    values = fields.typed(TrainConfig, {k: v for k, v in knobs.items() if k in KNOB_FIELDS}, LABELS)
     out = adapters_dir() / name
-    resume = bool(knobs.get("resume"))
+    resume = bool(values.get("resume"))
     if resume and not (out / "checkpoint").is_dir():
         raise ValueError(f"adapter {name!r} has no interrupted run to resume")
     if not resume and (out.exists() or name in library.BUNDLED):
@@ -119,16 +130,11 @@ def build_config(dataset, base, name, preset, blend, knobs: dict, root: Path | N
     extra = []
     if preset == FLAVOR and blend and float(blend) > 0:
         n_album = len(library.list_midi(data))
-        folder = library.make_blend(n_album, float(blend), int(values.get("seed", 42)))
+        folder = library.make_blend(n_album, float(blend), int(values.get("seed", TrainConfig.seed)))
         if folder is not None:
             extra.append(str(folder))
             notes.append(f"blending {len(library.list_midi(folder))} base-corpus pieces with {n_album} album files")
-    more = {k: knobs[k] for k in CHOICE_KNOBS if knobs.get(k)}
-    if knobs.get("use_rslora") is not None:
-        more["use_rslora"] = bool(knobs["use_rslora"])
-    cfg = TrainConfig(str(data), str(out), model_name=base, device=knobs.get("device") or "auto",
-                      resume=resume, extra_data_dirs=extra, base_dropout=bool(knobs.get("base_dropout")),
-                      **values, **more)
+    cfg = TrainConfig(str(data), str(out), model_name=base, extra_data_dirs=extra, **values)
     cfg, clamped = public.clamp_training(cfg, limits, 0)  # pieces were checked above
     return cfg, notes + clamped
 
@@ -206,17 +212,19 @@ def epoch_sample(view: jobs.RunView, audio: bool) -> tuple[str | None, str | Non
     return None, None, "Epoch samples appear here after each epoch."
 
 
-def outputs(view: jobs.RunView | None, audio: bool) -> tuple:
-    """(progress, loss plot, log, sample audio, sample file, run dir)."""
+def outputs(view: jobs.RunView | None, audio: bool) -> dict:
+    """The run as shown: progress, loss plot, log, the newest epoch sample, the run folder (by id)."""
     if view is None:
-        return (progress_html(None), None, "", None, None, None)
+        return {"train.progress": progress_html(None), "train.loss_plot": None, "train.log": "",
+                "train.sample_audio": None, "train.sample_file": None, "train.run_dir": None}
     try:
         ogg, mid, label = epoch_sample(view, audio)
     except (ValueError, OSError) as e:  # a bad sample must not end the watch: training goes on
         ogg, mid, label = None, None, f"Epoch sample not available: {user_message(e)}"
     log = user_message("\n".join(pretty_line(line) for line in view.log_tail))
-    return (progress_html(view), loss_figure(view), log,
-            gr.update(value=ogg, label=label), gr.update(value=mid, visible=mid is not None), str(view.run_dir))
+    return {"train.progress": progress_html(view), "train.loss_plot": loss_figure(view), "train.log": log,
+            "train.sample_audio": gr.update(value=ogg, label=label),
+            "train.sample_file": gr.update(value=mid, visible=mid is not None), "train.run_dir": str(view.run_dir)}
 
 
 def watch(run_dir: str | Path, audio: bool, poll_s: float = POLL_S):
@@ -243,36 +251,37 @@ def _session(request: gr.Request | None) -> str | None:
 
 def make_handlers(settings: Settings):
     @handler
-    def launch(dataset, base, name, preset, blend, *knob_values, request: gr.Request | None = None) -> Path:
-        """Start the training child; its run folder."""
-        knobs = dict(zip(KNOB_NAMES, knob_values))
+    def launch(values: dict, request: gr.Request | None = None) -> Path:
+        """Start the training child; its run folder. ``values``: TRAIN_INPUTS by id."""
         root = datasets_root(request)
-        cfg, notes = build_config(dataset, base or settings.base, name, preset, blend, knobs, root, settings.limits)
+        cfg, notes = build_config(values.get("train.dataset"), values.get("train.base") or settings.base,
+                                  values.get("train.name"), values.get("train.preset"), values.get("train.blend"),
+                                  fields.by_field(values, "train"), root, settings.limits)
         run_dir = jobs.start_training(cfg, owner=None if settings.local else _session(request))
         if notes:
             gr.Info("; ".join(notes))
         return run_dir
 
     @handler
-    def start(dataset, base, name, preset, blend, *knob_values, request: gr.Request | None = None):
+    def start(values: dict, request: gr.Request | None = None):
         """Launch, then stream the run's progress until it ends."""
-        yield from watch(launch(dataset, base, name, preset, blend, *knob_values, request=request), settings.audio)
+        yield from watch(launch(values, request=request), settings.audio)
 
-    def start_event(request: gr.Request, dataset, base, name, preset, blend, *knob_values):
-        """What the Start button calls (gradio passes the page's request first): only the launch.
-        The Start event holds the shared compute slot, so following the run is a separate event
-        (``follow``); otherwise one watched training would keep everyone's Generate waiting."""
-        run_dir = launch(dataset, base, name, preset, blend, *knob_values, request=request)
+    def start_event(values: dict, request: gr.Request = None) -> dict:
+        """What the Start button calls: only the launch. The Start event holds the shared compute
+        slot, so following the run is a separate event (``follow``); otherwise one watched
+        training would keep everyone's Generate waiting."""
+        run_dir = launch(values, request=request)
         return outputs(jobs.RunReader(run_dir).poll(), settings.audio)
 
     @handler
-    def follow(run_dir):
-        """After Start: stream the run in the run_state until it ends."""
-        if run_dir:
-            yield from watch(run_dir, settings.audio)
+    def follow(values: dict):
+        """After Start: stream the run in train.run_dir until it ends."""
+        if values.get("train.run_dir"):
+            yield from watch(values["train.run_dir"], settings.audio)
 
     @handler
-    def attach():
+    def attach(values: dict):
         """On page load: follow the running job, or show the last run as it ended."""
         run = jobs.latest_run()
         if run is None:
@@ -281,7 +290,8 @@ def make_handlers(settings: Settings):
         yield from watch(run, settings.audio)
 
     @handler
-    def stop(run_dir, request: gr.Request = None):
+    def stop(values: dict, request: gr.Request = None) -> dict:
+        run_dir = values.get("train.run_dir")
         job = jobs.active_job()
         target = run_dir or (job or {}).get("run_dir")
         if not target or job is None or Path(job["run_dir"]) != Path(target):
@@ -291,8 +301,9 @@ def make_handlers(settings: Settings):
                              f"(it stops by itself after {settings.limits.max_minutes:g} minutes)")
         jobs.stop_run(target)
         gr.Info("Stopping after the current step; adapter-last will be saved.")
+        return {}
 
-    start.event = start_event  # the gradio-facing form (request first)
+    start.event = start_event  # the gradio-facing form (returns at once)
     start.follow = follow
     return start, attach, stop
 
@@ -303,65 +314,56 @@ def limits_note(settings: Settings) -> str:
     return f"**Public limits**: {public.describe(settings.limits)}.\n\n{DUPLICATE_NOTE}"
 
 
-def build(settings: Settings, dataset_names: list[str]) -> dict:
+def build(settings: Settings, ui: Registry, dataset_names: list[str]) -> None:
+    """Lay out the tab, registering every component the events read or write under "train.*"."""
     start, attach, stop = make_handlers(settings)
     lim = settings.limits
     defaults = knob_defaults(ARTIST, lim)
-    run_state = gr.State(None)  # this session's run folder
+    add = ui.add
+    add("train.run_dir", gr.State(None))  # this session's run folder
     with gr.Row():
         with gr.Column(scale=2):
-            dataset = gr.Dropdown(dataset_names, value=dataset_names[0] if dataset_names else None, label="Dataset",
-                                  elem_id="train-dataset")
-            base = gr.Dropdown(base_choices(settings), value=settings.base, label="Base model",
-                               allow_custom_value=settings.local,
-                               info="The hub base when reachable, else the bundled pocket base.")
-            name = gr.Textbox(label="Adapter name", placeholder="<dataset>-lora",
-                              info="Letters, digits, '.', '_' or '-'. The adapter appears under this name.",
-                              elem_id="train-name")
+            add("train.dataset", gr.Dropdown(dataset_names, value=dataset_names[0] if dataset_names else None,
+                                             label="Dataset", elem_id="train-dataset"))
+            add("train.base", gr.Dropdown(base_choices(settings), value=settings.base, label="Base model",
+                                          allow_custom_value=settings.local,
+                                          info="The hub base when reachable, else the bundled pocket base."))
+            add("train.name", gr.Textbox(label="Adapter name", placeholder="<dataset>-lora",
+                                         info="Letters, digits, '.', '_' or '-'. The adapter appears under this name.",
+                                         elem_id="train-name"))
             if not settings.local:
                 gr.Markdown(limits_note(settings), elem_id="train-limits")
-            preset = gr.Radio([ARTIST, FLAVOR], value=ARTIST, label="Preset")
-            preset_help = gr.Markdown(PRESET_HELP[ARTIST])
-            blend = gr.Slider(0, 0.75, value=0.0, step=0.05, visible=False, label="Base-corpus share",
-                              info="Share of training pieces taken from the base's own public-domain corpus (0 = album only).")
+            add("train.preset", gr.Radio([ARTIST, FLAVOR], value=ARTIST, label="Preset"))
+            add("train.preset_help", gr.Markdown(PRESET_HELP[ARTIST]))
+            add("train.blend", gr.Slider(0, 0.75, value=0.0, step=0.05, visible=False, label="Base-corpus share",
+                                         info="Share of training pieces taken from the base's own public-domain "
+                                              "corpus (0 = album only)."))
             with gr.Accordion("Advanced: every knob of the guide", open=False, elem_id="train-advanced"):
-                knobs = []
                 caps = {"epochs": lim.max_epochs or None, "max_minutes": lim.max_minutes or None}
-                for key, label, info in KNOBS:
-                    step = 1 if key in INTS else None
-                    if caps.get(key):
-                        info += f" Public limit: {caps[key]:g}."
-                    knobs.append(gr.Number(defaults[key], label=label, info=info, precision=0 if key in INTS else None,
-                                           step=step or 0.01, maximum=caps.get(key), elem_id=f"knob-{key}"))
-                device = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value="auto", label="Device")
-                resume = gr.Checkbox(False, label="Resume an interrupted run of this adapter name")
-                base_dropout = gr.Checkbox(False, label="Keep the base model's own dropout (about 2x slower)",
-                                           info="Off by default: the base is frozen; LoRA dropout above "
-                                                "regularises the adapter.")
-                fields = TrainConfig.__dataclass_fields__
-                choice_knobs = [gr.Dropdown(list(fields[k].metadata["choices"]), value=defaults[k], label=label,
-                                            info=TrainConfig.help(k), elem_id=f"knob-{k}")
-                                for k, label in (("variants", "Augmented variants"), ("precision", "Precision"))]
-                rslora = gr.Checkbox(defaults["use_rslora"], label="Rank-stabilised LoRA scaling",
-                                     info=TrainConfig.help("use_rslora"))
+                shown = {k: dict(label=LABELS.get(k), elem_id=f"knob-{k}") for k in KNOB_FIELDS}
+                for k, cap in caps.items():
+                    if cap and k in shown:
+                        shown[k].update(maximum=cap, info=f"{TrainConfig.help(k)} Public limit: {cap:g}.")
+                fields.add_controls(ui, TrainConfig, "train", KNOB_FIELDS, shown=shown, values=defaults, slider=False)
             with gr.Row():
                 start_btn = gr.Button("Start", variant="primary", elem_id="start-btn")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
         with gr.Column(scale=3):
-            progress = gr.HTML(progress_html(None), elem_id="train-progress")
-            loss_plot = gr.Plot(label="Loss and copy rate", show_label=False, format="png", elem_id="loss-plot")
+            add("train.progress", gr.HTML(progress_html(None), elem_id="train-progress"))
+            add("train.loss_plot", gr.Plot(label="Loss and copy rate", show_label=False, format="png",
+                                           elem_id="loss-plot"))
             with gr.Row():
-                sample_audio = gr.Audio(label="Epoch samples appear here after each epoch.", type="filepath",
-                                        interactive=False, visible=settings.audio)
-                sample_file = gr.File(label="Epoch sample (MIDI)", interactive=False, visible=False)
-            log = gr.Textbox(label="Log", lines=10, max_lines=10, autoscroll=True, interactive=False,
-                             elem_id="train-log")
+                add("train.sample_audio", gr.Audio(label="Epoch samples appear here after each epoch.",
+                                                   type="filepath", interactive=False, visible=settings.audio))
+                add("train.sample_file", gr.File(label="Epoch sample (MIDI)", interactive=False, visible=False))
+            add("train.log", gr.Textbox(label="Log", lines=10, max_lines=10, autoscroll=True, interactive=False,
+                                        elem_id="train-log"))
 
-    outs = [progress, loss_plot, log, sample_audio, sample_file, run_state]
-    preset.change(lambda p: apply_preset(p, lim), [preset], knobs + [preset_help, blend])
-    start_btn.click(start.event, [dataset, base, name, preset, blend, *knobs, device, resume, base_dropout,
-                                  *choice_knobs, rslora], outs,
-                    concurrency_id="compute", concurrency_limit=settings.compute_limit).success(
-        start.follow, [run_state], outs, concurrency_id="watch", concurrency_limit=WATCHERS)
-    stop_btn.click(stop, [run_state], None)
-    return {"dataset": dataset, "attach": (attach, outs)}
+    ui.on(ui["train.preset"].change, lambda values: apply_preset(values, lim), ["train.preset"],
+          [*(f"train.{k}" for k in KNOB_FIELDS), "train.preset_help", "train.blend"])
+    started = ui.on(start_btn.click, start.event, TRAIN_INPUTS, TRAIN_OUTPUTS,
+                    concurrency_id="compute", concurrency_limit=settings.compute_limit)
+    ui.on(started.success, start.follow, ["train.run_dir"], TRAIN_OUTPUTS,
+          concurrency_id="watch", concurrency_limit=WATCHERS)
+    ui.on(stop_btn.click, stop, ["train.run_dir"], [])
+    return attach  # blocks.py runs it on page load (TRAIN_OUTPUTS)
