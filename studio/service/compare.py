@@ -298,6 +298,7 @@ class Comparer:
         """copy rate (share of 8-note patterns found in a training piece) and style distance."""
         from studio.evaluation.metrics import style_distance
 
+        from studio.evaluation.groove import reference_groove, side_groove
         from studio.evaluation.texture import mean_texture, texture, texture_gap
 
         tex = texture(score).as_dict()
@@ -306,11 +307,15 @@ class Comparer:
             return {"compared_with": f"{reference} (its training pieces are not on this machine)", "texture": tex}
         cr = index.score(score)
         artist = mean_texture(scores)
+        artist_groove = reference_groove(scores)
         return {
             # what a listener hears first, next to the artist's own (the adapter's training pieces)
             "texture": tex,
             "artist_texture": artist,
             "texture_gap": texture_gap(tex, artist),
+            # and its time: where in the beat notes start, empty beats, bar-to-bar consistency
+            **side_groove([score], artist_groove),
+            "artist_groove": artist_groove,
             "compared_with": f"{reference}'s {len(scores)} training pieces",
             "copy_rate": round(cr.copy_rate, 3),
             "longest_copy_notes": cr.longest_copy_notes,

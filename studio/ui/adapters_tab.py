@@ -11,7 +11,8 @@ from studio.service.compare import forget_adapter, get_comparer
 from studio.ui.common import Settings, handler
 from studio.ui.registry import Registry
 
-HEADERS = ["name", "base", "dataset", "date", "epochs", "best val loss", "copy rate", "texture gap", "weights", "source"]
+HEADERS = ["name", "base", "dataset", "date", "epochs", "best val loss", "copy rate", "texture gap", "groove distance",
+           "artist's own groove distance", "empty beats", "weights", "source"]
 
 
 def adapters_table() -> tuple[pd.DataFrame, list[str]]:

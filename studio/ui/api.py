@@ -55,7 +55,8 @@ def make_compare(settings: Settings):
         out = []
         for r in results:
             for v, one in enumerate([r, *r.variations]):
-                keep = ("new_tokens", "notes", "music_seconds", "copy_rate", "texture", "artist_texture", "texture_gap")
+                keep = ("new_tokens", "notes", "music_seconds", "copy_rate", "texture", "artist_texture", "texture_gap",
+                        "groove", "groove_distance", "artist_groove")
                 out.append({"label": r.label, "variation": v + 1, "seed": int(seed) + v,
                             **{k: one.info[k] for k in keep if k in one.info},
                             "midi_base64": _b64(one.midi), "ogg_base64": _b64(one.audio)})

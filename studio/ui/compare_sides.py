@@ -7,6 +7,7 @@ import random
 
 import gradio as gr
 
+from studio.evaluation.groove import describe as describe_groove
 from studio.evaluation.texture import describe as describe_texture
 from studio.service import library
 from studio.ui.common import user_message
@@ -99,6 +100,11 @@ def info_md(r, shown_label: str) -> str:
     if i.get("artist_texture"):
         lines.append(f"artist's own: {describe_texture(i['artist_texture'])} · texture gap {i['texture_gap']:.2f} "
                      "(0 = the same notes/s, voices and span)")
+    if i.get("groove"):
+        lines.append(f"groove: {describe_groove(i['groove'], i.get('groove_distance'))}")
+    if i.get("artist_groove"):
+        lines.append(f"artist's own groove: {describe_groove(i['artist_groove'])} "
+                     "(groove distance 0 = notes start where the artist's do)")
     for m in r.messages:
         lines.append(f"⚠ {user_message(m).replace(r.label, shown_label)}")
     return "\n\n".join(lines)
