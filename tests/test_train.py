@@ -100,7 +100,7 @@ def test_resume_without_checkpoint_says_so(album, tmp_path, tiny_base_dir):
     ("lora_dropout", 1.0, r"lora_dropout must be in \[0, 1\)"),
     ("val_split", 0.0, "val_split must be between 0 and 1"),
     ("batch_size", 0, "batch_size must be a positive integer"),
-    ("device", "tpu", "device must be auto, cpu, cuda or mps"),
+    ("device", "tpu", "device must be one of auto, cpu, cuda, mps"),
 ])
 def test_bad_train_flags_name_the_field(tmp_path, field, value, msg):
     with pytest.raises(ValueError, match=msg):

@@ -25,7 +25,7 @@ import numpy as np
 from studio.layout import ADAPTER_BEST, ADAPTER_LAST, EPOCHS, TOKENIZER, TRAINING_META
 from studio.evaluation import metrics
 from studio.ingest.augment import VARIANT_SEP, source_of
-from studio.config import DEFAULT_BASE, SamplingConfig
+from studio.config import DEFAULT_BASE, DEVICES, GenerateConfig, SamplingConfig
 from studio.evaluation.loss import loss_by_kind, token_losses
 from studio.evaluation.texture import describe, mean_texture, texture_gap
 
@@ -380,7 +380,7 @@ def add_parser(sub) -> None:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--top-k", type=int, default=50)
     p.add_argument("--model-name", default=None, help="default: the adapter's own base")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--device", default="auto", choices=DEVICES, help=GenerateConfig.help("device"))
     p.add_argument("--save-samples", default=None, help="also write the samples as MIDI into this folder")
     p.add_argument("--n", type=int, default=8, help="notes per n-gram for copy detection")
     p.add_argument("--json", default=None, help="write the full result as JSON here")

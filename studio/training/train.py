@@ -17,6 +17,7 @@ import json
 import logging
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +25,7 @@ import torch
 
 from studio.layout import ADAPTER_BEST, ADAPTER_LAST, EPOCH_METRICS, EPOCHS, GENERATION_CONFIG, TRAINING_META
 from studio.training import checkpoint, loop
-from studio.config import DEFAULT_BASE, SamplingConfig, TrainConfig
+from studio.config import DEFAULT_BASE, TrainConfig
 from studio.model.data import prepare
 from studio.training.distributed import Dist
 from studio.training.fused_lora import use_fused_lora
@@ -123,7 +124,7 @@ class LoraHooks(loop.Hooks):
         rates, files, scores = [], [], []
         sample_dir = self.out / "samples"
         sample_dir.mkdir(parents=True, exist_ok=True)
-        sampling = SamplingConfig(max_new_tokens=self.cfg.sample_tokens)
+        sampling = replace(self.cfg.sampling, max_new_tokens=self.cfg.sample_tokens)
         model.eval()
         with torch.random.fork_rng():  # seeded sampling must not reset the RNG behind dropout
             for k in range(self.cfg.samples_per_epoch):
