@@ -113,8 +113,8 @@ def generate(model, tok, n_new: int, seed: int, precision: str = DECODING) -> tu
     from studio.model.fast import decode
 
     start = time.perf_counter()
-    out = decode(model, [tok["BOS_None"]], n_new, [seed], eos_id=tok["EOS_None"], min_new_tokens=n_new,
-                 precision=precision)
+    out = decode(model, [tok["BOS_None"]], SamplingConfig(n_new, min_new_tokens=n_new, precision=precision), [seed],
+                 eos_id=tok["EOS_None"])
     return time.perf_counter() - start, out.rows[0]
 
 
@@ -125,8 +125,8 @@ def ab_pair(model, adapter: str, tok, n_new: int, seed: int, precision: str = DE
     from studio.model.fast import decode
 
     start = time.perf_counter()
-    decode(model, [tok["BOS_None"]], n_new, [seed, seed], eos_id=tok["EOS_None"], adapters=[None, adapter],
-           min_new_tokens=n_new, precision=precision)
+    decode(model, [tok["BOS_None"]], SamplingConfig(n_new, min_new_tokens=n_new, precision=precision), [seed, seed],
+           eos_id=tok["EOS_None"], adapters=[None, adapter])
     return time.perf_counter() - start
 
 

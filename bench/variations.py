@@ -41,11 +41,11 @@ def main(argv=None) -> int:
     prec = SamplingConfig().precision  # the Compare tab's decoding precision
     times = {1: [], 4: []}
     with torch.no_grad():
-        fast.decode(model, [1], 16, [0], adapters=[side], precision=prec)  # warm-up (packs the weights)
+        fast.decode(model, [1], SamplingConfig(16, precision=prec), [0], adapters=[side])  # warm-up (packs the weights)
         for _ in range(repeats):
             for n in (1, 4):
                 t = time.perf_counter()
-                fast.decode(model, [1], tokens, list(range(n)), eos_id=None, adapters=[side] * n, precision=prec)
+                fast.decode(model, [1], SamplingConfig(tokens, precision=prec), list(range(n)), adapters=[side] * n)
                 times[n].append(time.perf_counter() - t)
     one, four = statistics.median(times[1]), statistics.median(times[4])
     ratio = four / one

@@ -6,8 +6,13 @@ import pytest
 import torch
 
 from conftest import make_piece, tiny_gpt2
-from studio.config import GenerateConfig
+from studio.config import GenerateConfig, SamplingConfig
 from studio.model.generate import fit_context, prompt_ids, run, sample
+
+
+def tokens(n: int, min_new: int = 0) -> SamplingConfig:
+    """``n`` new tokens, EOS allowed after ``min_new``, the base's weights in fp32 (exact)."""
+    return SamplingConfig(n, min_new_tokens=min_new, precision="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +42,9 @@ def notes_model(tok):
 
 
 def test_fixed_seed_reproduces_a_generation(tok, notes_model):
-    a = sample(notes_model, tok, [tok["BOS_None"]], 60, seed=7)
-    b = sample(notes_model, tok, [tok["BOS_None"]], 60, seed=7)
-    c = sample(notes_model, tok, [tok["BOS_None"]], 60, seed=8)
+    a = sample(notes_model, tok, [tok["BOS_None"]], tokens(60), seed=7)
+    b = sample(notes_model, tok, [tok["BOS_None"]], tokens(60), seed=7)
+    c = sample(notes_model, tok, [tok["BOS_None"]], tokens(60), seed=8)
     assert a.ids == b.ids and a.ids != c.ids
     assert a.n_notes > 0 and a.info()["seed"] == 7 and a.new_tokens == 60
 
@@ -59,7 +64,7 @@ def test_long_prompt_generation_keeps_its_tail(tok, notes_model, tmp_path):
     make_piece(0, n_notes=80).dump_midi(str(path))
     ids = prompt_ids(tok, path)
     assert ids[0] == tok["BOS_None"] and ids[-1] != tok["EOS_None"] and len(ids) > 128
-    gen = sample(notes_model, tok, ids, 500, seed=1)
+    gen = sample(notes_model, tok, ids, tokens(500), seed=1)
     assert len(gen.ids) <= 128 and gen.ids[1:gen.prompt_len] == ids[-(gen.prompt_len - 1):]
     assert len(gen.notes) == 2
 
@@ -108,7 +113,7 @@ def eos_model(tok):
 
 @pytest.mark.parametrize("min_new", [0, 1, 40, 64], ids=["off", "one", "forty", "all"])
 def test_eos_is_held_off_until_the_minimum_length_and_allowed_after(tok, min_new):
-    gen = sample(eos_model(tok), tok, [tok["BOS_None"]], 64, seed=3, min_new_tokens=min_new)
+    gen = sample(eos_model(tok), tok, [tok["BOS_None"]], tokens(64, min_new), seed=3)
     new = gen.ids[1:]
     assert tok["EOS_None"] not in new[:min_new]
     if min_new < 64:  # allowed from then on, and this model takes it at once

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -71,10 +72,10 @@ def continuations(model, tok, score, stream, prompt_seconds: float, new_tokens: 
     piece_tex = texture(score).as_dict()
     own_gap = texture_gap(texture(decode(tok, stream[len(prompt) : len(prompt) + new_tokens])).as_dict(), piece_tex)
     prompt = prompt[-(int(model.config.n_positions) - new_tokens):]
+    full = replace(sampling, max_new_tokens=new_tokens, min_new_tokens=new_tokens)  # as long as the piece's own
     rows = []
     for seed in seeds:
-        gen = sample(model, tok, prompt, new_tokens, sampling.temperature, sampling.top_p, sampling.top_k, seed,
-                     min_new_tokens=new_tokens, precision=sampling.precision)
+        gen = sample(model, tok, prompt, full, seed)
         new_tex = texture(decode(tok, gen.ids[gen.prompt_len :])).as_dict()
         rows.append({"prompt_tokens": gen.prompt_len, "new_tokens": len(gen.ids) - gen.prompt_len,
                      "texture": new_tex, "piece": piece_tex, "gap": texture_gap(new_tex, piece_tex),
@@ -113,14 +114,13 @@ def _mean(rows: list[dict]) -> dict:
 def unprompted(model, tok, n: int, new_tokens: int, reach: int, seed: int, sampling: SamplingConfig) -> dict:
     from studio.model.generate import sample
 
+    sampling = replace(sampling, max_new_tokens=new_tokens)
     rows = []
     for k in range(n):
-        gen = sample(model, tok, [tok["BOS_None"]], new_tokens, sampling.temperature, sampling.top_p,
-                     sampling.top_k, seed + k, min_new_tokens=min(sampling.min_new_tokens, new_tokens),
-                     precision=sampling.precision)
+        gen = sample(model, tok, [tok["BOS_None"]], sampling, seed + k)
         rows.append({"seed": seed + k, "new_tokens": len(gen.ids) - 1, "notes": gen.n_notes,
                      "texture": texture(gen.score).as_dict()})
-    return {"min_new_tokens": min(sampling.min_new_tokens, new_tokens), "reach": reach,
+    return {"min_new_tokens": sampling.min_tokens, "reach": reach,
             "reached": sum(r["new_tokens"] >= reach for r in rows), "with_notes": sum(r["notes"] > 0 for r in rows),
             "samples": n, "mean_texture": _mean([r["texture"] for r in rows]), "rows": rows}
 

@@ -186,8 +186,7 @@ def _sample_side(model, tok, seeds, sampling: SamplingConfig, index, save_dir, l
 
     rows, scores, messages = [], [], []
     for seed in seeds:
-        gen = sample(model, tok, [tok["BOS_None"]], sampling.max_new_tokens, sampling.temperature, sampling.top_p,
-                     sampling.top_k, seed, min_new_tokens=sampling.min_tokens, precision=sampling.precision)
+        gen = sample(model, tok, [tok["BOS_None"]], sampling, seed)
         messages += [m for m in gen.notes if m not in messages]
         row = {"seed": seed, "new_tokens": gen.new_tokens, "notes": gen.n_notes, **asdict(index.score(gen.score))}
         if save_dir is not None and gen.n_notes:

@@ -16,9 +16,10 @@ every step). So this module:
   It also runs *different adapters per row*: the base product for every row, then each
   unmerged adapter's low-rank update on its rows only (no weight copies), so an A/B pair's
   sides go through the model together, one pass per token for both.
-* ``decode(...)``: the sampling loop: temperature → top-k → top-p on the k best logits only,
-  with one ``torch.Generator`` per row seeded with that side's seed, so a row draws what it
-  would draw alone (up to float rounding of batched products).
+* ``decode(model, prompt, sampling, seeds)``: the sampling loop, as a ``SamplingConfig`` says:
+  temperature → top-k → top-p on the k best logits only, with one ``torch.Generator`` per row
+  seeded with that side's seed, so a row draws what it would draw alone (up to float rounding
+  of batched products).
 
 The filter has Hugging Face's semantics (TemperatureLogitsWarper → TopKLogitsWarper →
 TopPLogitsWarper, checked against them in tests), but the random draws differ from
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from studio.config import SamplingConfig
 from studio.model import packed
 
 BASE_ROW = "__base__"  # a row with no adapter (peft's own name for it in mixed batches)
@@ -328,31 +330,30 @@ class Decoded:
 
 
 @torch.no_grad()
-def decode(model, prompt: list[int], max_new_tokens: int, seeds: list[int], temperature: float = 1.0,
-           top_p: float = 0.95, top_k: int = 50, eos_id: int | None = None,
-           adapters: list[str | None] | None = None, min_new_tokens: int = 0, precision: str = "fp32",
-           on_step=None, allowed: torch.Tensor | None = None) -> Decoded:
-    """Sample ``len(seeds)`` rows continuing the same ``prompt`` with FastGPT2.
+def decode(model, prompt: list[int], sampling: SamplingConfig, seeds: list[int], eos_id: int | None = None,
+           adapters: list[str | None] | None = None, on_step=None, allowed: torch.Tensor | None = None) -> Decoded:
+    """Sample ``len(seeds)`` rows continuing the same ``prompt`` with FastGPT2, drawn as ``sampling``
+    says (its seed aside: row r draws from its own generator seeded with ``seeds[r]``).
 
-    ``adapters``: per row, an adapter name, None for the base, or (name, weight) pairs for a
-    strength or a blend (``row_mix``); default: every row runs the model as it is now, i.e. its
-    merged or active adapter. ``min_new_tokens``: EOS cannot end
-    a row before that many tokens. Prompt + max_new_tokens must fit the model's context (see
-    ``studio.model.generate.fit_context``). ``precision``: the base's products in decoding steps
-    (``studio.model.packed``). ``on_step(rows)``: called after each new token with the rows so far
-    (a live view; return True to stop early). ``allowed[prev]``: the tokens that may follow
-    ``prev`` (``studio.model.grammar``), or None for no constraint.
+    ``sampling.max_new_tokens``: prompt + that must fit the model's context (see
+    ``studio.model.generate.fit_context``); ``sampling.min_tokens``: EOS cannot end a row before
+    that many tokens; ``sampling.precision``: the base's products in decoding steps
+    (``studio.model.packed``). ``adapters``: per row, an adapter name, None for the base, or
+    (name, weight) pairs for a strength or a blend (``row_mix``); default: every row runs the
+    model as it is now, i.e. its merged or active adapter. ``on_step(rows)``: called after each
+    new token with the rows so far (a live view; return True to stop early). ``allowed[prev]``:
+    the tokens that may follow ``prev`` (``studio.model.grammar``), or None for no constraint.
     """
-    n_rows = len(seeds)
+    n_rows, max_new_tokens = len(seeds), sampling.max_new_tokens
     if n_rows < 1:
         raise ValueError("decode needs at least one seed (one per row)")
-    engine = FastGPT2(model, precision)
+    engine = FastGPT2(model, sampling.precision)
     if adapters is None:
         adapters = [_current_adapter(engine.peft)] * n_rows
     if len(adapters) != n_rows:
         raise ValueError(f"adapters has {len(adapters)} entries for {n_rows} rows")
     n_positions = int(engine.cfg.n_positions)
-    if not prompt or max_new_tokens < 1 or len(prompt) + max_new_tokens > n_positions:
+    if not prompt or len(prompt) + max_new_tokens > n_positions:
         raise ValueError(f"prompt ({len(prompt)} tokens) + max_new_tokens ({max_new_tokens}) must be "
                          f"2..{n_positions} tokens (the model's context)")
     device = engine.tr.wte.weight.device
@@ -363,11 +364,11 @@ def decode(model, prompt: list[int], max_new_tokens: int, seeds: list[int], temp
     engine.start(n_rows, len(prompt) + max_new_tokens, adapters)
     logits = engine.step(torch.tensor([prompt] * n_rows, dtype=torch.long, device=device))
     for step in range(max_new_tokens):
-        if eos_id is not None and step < min_new_tokens:
+        if eos_id is not None and step < sampling.min_tokens:
             logits[:, eos_id] = float("-inf")
         if allowed is not None:
             logits = logits.masked_fill(~allowed[[row[-1] for row in out]].to(logits.device), float("-inf"))
-        probs, cand = filter_logits(logits, temperature, top_k, top_p)
+        probs, cand = filter_logits(logits, sampling.temperature, sampling.top_k, sampling.top_p)
         probs, cand = probs.cpu(), cand.cpu()
         picks = [int(cand[r, torch.multinomial(probs[r], 1, generator=gens[r])]) for r in range(n_rows)]
         for r, pick in enumerate(picks):

@@ -167,9 +167,7 @@ class Comparer:
         """One Generation for one side (base when ``adapter`` is None)."""
         self.load()
         with self.lock, self._side(adapter) as model:
-            return sample(model, self.tok, prompt, knobs.max_new_tokens, knobs.temperature,
-                          knobs.top_p, knobs.top_k, seed, min_new_tokens=knobs.min_tokens,
-                          precision=knobs.precision)
+            return sample(model, self.tok, prompt, knobs, seed)
 
     def sample_all(self, sides: list, prompt: list[int], knobs: Knobs, seed: int, variations: int = 1,
                    on_step=None):
@@ -192,9 +190,7 @@ class Comparer:
                 return [self.sample_side(m[0][0] if m else None, prompt, knobs, seed) for m in mixes]
             rows = [m for m in mixes for _ in range(variations)]
             seeds = [seed + v for _ in mixes for v in range(variations)]
-            gens = sample_sides(self.model, self.tok, prompt, rows, knobs.max_new_tokens, knobs.temperature,
-                                knobs.top_p, knobs.top_k, seeds, min_new_tokens=knobs.min_tokens,
-                                precision=knobs.precision, on_step=on_step)
+            gens = sample_sides(self.model, self.tok, prompt, rows, knobs, seeds, on_step=on_step)
             if variations == 1:
                 return gens
             return [gens[i * variations:(i + 1) * variations] for i in range(len(mixes))]

@@ -128,9 +128,7 @@ class LoraHooks(loop.Hooks):
         model.eval()
         with torch.random.fork_rng():  # seeded sampling must not reset the RNG behind dropout
             for k in range(self.cfg.samples_per_epoch):
-                gen = sample(model, self.tok, [self.tok["BOS_None"]], sampling.max_new_tokens, sampling.temperature,
-                             sampling.top_p, sampling.top_k, seed=self.cfg.seed + k, min_new_tokens=sampling.min_tokens,
-                             precision=sampling.precision)
+                gen = sample(model, self.tok, [self.tok["BOS_None"]], sampling, seed=self.cfg.seed + k)
                 if gen.n_notes == 0:
                     continue
                 path = sample_dir / f"epoch{record['epoch']:02d}_s{k}.mid"
