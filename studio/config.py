@@ -317,10 +317,12 @@ def add_config_flags(p, cls, *, skip: tuple = (), defaults: dict | None = None, 
     """
     import argparse
 
+    made = []
     for f in fields(cls):
         default = f.default if f.default is not MISSING else f.default_factory()
         if f.name in skip or is_dataclass(default):
             continue
+        made.append(f.name)
         if defaults and f.name in defaults:
             default = defaults[f.name]
         name = f"{prefix}_{f.name}" if prefix else f.name
@@ -336,16 +338,24 @@ def add_config_flags(p, cls, *, skip: tuple = (), defaults: dict | None = None, 
             kw["type"] = _TYPES.get(kind, str)
         kw["choices"] = f.metadata.get("choices")
         p.add_argument(flag, **kw)
+    # which fields these flags fill: a skipped field's name may be the command's own flag (eval's
+    # --seed is a first seed), which config_from_args must not read into the config
+    p.set_defaults(**{_made_key(cls, prefix): tuple(made)})
+
+
+def _made_key(cls, prefix: str) -> str:
+    return f"_{prefix}_{cls.__name__}_fields"
 
 
 def config_from_args(cls, args, prefix: str = "", **overrides):
-    """``cls`` filled from flags that ``add_config_flags`` made, then ``overrides``; a field with no
-    flag (skipped, or another command's namespace) or a None value keeps the field's default."""
+    """``cls`` filled from the flags ``add_config_flags`` made for it, then ``overrides``; a field
+    with no flag (skipped) or a None value keeps the field's default."""
+    made = getattr(args, _made_key(cls, prefix), [f.name for f in fields(cls)])
     kw = {}
-    for f in fields(cls):
-        value = getattr(args, f"{prefix}_{f.name}" if prefix else f.name, None)
+    for name in made:
+        value = getattr(args, f"{prefix}_{name}" if prefix else name, None)
         if value is not None:
-            kw[f.name] = value
+            kw[name] = value
     return cls(**{**kw, **overrides})
 
 

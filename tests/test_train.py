@@ -9,7 +9,7 @@ import torch
 
 from conftest import write_pieces
 from studio.training import checkpoint
-from studio.config import TrainConfig
+from studio.config import SamplingConfig, TrainConfig
 from studio.training.dropout import LoraDropout
 from studio.model.models import attach_adapter, load_base
 from studio.training.train import TARGET_MODULES, train
@@ -198,7 +198,8 @@ def test_every_epoch_is_kept_with_its_loss_copy_rate_and_texture_gap(album, tmp_
     # a kept epoch is evaluated like adapter-best: against the run's own pieces and held-out windows
     from studio.evaluation.evaluate import evaluate_adapter
 
-    ev = evaluate_adapter(tmp_path / "run" / "epochs" / "02", samples=1, max_new_tokens=32, min_new_tokens=8)
+    ev = evaluate_adapter(tmp_path / "run" / "epochs" / "02", samples=1,
+                          sampling=SamplingConfig(32, min_new_tokens=8))
     assert ev["references"]["from"].endswith("training_meta.json") and ev["references"]["pieces"]
     assert 0 < ev["adapter"]["held_out_loss"] < 10 and ev["adapter"]["held_out_loss"] != ev["base"]["held_out_loss"]
 

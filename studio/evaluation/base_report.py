@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from studio.config import SamplingConfig
+from studio.config import SamplingConfig, add_sampling_flags, sampling_from_args
 from studio.ingest.eval_sets import SETS, export_set
 from studio.ingest.midi import load_score
 from studio.evaluation.texture import mean_texture, texture, texture_gap
@@ -125,8 +125,10 @@ def unprompted(model, tok, n: int, new_tokens: int, reach: int, seed: int, sampl
             "samples": n, "mean_texture": _mean([r["texture"] for r in rows]), "rows": rows}
 
 
-def base_report(model, tok, args, on_event=print) -> dict:
-    sampling = SamplingConfig()
+def base_report(model, tok, args, sampling: SamplingConfig | None = None, on_event=print) -> dict:
+    """Every set in ``args.sets``, then the unprompted samples; ``sampling``: how every sample is
+    drawn (its length and seeds: ``args.new_tokens`` and ``args.seed``, ...)."""
+    sampling = sampling or SamplingConfig()
     model.eval()
     report = {"sets": {}, "sampling": sampling.to_dict(), "prompt_seconds": args.prompt_seconds,
               "new_tokens": args.new_tokens, "seed": args.seed}
@@ -151,7 +153,7 @@ def _handler(args) -> int:
     torch.set_grad_enabled(False)
     tok = load_tokenizer()
     model, _ = load_base(args.model_name, tok)
-    report = base_report(model, tok, args)
+    report = base_report(model, tok, args, sampling_from_args(args, max_new_tokens=args.new_tokens))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0
@@ -169,4 +171,7 @@ def add_parser(sub) -> None:
     p.add_argument("--no-continuations", dest="continuations", action="store_false", help="skip the prompted continuations")
     p.add_argument("--seed", type=int, default=0, help="first seed (one per piece or sample)")
     p.add_argument("--json", help="write the report here")
+    add_sampling_flags(p.add_argument_group("sampling", "how every continuation and sample is drawn (length: "
+                                            "--new-tokens, continuations always that long; seeds: --seed, ...)"),
+                       skip=("max_new_tokens", "seed"))
     p.set_defaults(func=_handler)
