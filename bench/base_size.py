@@ -61,11 +61,11 @@ def lora_train_tok_s(model, seconds: float = 20.0, batch: int = 4, seq: int = 10
 
 def gen_tok_s(model, tokens: int = 256) -> float:
     from studio.config import SamplingConfig
-    from studio.model import fast
+    from studio.model import sampler
 
     model.eval()
-    fast.decode(model, [1], SamplingConfig(16, precision="fp32"), [0])  # warm-up
-    d = fast.decode(model, [1], SamplingConfig(tokens, precision="fp32"), [0])
+    sampler.decode(model, [1], SamplingConfig(16, precision="fp32"), [0])  # warm-up
+    d = sampler.decode(model, [1], SamplingConfig(tokens, precision="fp32"), [0])
     return d.tokens_per_s
 
 

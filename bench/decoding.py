@@ -65,7 +65,7 @@ def speed(model, tokens: int, repeats: int, rows: tuple[int, ...]) -> dict:
     import torch
 
     from studio.config import SamplingConfig
-    from studio.model.fast import decode
+    from studio.model.sampler import decode
 
     out = {f: {n: [] for n in rows} for f in FORMATS}
     with torch.no_grad():
@@ -103,7 +103,7 @@ def sample_textures(model, tok, seeds: list[int], tokens: int, fmt: str) -> dict
 
     from studio.evaluation.texture import mean_texture
     from studio.config import SamplingConfig
-    from studio.model.fast import decode
+    from studio.model.sampler import decode
     from studio.model.tokenizer import decode as to_score
 
     with torch.no_grad():

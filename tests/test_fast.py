@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from studio.config import SamplingConfig
-from studio.model.fast import FastGPT2, decode, filter_logits, merged, unsupported
+from studio.model.fast import FastGPT2, merged, unsupported
+from studio.model.sampler import decode, filter_logits
 from conftest import tiny_gpt2
 
 

@@ -12,7 +12,8 @@ import torch
 from conftest import tiny_gpt2, write_pieces
 from studio.config import GenerateConfig, SamplingConfig, TrainConfig
 from studio.model import packed, precision
-from studio.model.fast import FastGPT2, decode
+from studio.model.fast import FastGPT2
+from studio.model.sampler import decode
 
 
 @pytest.fixture(scope="module")

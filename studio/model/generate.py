@@ -115,14 +115,14 @@ def sample(model, tok, prompt: list[int], sampling: SamplingConfig, seed: int | 
     in the Generation). GPT-2 bases (the hub model, pocket) go through ``studio.model.fast``: the
     active adapter's low-rank update is added on the fly (weights never change), ~2-3x Hugging
     Face's ``generate`` on a CPU. Other architectures use ``generate``. ``on_step``: see
-    ``studio.model.fast.decode``.
+    ``studio.model.sampler.decode``.
     """
-    from studio.model import fast, grammar
+    from studio.model import fast, grammar, sampler
 
     prompt, fitted, notes = _fit(model, tok, prompt, sampling, sampling.seed if seed is None else seed)
     start = time.perf_counter()
     if fast.supports(model):
-        ids = fast.decode(model, prompt, fitted, [fitted.seed], eos_id=tok["EOS_None"], on_step=on_step,
+        ids = sampler.decode(model, prompt, fitted, [fitted.seed], eos_id=tok["EOS_None"], on_step=on_step,
                           allowed=grammar.for_tokenizer(tok)).rows[0]
     else:
         ids = _hf_generate(model, tok, prompt, fitted)
@@ -158,7 +158,7 @@ def sample_sides(model, tok, prompt: list[int], sides: list, sampling: SamplingC
     side. ``seed``: one for every side (default ``sampling.seed``) or one per side. Each side
     draws what it would draw alone with ``sample`` (up to float rounding of batched products).
     GPT-2 only (``studio.model.fast.supports``)."""
-    from studio.model import fast, grammar
+    from studio.model import fast, grammar, sampler
 
     if not fast.supports(model):
         raise ValueError("batched sides need a GPT-2 model; sample each side with sample()")
@@ -166,7 +166,7 @@ def sample_sides(model, tok, prompt: list[int], sides: list, sampling: SamplingC
     seeds = list(seed) if isinstance(seed, (list, tuple)) else None
     prompt, fitted, notes = _fit(model, tok, prompt, sampling, seeds[0] if seeds else seed)
     seeds = seeds or [fitted.seed] * len(sides)
-    out = fast.decode(model, prompt, fitted, seeds, eos_id=tok["EOS_None"], adapters=list(sides),
+    out = sampler.decode(model, prompt, fitted, seeds, eos_id=tok["EOS_None"], adapters=list(sides),
                       on_step=on_step, allowed=grammar.for_tokenizer(tok))
     return [_generation(tok, ids, len(prompt), s, out.seconds, notes) for ids, s in zip(out.rows, seeds)]
 

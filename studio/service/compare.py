@@ -175,7 +175,7 @@ class Comparer:
         decodes every (side, variation) row in one batch (adapters, strengths and blends as per-row
         low-rank updates, ``studio.model.fast``); other models, one plain side at a time.
         Returns one Generation per side (variations=1) or a list per side. ``on_step(rows)``: called
-        per new token with every row's ids so far (``studio.model.fast.decode``)."""
+        per new token with every row's ids so far (``studio.model.sampler.decode``)."""
         from studio.model import fast
 
         self.load()
