@@ -144,6 +144,9 @@ class SamplingConfig(_Job):
     top_p: float = _help(0.95, "nucleus sampling: keep the smallest set of tokens with this much probability",
                          min=0.05, max=1.0)
     top_k: int = _help(50, "keep only the k most likely tokens (0 = off)", min=0, max=200)
+    # Pitches only, over the last few notes: see studio.model.fast.penalize_repeats for why.
+    repetition_penalty: float = _help(1.0, "discourage the pitches of the last few notes: 1 = off, 1.2 = gently, "
+                                      "2 = strongly (rhythm and dynamics are left alone)", min=1.0, max=2.0)
     seed: int | None = _help(None, "random seed; the same seed, model and prompt give the same piece")
     # Weight-only int8 keeps the base's held-out loss within 0.5 % of fp32 and decodes faster on a
     # CPU with bf16 instructions and on an AVX2 one (bench/RESULTS.md, "Decoding precision");
@@ -164,6 +167,8 @@ class SamplingConfig(_Job):
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not 1.0 <= self.repetition_penalty <= 2.0:  # NaN fails too
+            raise ValueError(f"repetition_penalty must be between 1 (off) and 2, got {self.repetition_penalty}")
 
     @property
     def min_tokens(self) -> int:

@@ -123,14 +123,31 @@ def sample(model, tok, prompt: list[int], sampling: SamplingConfig, seed: int | 
     start = time.perf_counter()
     if fast.supports(model):
         ids = sampler.decode(model, prompt, fitted, [fitted.seed], eos_id=tok["EOS_None"], on_step=on_step,
-                          allowed=grammar.for_tokenizer(tok)).rows[0]
+                             allowed=grammar.for_tokenizer(tok), penalized=_pitches(tok)).rows[0]
     else:
         ids = _hf_generate(model, tok, prompt, fitted)
     return _generation(tok, ids, len(prompt), fitted.seed, time.perf_counter() - start, notes)
 
 
+def _pitches(tok) -> torch.Tensor:
+    """Bool mask of the Pitch tokens: what the repetition penalty watches (``sampler.penalize_repeats``)."""
+    from studio.model.grammar import token_kinds
+
+    return torch.tensor([kind == "Pitch" for kind in token_kinds(tok.vocab)])
+
+
 def _hf_generate(model, tok, prompt: list[int], sampling: SamplingConfig) -> list[int]:
+    from transformers import LogitsProcessorList
+
+    from studio.model import sampler
+
     device = next(model.parameters()).device
+    watch = set(_pitches(tok).nonzero().flatten().tolist())
+
+    def repeats(input_ids, scores):  # before temperature, top-k and top-p, as in sampler.decode
+        recent = [sampler.recent_tokens(row, watch) for row in input_ids.tolist()]
+        return sampler.penalize_repeats(scores, recent, sampling.repetition_penalty)
+
     input_ids = torch.tensor([prompt], dtype=torch.long, device=device)  # (1, T)
     torch.manual_seed(sampling.seed)
     out = model.generate(
@@ -145,6 +162,7 @@ def _hf_generate(model, tok, prompt: list[int], sampling: SamplingConfig) -> lis
         pad_token_id=tok["PAD_None"],
         eos_token_id=tok["EOS_None"],
         bos_token_id=tok["BOS_None"],
+        logits_processor=LogitsProcessorList([repeats] if sampling.repetition_penalty != 1.0 else []),
     )
     return out[0].tolist()
 
@@ -167,7 +185,7 @@ def sample_sides(model, tok, prompt: list[int], sides: list, sampling: SamplingC
     prompt, fitted, notes = _fit(model, tok, prompt, sampling, seeds[0] if seeds else seed)
     seeds = seeds or [fitted.seed] * len(sides)
     out = sampler.decode(model, prompt, fitted, seeds, eos_id=tok["EOS_None"], adapters=list(sides),
-                      on_step=on_step, allowed=grammar.for_tokenizer(tok))
+                         on_step=on_step, allowed=grammar.for_tokenizer(tok), penalized=_pitches(tok))
     return [_generation(tok, ids, len(prompt), s, out.seconds, notes) for ids, s in zip(out.rows, seeds)]
 
 
