@@ -60,11 +60,12 @@ def lora_train_tok_s(model, seconds: float = 20.0, batch: int = 4, seq: int = 10
 
 
 def gen_tok_s(model, tokens: int = 256) -> float:
-    from studio.model import fast
+    from studio.config import SamplingConfig
+    from studio.model import sampler
 
     model.eval()
-    fast.decode(model, [1], 16, [0], eos_id=None)  # warm-up
-    d = fast.decode(model, [1], tokens, [0], eos_id=None)
+    sampler.decode(model, [1], SamplingConfig(16, precision="fp32"), [0])  # warm-up
+    d = sampler.decode(model, [1], SamplingConfig(tokens, precision="fp32"), [0])
     return d.tokens_per_s
 
 

@@ -64,17 +64,18 @@ def speed(model, tokens: int, repeats: int, rows: tuple[int, ...]) -> dict:
     """{fmt: {rows: [seconds per repeat]}}, formats interleaved within every repeat."""
     import torch
 
-    from studio.model.fast import decode
+    from studio.config import SamplingConfig
+    from studio.model.sampler import decode
 
     out = {f: {n: [] for n in rows} for f in FORMATS}
     with torch.no_grad():
         for f in FORMATS:
-            decode(model, [1], 8, [0], precision=f)  # packs the weights once, outside the clock
+            decode(model, [1], SamplingConfig(8, precision=f), [0])  # packs the weights once, outside the clock
         for rep in range(repeats):
             for f in (FORMATS if rep % 2 == 0 else FORMATS[::-1]):
                 for n in rows:
                     t = time.perf_counter()
-                    decode(model, [1], tokens, list(range(n)), eos_id=None, precision=f)
+                    decode(model, [1], SamplingConfig(tokens, precision=f), list(range(n)))
                     out[f][n].append(time.perf_counter() - t)
     return out
 
@@ -101,12 +102,13 @@ def sample_textures(model, tok, seeds: list[int], tokens: int, fmt: str) -> dict
     import torch
 
     from studio.evaluation.texture import mean_texture
-    from studio.model.fast import decode
+    from studio.config import SamplingConfig
+    from studio.model.sampler import decode
     from studio.model.tokenizer import decode as to_score
 
     with torch.no_grad():
-        rows = decode(model, [tok["BOS_None"]], tokens, seeds, eos_id=tok["EOS_None"], min_new_tokens=tokens,
-                      precision=fmt).rows
+        rows = decode(model, [tok["BOS_None"]], SamplingConfig(tokens, min_new_tokens=tokens, precision=fmt), seeds,
+                      eos_id=tok["EOS_None"]).rows
     return mean_texture([to_score(tok, r) for r in rows])
 
 

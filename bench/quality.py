@@ -82,7 +82,7 @@ def run_artist(artist: str, files: list[Path], work: Path, base: str, overrides:
     import shutil
 
     from studio.ingest.augment import augment_dir
-    from studio.config import AugmentConfig, TrainConfig
+    from studio.config import AugmentConfig, SamplingConfig, TrainConfig
     from studio.evaluation.evaluate import evaluate_adapter
     from studio.training.train import train
 
@@ -101,7 +101,7 @@ def run_artist(artist: str, files: list[Path], work: Path, base: str, overrides:
     started = time.time()
     meta = train(cfg, lambda e: print(f"[quality] {artist}: {_line(e)}", flush=True) if e["type"] != "step" else None)
     wall = time.time() - started
-    result = evaluate_adapter(out / "adapter-best", samples=samples, max_new_tokens=new_tokens)
+    result = evaluate_adapter(out / "adapter-best", samples=samples, sampling=SamplingConfig(new_tokens))
     b, a = result["base"], result["adapter"]
     best = meta.get("best_epoch")
     per_epoch = [epoch_row(h, samples, new_tokens) for h in meta["history"]] if each_epoch else []
@@ -126,9 +126,10 @@ def run_artist(artist: str, files: list[Path], work: Path, base: str, overrides:
 def epoch_row(h: dict, samples: int, new_tokens: int) -> dict:
     """One kept epoch (epochs/NN) evaluated like adapter-best: which epoch sounds most like the artist,
     against what its own few training-time samples said."""
+    from studio.config import SamplingConfig
     from studio.evaluation.evaluate import evaluate_adapter
 
-    a = evaluate_adapter(Path(h["folder"]), samples=samples, max_new_tokens=new_tokens)["adapter"]
+    a = evaluate_adapter(Path(h["folder"]), samples=samples, sampling=SamplingConfig(new_tokens))["adapter"]
     print(f"[quality] epoch {h['epoch']}: held-out {a['held_out_loss']:.4f}, texture gap {a['texture_gap']}", flush=True)
     return {"epoch": h["epoch"], "val_loss": h["val_loss"], "training_texture_gap": h.get("texture_gap"),
             "held_out_loss": round(a["held_out_loss"], 4), "texture_gap": a["texture_gap"], "texture": a["texture"],

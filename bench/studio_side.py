@@ -110,11 +110,11 @@ def load_for_generate(base_dir: Path, adapter_dir: Path, precision: str = DECODI
 def generate(model, tok, n_new: int, seed: int, precision: str = DECODING) -> tuple[float, list[int]]:
     """One piece as ``studio.model.generate.sample`` decodes it (studio.model.fast, the default decoding
     precision unless told), with EOS held off like the reference; (seconds, ids)."""
-    from studio.model.fast import decode
+    from studio.model.sampler import decode
 
     start = time.perf_counter()
-    out = decode(model, [tok["BOS_None"]], n_new, [seed], eos_id=tok["EOS_None"], min_new_tokens=n_new,
-                 precision=precision)
+    out = decode(model, [tok["BOS_None"]], SamplingConfig(n_new, min_new_tokens=n_new, precision=precision), [seed],
+                 eos_id=tok["EOS_None"])
     return time.perf_counter() - start, out.rows[0]
 
 
@@ -122,11 +122,11 @@ def generate(model, tok, n_new: int, seed: int, precision: str = DECODING) -> tu
 def ab_pair(model, adapter: str, tok, n_new: int, seed: int, precision: str = DECODING) -> float:
     """Base and ``adapter`` sides in one batch, same seed, as the Comparer decodes them
     (``studio.model.generate.sample_sides``); seconds."""
-    from studio.model.fast import decode
+    from studio.model.sampler import decode
 
     start = time.perf_counter()
-    decode(model, [tok["BOS_None"]], n_new, [seed, seed], eos_id=tok["EOS_None"], adapters=[None, adapter],
-           min_new_tokens=n_new, precision=precision)
+    decode(model, [tok["BOS_None"]], SamplingConfig(n_new, min_new_tokens=n_new, precision=precision), [seed, seed],
+           eos_id=tok["EOS_None"], adapters=[None, adapter])
     return time.perf_counter() - start
 
 

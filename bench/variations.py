@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     import torch
 
     from studio.config import REPO_ROOT, SamplingConfig
-    from studio.model import fast
+    from studio.model import sampler
     from studio.model.packed import resolve
     from studio.model.models import attach_adapter, load_base
     from studio.model.tokenizer import build_tokenizer
@@ -41,11 +41,11 @@ def main(argv=None) -> int:
     prec = SamplingConfig().precision  # the Compare tab's decoding precision
     times = {1: [], 4: []}
     with torch.no_grad():
-        fast.decode(model, [1], 16, [0], adapters=[side], precision=prec)  # warm-up (packs the weights)
+        sampler.decode(model, [1], SamplingConfig(16, precision=prec), [0], adapters=[side])  # warm-up (packs the weights)
         for _ in range(repeats):
             for n in (1, 4):
                 t = time.perf_counter()
-                fast.decode(model, [1], tokens, list(range(n)), eos_id=None, adapters=[side] * n, precision=prec)
+                sampler.decode(model, [1], SamplingConfig(tokens, precision=prec), list(range(n)), adapters=[side] * n)
                 times[n].append(time.perf_counter() - t)
     one, four = statistics.median(times[1]), statistics.median(times[4])
     ratio = four / one

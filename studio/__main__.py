@@ -10,7 +10,10 @@ import argparse
 import logging
 import sys
 
-from studio.config import AugmentConfig, GenerateConfig, TrainConfig
+from studio.config import (AugmentConfig, GenerateConfig, TrainConfig, add_config_flags, add_sampling_flags,
+                           config_from_args, sampling_from_args)
+
+EPOCH_SAMPLES = "sample"  # train's --sample-temperature, --sample-top-p, ... fill TrainConfig.sampling
 
 
 def _augment(args) -> int:
@@ -35,8 +38,7 @@ def _train_config(args) -> TrainConfig:
         return TrainConfig.load(args.config)
     if not args.data_dir or not args.output_dir:
         raise ValueError("train needs --data-dir and --output-dir (or --config FILE)")
-    names = [f for f in TrainConfig.__dataclass_fields__ if hasattr(args, f) and getattr(args, f) is not None]
-    return TrainConfig(**{n: getattr(args, n) for n in names})
+    return config_from_args(TrainConfig, args, sampling=sampling_from_args(args, prefix=EPOCH_SAMPLES))
 
 
 def _train(args) -> int:
@@ -65,8 +67,7 @@ def _train(args) -> int:
 def _generate(args) -> int:
     from studio.model.generate import run
 
-    fields = GenerateConfig.__dataclass_fields__
-    cfg = GenerateConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    cfg = config_from_args(GenerateConfig, args)
     gen = run(cfg)
     for note in gen.notes:
         print(f"note: {note}")
@@ -93,36 +94,14 @@ def _add_train(sub) -> None:
     p.add_argument("--config", help="a TrainConfig JSON file (instead of the flags)")
     p.add_argument("--run-dir", help=argparse.SUPPRESS)  # used by the app's child process
     add_config_flags(p, TrainConfig, required_later=("data_dir", "output_dir"))
+    group = p.add_argument_group("epoch samples", "how the samples after each epoch are drawn "
+                                 "(their length: --sample-tokens; their seeds: --seed, --seed + 1, ...)")
+    add_sampling_flags(group, skip=("max_new_tokens", "seed"), prefix=EPOCH_SAMPLES)
 
 
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="sample a MIDI file from the base model or base + adapter")
-    add_config_flags(p, GenerateConfig, {"device": ["auto", "cpu", "cuda", "mps"]})
-
-
-_TYPES = {"int": int, "float": float, "str": str, "int | None": int, "str | None": str, "float | None": float}
-
-
-def add_config_flags(p, cls, choices: dict | None = None, required_later: tuple = ()) -> None:
-    """One ``--flag`` per dataclass field, its default, type, choices and help read from the field,
-    so a default and its explanation live in one place (the UI reads the same metadata).
-    ``required_later``: fields left None here, checked by the command (e.g. unless --config)."""
-    import dataclasses
-
-    for f in dataclasses.fields(cls):
-        flag = f"--{f.name.replace('_', '-')}"
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kw = {"help": f.metadata.get("help"), "default": None if f.name in required_later else default}
-        kind = str(f.type)
-        if kind == "bool":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-            continue
-        if kind.startswith("list["):
-            kw.update(nargs="*", type=_TYPES[kind[5:-1]])
-        else:
-            kw["type"] = _TYPES.get(kind, str)
-        kw["choices"] = (choices or {}).get(f.name) or f.metadata.get("choices")
-        p.add_argument(flag, **kw)
+    add_config_flags(p, GenerateConfig)
 
 
 def build_parser() -> argparse.ArgumentParser:

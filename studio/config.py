@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +20,11 @@ POCKET_DIR = REPO_ROOT / "models" / "pocket-base"
 # Inclusive MIDI pitches the studio's PerTok vocabulary can represent (miditok's default range;
 # tests/test_models.py checks it against the tokenizer). Augmentation skips transpositions past it.
 PITCH_RANGE = (21, 108)
-DECODE_PRECISIONS = ("auto", "fp32", "bf16", "int8")  # studio.model.packed.CHOICES
+# Each choice list lives here once: the fields' metadata (``choices``), their checks
+# (``_Job.check_choices``), the command-line flags and the UI's dropdowns all read it.
+DEVICES = ("auto", "cpu", "cuda", "mps")  # studio.model.models.pick_device
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # autocast while training: studio.model.precision
+DECODE_PRECISIONS = ("auto", "fp32", "bf16", "int8")  # the base's weights while sampling: studio.model.packed
 
 
 def data_dir() -> Path:
@@ -83,6 +87,13 @@ class _Job:
     def load(cls, path: str | Path):
         return cls.from_dict(json.loads(Path(path).read_text()))
 
+    def check_choices(self) -> None:
+        """Every field whose metadata lists ``choices`` holds one of them (the error names the field)."""
+        for f in fields(self):
+            choices, value = f.metadata.get("choices"), getattr(self, f.name)
+            if choices and value not in choices:
+                raise ValueError(f"{f.name} must be one of {', '.join(choices)}, got {value!r}")
+
 
 def _check_positive(name: str, value, allow_zero: bool = False) -> None:
     bad = value is None or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero)
@@ -117,6 +128,71 @@ class AugmentConfig(_Job):
             _check_positive("tempo factor", f)
         if not self.transpose and not self.tempo and not self.include_original:
             raise ValueError("transpose, tempo: nothing to do (no transpositions, no tempo factors)")
+
+
+@dataclass
+class SamplingConfig(_Job):
+    """How a sample is drawn: one config for generate, eval, training samples and the Compare tab."""
+
+    max_new_tokens: int = _help(1024, "tokens to generate (the prompt and these must fit the base's context)",
+                                min=16, max=1023)
+    # A sample plays for the length asked: EOS is held off until this many tokens. 384 makes 10 of
+    # 10 seeded 512-token pocket samples reach 384 tokens (models/pocket-base/MODEL_CARD.md).
+    min_new_tokens: int = _help(384, "EOS is not allowed before this many new tokens (capped at max_new_tokens)",
+                                min=0, max=1023)
+    temperature: float = _help(1.0, "sampling temperature: lower is safer, higher is wilder", min=0.1, max=2.0)
+    top_p: float = _help(0.95, "nucleus sampling: keep the smallest set of tokens with this much probability",
+                         min=0.05, max=1.0)
+    top_k: int = _help(50, "keep only the k most likely tokens (0 = off)", min=0, max=200)
+    # Pitches only, over the last few notes: see studio.model.fast.penalize_repeats for why.
+    repetition_penalty: float = _help(1.0, "discourage the pitches of the last few notes: 1 = off, 1.2 = gently, "
+                                      "2 = strongly (rhythm and dynamics are left alone)", min=1.0, max=2.0)
+    seed: int | None = _help(None, "random seed; the same seed, model and prompt give the same piece")
+    # PerTok's time is relative: without this a sampled stream drifts off the album's grid, runs
+    # over bar lines and leaves beats silent (studio/model/beat.py has the measurements' reasons).
+    keep_time: bool = _help(True, "keep the pulse: notes start where the adapter's album starts them (the "
+                            "base: any 32nd), never run past the bar line, and no whole beat is left silent")
+    # Weight-only int8 keeps the base's held-out loss within 0.5 % of fp32 and decodes faster on a
+    # CPU with bf16 instructions and on an AVX2 one (bench/RESULTS.md, "Decoding precision");
+    # elsewhere auto = fp32.
+    precision: str = _help("auto", "decoding: the base's weights in fp32, bf16 or int8 (auto: int8 on an x86 CPU "
+                           "with AVX2, AVX-512 or bf16 instructions, else fp32; adapters always fp32; "
+                           "studio/model/packed.py)",
+                           choices=DECODE_PRECISIONS)
+
+    def __post_init__(self) -> None:
+        self.check_choices()  # precision
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+        if not isinstance(self.min_new_tokens, int) or self.min_new_tokens < 0:
+            raise ValueError(f"min_new_tokens must be an integer >= 0, got {self.min_new_tokens!r}")
+        _check_positive("temperature", self.temperature)
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not 1.0 <= self.repetition_penalty <= 2.0:  # NaN fails too
+            raise ValueError(f"repetition_penalty must be between 1 (off) and 2, got {self.repetition_penalty}")
+
+    @property
+    def min_tokens(self) -> int:
+        """The minimum length in force: never more than the length asked."""
+        return min(self.min_new_tokens, self.max_new_tokens)
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        return cls.knob(name)["help"]
+
+    @classmethod
+    def knob(cls, name: str) -> dict:
+        """{default, help, min, max} of a field: what a CLI flag or a UI slider needs."""
+        f = next(f for f in fields(cls) if f.name == name)
+        return {"default": f.default, "help": f.metadata.get("help", ""), "min": f.metadata.get("min"),
+                "max": f.metadata.get("max")}
+
+    def sampling(self) -> "SamplingConfig":
+        """Just the sampling fields (of a subclass such as GenerateConfig)."""
+        return SamplingConfig(**{f.name: getattr(self, f.name) for f in fields(SamplingConfig)})
 
 
 @dataclass
@@ -156,14 +232,18 @@ class TrainConfig(_Job):
     copy_threshold: float = _help(0.5, "stop when the epoch's samples copy the training pieces above this rate; 0 = off")
     samples_per_epoch: int = _help(2, "seeded samples after each epoch (copy rate, texture gap; to hear it evolve)")
     sample_tokens: int = _help(256, "tokens per epoch sample")
-    device: str = _help("auto", "auto, cpu, cuda or mps", choices=("auto", "cpu", "cuda", "mps"))
+    # The epoch samples are drawn like any other (the train command's --sample-* flags); their
+    # length and seeds are sample_tokens and seed, seed+1, ... so runs stay comparable.
+    sampling: SamplingConfig = _help(text="how the epoch samples are drawn (max_new_tokens and seed: "
+                                     "sample_tokens and seed)", factory=SamplingConfig)
+    device: str = _help("auto", "where it runs: auto picks cuda, then mps, then cpu", choices=DEVICES)
     max_minutes: float = _help(0.0, "stop and save after this many minutes of training; 0 = no limit")
     extra_data_dirs: list[str] = _help(text="folders blended into training (train split only)", factory=list)
     # How augmented variants are used (studio.model.data.RotatingWindows).
     variants: str = _help("rotate", "augmented variants: all of them every epoch (the guide's), or rotate: each piece "
                           "once per epoch in a variant drawn anew each epoch", choices=("all", "rotate"))
     precision: str = _help("auto", "auto: bf16 autocast where the processor has bf16 instructions "
-                           "(studio/model/precision.py)", choices=("auto", "fp32", "bf16"))
+                           "(studio/model/precision.py)", choices=TRAIN_PRECISIONS)
     use_rslora: bool = _help(False, "rank-stabilised LoRA scaling (alpha/sqrt(r) instead of alpha/r)")
 
     @classmethod
@@ -171,6 +251,8 @@ class TrainConfig(_Job):
         return cls.__dataclass_fields__[name].metadata.get("help", "")
 
     def __post_init__(self) -> None:
+        if isinstance(self.sampling, dict):  # from a saved config.json
+            self.sampling = SamplingConfig.from_dict(self.sampling)
         for name in ("max_seq_len", "batch_size", "grad_accum_steps", "epochs", "lora_r", "lora_alpha"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -190,12 +272,7 @@ class TrainConfig(_Job):
             raise ValueError(f"stop_tolerance must be in [0, 1), got {self.stop_tolerance}")
         if not 0 <= self.copy_threshold <= 1:
             raise ValueError(f"copy_threshold must be in [0, 1], got {self.copy_threshold}")
-        if self.device not in ("auto", "cpu", "cuda", "mps"):
-            raise ValueError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
-        if self.variants not in ("all", "rotate"):
-            raise ValueError(f"variants must be all or rotate, got {self.variants!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        self.check_choices()  # device, variants, precision
 
 
 @dataclass(frozen=True)
@@ -221,67 +298,81 @@ TRAIN_PRESETS = {
 
 
 @dataclass
-class SamplingConfig(_Job):
-    """How a sample is drawn: one config for generate, eval, training samples and the Compare tab."""
-
-    max_new_tokens: int = _help(1024, "tokens to generate (the prompt and these must fit the base's context)",
-                                min=16, max=1023)
-    # A sample plays for the length asked: EOS is held off until this many tokens. 384 makes 10 of
-    # 10 seeded 512-token pocket samples reach 384 tokens (models/pocket-base/MODEL_CARD.md).
-    min_new_tokens: int = _help(384, "EOS is not allowed before this many new tokens (capped at max_new_tokens)",
-                                min=0, max=1023)
-    temperature: float = _help(1.0, "sampling temperature: lower is safer, higher is wilder", min=0.1, max=2.0)
-    top_p: float = _help(0.95, "nucleus sampling: keep the smallest set of tokens with this much probability",
-                         min=0.05, max=1.0)
-    top_k: int = _help(50, "keep only the k most likely tokens (0 = off)", min=0, max=200)
-    seed: int | None = _help(None, "random seed; the same seed, model and prompt give the same piece")
-    # Weight-only int8 keeps the base's held-out loss within 0.5 % of fp32 and decodes faster on a
-    # CPU with bf16 instructions and on an AVX2 one (bench/RESULTS.md, "Decoding precision");
-    # elsewhere auto = fp32.
-    precision: str = _help("auto", "decoding: the base's weights in fp32, bf16 or int8 (auto: int8 on an x86 CPU "
-                           "with AVX2, AVX-512 or bf16 instructions, else fp32; adapters always fp32; "
-                           "studio/model/packed.py)",
-                           choices=DECODE_PRECISIONS)
-
-    def __post_init__(self) -> None:
-        if self.precision not in DECODE_PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(DECODE_PRECISIONS)}, got {self.precision!r}")
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
-        if not isinstance(self.min_new_tokens, int) or self.min_new_tokens < 0:
-            raise ValueError(f"min_new_tokens must be an integer >= 0, got {self.min_new_tokens!r}")
-        _check_positive("temperature", self.temperature)
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
-
-    @property
-    def min_tokens(self) -> int:
-        """The minimum length in force: never more than the length asked."""
-        return min(self.min_new_tokens, self.max_new_tokens)
-
-    @classmethod
-    def help(cls, name: str) -> str:
-        return cls.knob(name)["help"]
-
-    @classmethod
-    def knob(cls, name: str) -> dict:
-        """{default, help, min, max} of a field: what a CLI flag or a UI slider needs."""
-        f = next(f for f in fields(cls) if f.name == name)
-        return {"default": f.default, "help": f.metadata.get("help", ""), "min": f.metadata.get("min"),
-                "max": f.metadata.get("max")}
-
-    def sampling(self) -> "SamplingConfig":
-        """Just the sampling fields (of a subclass such as GenerateConfig)."""
-        return SamplingConfig(**{f.name: getattr(self, f.name) for f in fields(SamplingConfig)})
-
-
-@dataclass
 class GenerateConfig(SamplingConfig):
     output: str = _help("out.mid", "MIDI file to write")
     adapter_dir: str | None = _help(None, "adapter folder (adapter-best); none: the base model alone")
     model_name: str | None = _help(None, "base: a hub id, a folder or pocket; none: the adapter's own base")
     prompt_midi: str | None = _help(None, "a MIDI file to continue")
     audio: str | None = _help(None, "also render to this .wav/.ogg/.flac")
-    device: str = _help("auto", "auto, cpu, cuda or mps", choices=("auto", "cpu", "cuda", "mps"))
+    # checked with the sampling fields' choices by SamplingConfig.__post_init__
+    device: str = _help("auto", "where it runs: auto picks cuda, then mps, then cpu", choices=DEVICES)
+
+
+# ---------------------------------------------------------------- command-line flags from the configs
+
+_TYPES = {"int": int, "float": float, "str": str, "int | None": int, "str | None": str, "float | None": float}
+
+
+def add_config_flags(p, cls, *, skip: tuple = (), defaults: dict | None = None, required_later: tuple = (),
+                     prefix: str = "") -> None:
+    """One ``--flag`` per field of the dataclass ``cls``, its default, type, choices and help read from
+    the field, so a default and its explanation live in one place (the UI reads the same metadata).
+
+    ``skip``: fields the command sets itself (eval's ``--seed`` is a first seed); ``defaults``: the
+    command's own defaults; ``required_later``: fields left None here, checked by the command (e.g.
+    unless --config); ``prefix``: flags ``--PREFIX-NAME`` (dest ``PREFIX_NAME``), for a config
+    nested in another (the train command's ``--sample-*``). Nested configs are skipped: the
+    command adds them with a prefix. ``p``: a parser or an argument group.
+    """
+    import argparse
+
+    made = []
+    for f in fields(cls):
+        default = f.default if f.default is not MISSING else f.default_factory()
+        if f.name in skip or is_dataclass(default):
+            continue
+        made.append(f.name)
+        if defaults and f.name in defaults:
+            default = defaults[f.name]
+        name = f"{prefix}_{f.name}" if prefix else f.name
+        flag = f"--{name.replace('_', '-')}"
+        kw = {"help": f.metadata.get("help"), "default": None if f.name in required_later else default}
+        kind = str(f.type)
+        if kind == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+            continue
+        if kind.startswith("list["):
+            kw.update(nargs="*", type=_TYPES[kind[5:-1]])
+        else:
+            kw["type"] = _TYPES.get(kind, str)
+        kw["choices"] = f.metadata.get("choices")
+        p.add_argument(flag, **kw)
+    # which fields these flags fill: a skipped field's name may be the command's own flag (eval's
+    # --seed is a first seed), which config_from_args must not read into the config
+    p.set_defaults(**{_made_key(cls, prefix): tuple(made)})
+
+
+def _made_key(cls, prefix: str) -> str:
+    return f"_{prefix}_{cls.__name__}_fields"
+
+
+def config_from_args(cls, args, prefix: str = "", **overrides):
+    """``cls`` filled from the flags ``add_config_flags`` made for it, then ``overrides``; a field
+    with no flag (skipped) or a None value keeps the field's default."""
+    made = getattr(args, _made_key(cls, prefix), [f.name for f in fields(cls)])
+    kw = {}
+    for name in made:
+        value = getattr(args, f"{prefix}_{name}" if prefix else name, None)
+        if value is not None:
+            kw[name] = value
+    return cls(**{**kw, **overrides})
+
+
+def add_sampling_flags(p, **kw) -> None:
+    """The sampling flags of every command that samples (generate, eval, base-report, train's epoch
+    samples): one per SamplingConfig field, so a new field is a new flag everywhere."""
+    add_config_flags(p, SamplingConfig, **kw)
+
+
+def sampling_from_args(args, prefix: str = "", **overrides) -> SamplingConfig:
+    return config_from_args(SamplingConfig, args, prefix, **overrides)

@@ -14,7 +14,7 @@ import torch
 from conftest import tiny_gpt2, write_pieces
 from studio.service import compare, library
 from studio.service.compare import Comparer, Knobs
-from studio.config import adapters_dir
+from studio.config import SamplingConfig, adapters_dir
 from studio.model.generate import sample
 from studio.model.models import BaseInfo, load_base, save_adapter
 from studio.audio.render import fluidsynth_status
@@ -74,7 +74,7 @@ def test_one_base_many_adapters_same_seed(tok, tiny_base_dir, two_adapters):
     assert alpha1.ids != base1.ids and beta.ids != alpha1.ids  # adapters really switch
     # the base side is the plain base model: same tokens as a separately loaded copy
     plain, _ = load_base(str(tiny_base_dir), tok)
-    assert sample(plain, tok, prompt(tok), 48, seed=5, min_new_tokens=k.min_tokens, precision=k.precision).ids == base1.ids
+    assert sample(plain, tok, prompt(tok), k, seed=5).ids == base1.ids
     # one copy of the base weights, both adapters on it
     assert set(c.model.peft_config) == {"alpha", "beta"}
     base_params = sum(p.numel() for n, p in c.model.named_parameters() if "lora_" not in n)
@@ -310,7 +310,7 @@ def test_cli_generate_merges_the_adapter_and_agrees_with_the_studio(tok, tiny_ba
                              precision=prec)
         model, _, _ = _load_for(cfg)
         assert isinstance(model, PeftModel) == (prec != "fp32")  # fp32: merged, a plain GPT-2
-        cli = sample(model, tok, ids, 48, seed=5, precision=prec)
+        cli = sample(model, tok, ids, SamplingConfig(48, min_new_tokens=0, precision=prec), seed=5)
         knobs = Knobs(max_new_tokens=48, min_new_tokens=0, precision=prec)
         assert cli.ids == c.sample_side("alpha", ids, knobs, seed=5).ids
         assert cli.ids != c.sample_side(None, ids, knobs, seed=5).ids

@@ -12,7 +12,7 @@ import torch
 
 from conftest import make_piece, tiny_gpt2, write_pieces
 from studio.__main__ import main
-from studio.config import TrainConfig
+from studio.config import SamplingConfig, TrainConfig
 from studio.evaluation.metrics import HISTOGRAM_FEATURES, SCALAR_FEATURES, note_sequence, per_token_loss
 from studio.model.tokenizer import encode
 
@@ -136,10 +136,12 @@ def test_adapter_mode_compares_base_and_adapter(trained_run, music_base, tok, tm
     run, meta = trained_run
     out, sample_dir = tmp_path / "ab.json", tmp_path / "samples"
     rc, printed, _ = run_cli(["eval", "--adapter-dir", str(run / "adapter-best"), "--samples", "2",
-                              "--max-new-tokens", "64", "--save-samples", str(sample_dir), "--json", str(out)], capsys)
+                              "--max-new-tokens", "64", "--precision", "fp32", "--save-samples", str(sample_dir),
+                              "--json", str(out)], capsys)
     assert rc == 0
     result = json.loads(out.read_text())
     assert result["mode"] == "adapter" and result["settings"]["seeds"] == [0, 1]
+    assert result["settings"]["precision"] == "fp32" and result["settings"]["max_new_tokens"] == 64
     train_sources = meta["data"]["sources"]["train"]
     assert sorted(result["references"]["pieces"]) == train_sources and len(train_sources) == 3
     held = result["held_out"]
@@ -198,7 +200,7 @@ def test_adapter_mode_with_held_out_folder(trained_run, tmp_path):
     run, _ = trained_run
     held = tmp_path / "held"
     write_pieces(held, 2, seed0=50, n_notes=30)
-    result = evaluate_adapter(run / "adapter-best", data_dir=held, samples=1, max_new_tokens=16, seed=3)
+    result = evaluate_adapter(run / "adapter-best", data_dir=held, samples=1, sampling=SamplingConfig(16), seed=3)
     assert result["held_out"]["from"] == f"--data-dir {held}" and result["held_out"]["files"] == 2
     assert result["settings"]["seeds"] == [3]
     assert math.isfinite(result["base"]["held_out_loss"]) and math.isfinite(result["adapter"]["held_out_loss"])

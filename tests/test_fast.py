@@ -8,8 +8,15 @@ import copy
 import pytest
 import torch
 
-from studio.model.fast import FastGPT2, decode, filter_logits, merged, unsupported
+from studio.config import SamplingConfig
+from studio.model.fast import FastGPT2, merged, unsupported
+from studio.model.sampler import decode, filter_logits
 from conftest import tiny_gpt2
+
+
+def tokens(n: int, min_new: int = 0, **kw) -> SamplingConfig:
+    """``n`` new tokens, EOS allowed after ``min_new``, the base's weights in fp32 (exact)."""
+    return SamplingConfig(n, min_new_tokens=min_new, precision="fp32", **kw)
 
 
 @pytest.fixture(scope="module")
@@ -95,16 +102,16 @@ def test_filter_matches_huggingface_warpers(temperature, top_k, top_p):
 def test_pair_rows_draw_what_each_side_draws_alone(models, tok):
     _, pm = models
     bos, eos = tok["BOS_None"], tok["EOS_None"]
-    pair = decode(pm, [bos, 40, 41], 30, [7, 7], eos_id=eos, adapters=[None, "two"], min_new_tokens=30)
+    pair = decode(pm, [bos, 40, 41], tokens(30, 30), [7, 7], eos_id=eos, adapters=[None, "two"])
     with pm.disable_adapter():
-        alone_base = decode(pm, [bos, 40, 41], 30, [7], eos_id=eos, min_new_tokens=30)
+        alone_base = decode(pm, [bos, 40, 41], tokens(30, 30), [7], eos_id=eos)
     pm.set_adapter("two")
-    alone_b = decode(pm, [bos, 40, 41], 30, [7], eos_id=eos, min_new_tokens=30)
+    alone_b = decode(pm, [bos, 40, 41], tokens(30, 30), [7], eos_id=eos)
     pm.set_adapter("one")
     assert pair.rows == [alone_base.rows[0], alone_b.rows[0]]
     assert pair.rows[0] != pair.rows[1]  # base and adapter really differ
     assert len(pair.rows[0]) == 33 and pair.new_tokens == 60
-    again = decode(pm, [bos, 40, 41], 30, [7, 7], eos_id=eos, adapters=[None, "two"], min_new_tokens=30)
+    again = decode(pm, [bos, 40, 41], tokens(30, 30), [7, 7], eos_id=eos, adapters=[None, "two"])
     assert again.rows == pair.rows
 
 
@@ -120,8 +127,8 @@ def test_eos_ends_a_row_and_min_new_tokens_holds_it_off(models, tok):
     ln_f.bias.data[0] = 1.0
     wte.data[eos, 0] = wte.data[:, 0].abs().max() + 50.0
     try:
-        short = decode(base, [tok["BOS_None"]], 20, [0, 1], eos_id=eos)
-        held = decode(base, [tok["BOS_None"]], 20, [0], eos_id=eos, min_new_tokens=5)
+        short = decode(base, [tok["BOS_None"]], tokens(20), [0, 1], eos_id=eos)
+        held = decode(base, [tok["BOS_None"]], tokens(20, 5), [0], eos_id=eos)
     finally:
         ln_f.weight.data, ln_f.bias.data = saved[0], saved[1]
         wte.data[eos] = saved[2]
@@ -132,13 +139,13 @@ def test_eos_ends_a_row_and_min_new_tokens_holds_it_off(models, tok):
 def test_refusals(models, tok):
     base, pm = models
     with pytest.raises(ValueError, match="context"):
-        decode(base, [tok["BOS_None"]], 64, [0])
+        decode(base, [tok["BOS_None"]], tokens(64), [0])
     with pytest.raises(ValueError, match="not loaded"):
-        decode(pm, [tok["BOS_None"]], 4, [0], adapters=["nope"])
+        decode(pm, [tok["BOS_None"]], tokens(4), [0], adapters=["nope"])
     with pytest.raises(ValueError, match="rows ask for adapters"):
-        decode(base, [tok["BOS_None"]], 4, [0], adapters=["one"])
+        decode(base, [tok["BOS_None"]], tokens(4), [0], adapters=["one"])
     with merged(pm), pytest.raises(ValueError, match="merged"):
-        decode(pm, [tok["BOS_None"]], 4, [0, 0], adapters=[None, "one"])
+        decode(pm, [tok["BOS_None"]], tokens(4), [0, 0], adapters=[None, "one"])
     with pytest.raises(ValueError, match="temperature"):
         filter_logits(torch.zeros(1, 5), temperature=0)
     cfg = copy.deepcopy(base.config)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from conftest import make_piece, tiny_gpt2
-from studio.config import GenerateConfig
+from studio.config import GenerateConfig, SamplingConfig
 from studio.model.generate import fit_context, prompt_ids, run, sample
+
+
+def tokens(n: int, min_new: int = 0, **kw) -> SamplingConfig:
+    """``n`` new tokens, EOS allowed after ``min_new``, the base's weights in fp32 (exact)."""
+    return SamplingConfig(n, min_new_tokens=min_new, precision="fp32", **kw)
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +44,9 @@ def notes_model(tok):
 
 
 def test_fixed_seed_reproduces_a_generation(tok, notes_model):
-    a = sample(notes_model, tok, [tok["BOS_None"]], 60, seed=7)
-    b = sample(notes_model, tok, [tok["BOS_None"]], 60, seed=7)
-    c = sample(notes_model, tok, [tok["BOS_None"]], 60, seed=8)
+    a = sample(notes_model, tok, [tok["BOS_None"]], tokens(60), seed=7)
+    b = sample(notes_model, tok, [tok["BOS_None"]], tokens(60), seed=7)
+    c = sample(notes_model, tok, [tok["BOS_None"]], tokens(60), seed=8)
     assert a.ids == b.ids and a.ids != c.ids
     assert a.n_notes > 0 and a.info()["seed"] == 7 and a.new_tokens == 60
 
@@ -59,7 +66,7 @@ def test_long_prompt_generation_keeps_its_tail(tok, notes_model, tmp_path):
     make_piece(0, n_notes=80).dump_midi(str(path))
     ids = prompt_ids(tok, path)
     assert ids[0] == tok["BOS_None"] and ids[-1] != tok["EOS_None"] and len(ids) > 128
-    gen = sample(notes_model, tok, ids, 500, seed=1)
+    gen = sample(notes_model, tok, ids, tokens(500), seed=1)
     assert len(gen.ids) <= 128 and gen.ids[1:gen.prompt_len] == ids[-(gen.prompt_len - 1):]
     assert len(gen.notes) == 2
 
@@ -108,7 +115,7 @@ def eos_model(tok):
 
 @pytest.mark.parametrize("min_new", [0, 1, 40, 64], ids=["off", "one", "forty", "all"])
 def test_eos_is_held_off_until_the_minimum_length_and_allowed_after(tok, min_new):
-    gen = sample(eos_model(tok), tok, [tok["BOS_None"]], 64, seed=3, min_new_tokens=min_new)
+    gen = sample(eos_model(tok), tok, [tok["BOS_None"]], tokens(64, min_new), seed=3)
     new = gen.ids[1:]
     assert tok["EOS_None"] not in new[:min_new]
     if min_new < 64:  # allowed from then on, and this model takes it at once
@@ -130,3 +137,60 @@ def test_generate_keeps_the_prompt_when_the_continuation_adds_no_notes(tok, tmp_
     from symusic import Score
 
     assert Score(str(tmp_path / "out.mid")).note_num() == gen.n_notes
+
+
+@pytest.fixture(scope="module")
+def stuck_model(tok, notes_model):
+    """notes_model with Pitch_60 strongly favoured after every TimeShift over Pitch_62 and 64: a
+    model stuck on one note (nearly every note repeats the one before)."""
+    model = copy.deepcopy(notes_model)
+    with torch.no_grad():
+        model.lm_head.weight[tok["Pitch_60"], 5] += 2.0  # 5: TimeShift's dimension in notes_model
+    return model
+
+
+def test_repetition_penalty_discourages_the_repeated_note_and_nothing_else(tok, stuck_model):
+    from studio.model.sampler import penalize_repeats
+
+    names = {i: k for k, i in tok.vocab.items()}
+    bos = [tok["BOS_None"]]
+    assert SamplingConfig().repetition_penalty == 1.0  # off unless asked: the sampler as it was
+    off = [sample(stuck_model, tok, bos, tokens(100), seed=s).ids for s in range(2)]
+    on = [sample(stuck_model, tok, bos, tokens(100, repetition_penalty=2.0), seed=s).ids for s in range(2)]
+    assert on[0] == sample(stuck_model, tok, bos, tokens(100, repetition_penalty=2.0), seed=0).ids  # reproducible
+    assert all(a != b for a, b in zip(off, on))  # same seeds, other notes
+
+    def repeat_share(rows):
+        pitches = [[i for i in ids if names[i].startswith("Pitch_")] for ids in rows]
+        pairs = [(a, b) for p in pitches for a, b in zip(p, p[1:])]
+        return sum(a == b for a, b in pairs) / len(pairs)
+
+    assert repeat_share(off) > 0.9 and repeat_share(on) < 0.75, (repeat_share(off), repeat_share(on))  # 0.98, 0.58
+    for a, b in zip(off, on):  # every Velocity, Duration and TimeShift where it was: only pitches moved
+        assert [i if not names[i].startswith("Pitch_") else "pitch" for i in a] == \
+               [i if not names[i].startswith("Pitch_") else "pitch" for i in b]
+    # CTRL's rule on the recent tokens only: a positive logit halves, a negative one doubles
+    got = penalize_repeats(torch.tensor([[2.0, -1.0, 3.0]]), [[1, 0, 1]], 2.0)
+    torch.testing.assert_close(got, torch.tensor([[1.0, -2.0, 3.0]]))
+
+
+def test_repetition_penalty_on_the_generate_path_of_other_architectures(tok):
+    """A base fast.py cannot run (here a tiny Llama) samples through Hugging Face's generate, with
+    the same penalty as a logits processor."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                         max_position_embeddings=128)).eval()
+    bos = [tok["BOS_None"]]
+    off = sample(llama, tok, bos, tokens(40, 40), seed=3).ids
+    on = sample(llama, tok, bos, tokens(40, 40, repetition_penalty=2.0), seed=3).ids
+    assert len(off) == len(on) == 41 and off != on
+    assert on == sample(llama, tok, bos, tokens(40, 40, repetition_penalty=2.0), seed=3).ids
+
+
+@pytest.mark.parametrize("value", [0.9, 2.5, float("nan")], ids=["below-1", "above-2", "nan"])
+def test_repetition_penalty_outside_1_to_2_is_refused_by_name(value):
+    with pytest.raises(ValueError, match="repetition_penalty must be between 1 \\(off\\) and 2"):
+        SamplingConfig(repetition_penalty=value)

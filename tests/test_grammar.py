@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from conftest import tiny_gpt2
+from studio.config import SamplingConfig
 from studio.model.generate import sample
 from studio.model.grammar import allowed_next, for_tokenizer
 
@@ -32,10 +33,11 @@ def test_an_unknown_token_kind_means_no_grammar():
 
 def test_even_a_random_model_samples_whole_notes(tok):
     model = tiny_gpt2(tok, n_positions=256, seed=5).eval()  # untrained: every token about equally likely
-    gen = sample(model, tok, [tok["BOS_None"]], 200, seed=0, min_new_tokens=200)
+    full = SamplingConfig(200, min_new_tokens=200, precision="fp32")  # EOS held off: 200 tokens
+    gen = sample(model, tok, [tok["BOS_None"]], full, seed=0)
     kinds = [_kind(tok, i) for i in gen.ids[1:]]
     assert len(kinds) == 200 and kinds.count("Pitch") >= 10
     for a, b in zip(kinds, kinds[1:]):
         assert (a == "Pitch") == (b == "Velocity") and (a == "Velocity") == (b == "Duration"), (a, b)
     assert gen.n_notes == kinds.count("Pitch") - (kinds[-1] in ("Pitch", "Velocity"))  # the last may be cut
-    torch.testing.assert_close(torch.tensor(gen.ids), torch.tensor(sample(model, tok, [tok["BOS_None"]], 200, seed=0, min_new_tokens=200).ids))
+    torch.testing.assert_close(torch.tensor(gen.ids), torch.tensor(sample(model, tok, [tok["BOS_None"]], full, seed=0).ids))

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from studio.config import POCKET_DIR, REPO_ROOT
+from studio.config import POCKET_DIR, REPO_ROOT, SamplingConfig
 from studio.model.generate import sample
 from studio.model.models import attach_adapter, load_base
 from studio.model.tokenizer import fingerprint, load_tokenizer
@@ -35,8 +35,8 @@ def test_default_base_falls_back_to_pocket_offline_and_says_so(tok, monkeypatch)
 
 def test_fixed_seed_generation_from_pocket_is_reproducible_and_has_notes(pocket, tok):
     model, _ = pocket
-    a = sample(model, tok, [tok["BOS_None"]], 160, seed=11)
-    b = sample(model, tok, [tok["BOS_None"]], 160, seed=11)
+    a = sample(model, tok, [tok["BOS_None"]], SamplingConfig(160, min_new_tokens=0, precision="fp32"), seed=11)
+    b = sample(model, tok, [tok["BOS_None"]], SamplingConfig(160, min_new_tokens=0, precision="fp32"), seed=11)
     assert a.ids == b.ids and a.n_notes > 0
     pitches = {n.pitch for t in a.score.tracks for n in t.notes}
     assert all(21 <= p <= 108 for p in pitches) and len(pitches) > 1
@@ -64,7 +64,7 @@ def test_a_continuation_of_a_four_voice_fragment_keeps_more_than_one_voice(pocke
     prompt = encode(tok, make_chorale(repeats=2))[:-1]  # without EOS: the piece goes on
     voices = []
     for seed in (0, 1, 2):
-        gen = sample(model, tok, prompt, 256, seed=seed, min_new_tokens=256)
+        gen = sample(model, tok, prompt, SamplingConfig(256, min_new_tokens=256, precision="fp32"), seed=seed)
         voices.append(texture(decode(tok, gen.ids[gen.prompt_len:])).voices)
     assert float(np.median(voices)) > 1.5, voices
 

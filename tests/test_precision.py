@@ -12,7 +12,8 @@ import torch
 from conftest import tiny_gpt2, write_pieces
 from studio.config import GenerateConfig, SamplingConfig, TrainConfig
 from studio.model import packed, precision
-from studio.model.fast import FastGPT2, decode
+from studio.model.fast import FastGPT2
+from studio.model.sampler import decode
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_packed_decoding_log_probs_stay_close_to_fp32(peaked, tok, fmt, tol):
 def test_int8_greedy_decoding_matches_fp32_for_the_first_tokens(peaked, tok):
     _needs_int8()
     base, _ = peaked
-    runs = {fmt: decode(base, [tok["BOS_None"]], 24, [0], top_k=1, precision=fmt).rows[0]
+    runs = {fmt: decode(base, [tok["BOS_None"]], SamplingConfig(24, top_k=1, precision=fmt), [0]).rows[0]
             for fmt in ("fp32", "int8")}
     assert runs["int8"][:17] == runs["fp32"][:17]  # BOS + 16 greedy tokens, token for token
     assert len(set(runs["fp32"])) > 3  # a real sequence, not one repeated token
@@ -153,8 +154,8 @@ def test_fp32_path_on_a_cpu_without_fast_int8_is_the_plain_decoder(peaked, tok, 
     monkeypatch.setattr(packed, "cpu_has_bf16", lambda: False)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
     assert FastGPT2(base, "auto").fmt == "fp32"
-    auto = decode(base, [tok["BOS_None"]], 20, [5], precision="auto").rows[0]
-    assert auto == decode(base, [tok["BOS_None"]], 20, [5], precision="fp32").rows[0]
+    auto = decode(base, [tok["BOS_None"]], SamplingConfig(20, precision="auto"), [5]).rows[0]
+    assert auto == decode(base, [tok["BOS_None"]], SamplingConfig(20, precision="fp32"), [5]).rows[0]
     assert not any(hasattr(p, "_studio_decode_pack") for p in base.parameters())  # nothing packed
 
 

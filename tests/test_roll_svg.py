@@ -47,6 +47,7 @@ def test_live_rolls_draw_the_notes_decoded_so_far(tok, tiny_base_dir, tmp_path):
     """A real decode of two rows (base and base at another seed): the view taken after 8 and after
     40 new tokens shows each side's prompt and what followed, and grows."""
     from conftest import write_pieces
+    from studio.config import SamplingConfig
     from studio.model.generate import prompt_ids, sample_sides
     from studio.model.models import load_base
     from studio.service.live import LiveRolls
@@ -61,7 +62,8 @@ def test_live_rolls_draw_the_notes_decoded_so_far(tok, tiny_base_dir, tmp_path):
         if live.tokens() in (8, 40):
             views[live.tokens()] = live.html()
 
-    sample_sides(model, tok, prompt, [None, None], 40, seed=[1, 2], on_step=on_step)
+    sample_sides(model, tok, prompt, [None, None], SamplingConfig(40, min_new_tokens=0, precision="fp32"), seed=[1, 2],
+                 on_step=on_step)
     assert set(views) == {8, 40}
     for n, view in views.items():
         assert f"A · {n} tokens" in view and f"B · {n} tokens" in view and f"data-tokens='{n}'" in view

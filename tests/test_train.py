@@ -9,7 +9,7 @@ import torch
 
 from conftest import write_pieces
 from studio.training import checkpoint
-from studio.config import TrainConfig
+from studio.config import SamplingConfig, TrainConfig
 from studio.training.dropout import LoraDropout
 from studio.model.models import attach_adapter, load_base
 from studio.training.train import TARGET_MODULES, train
@@ -100,7 +100,7 @@ def test_resume_without_checkpoint_says_so(album, tmp_path, tiny_base_dir):
     ("lora_dropout", 1.0, r"lora_dropout must be in \[0, 1\)"),
     ("val_split", 0.0, "val_split must be between 0 and 1"),
     ("batch_size", 0, "batch_size must be a positive integer"),
-    ("device", "tpu", "device must be auto, cpu, cuda or mps"),
+    ("device", "tpu", "device must be one of auto, cpu, cuda, mps"),
 ])
 def test_bad_train_flags_name_the_field(tmp_path, field, value, msg):
     with pytest.raises(ValueError, match=msg):
@@ -204,7 +204,8 @@ def test_every_epoch_is_kept_with_its_loss_copy_rate_and_texture_gap(album, tmp_
     # a kept epoch is evaluated like adapter-best: against the run's own pieces and held-out windows
     from studio.evaluation.evaluate import evaluate_adapter
 
-    ev = evaluate_adapter(tmp_path / "run" / "epochs" / "02", samples=1, max_new_tokens=32, min_new_tokens=8)
+    ev = evaluate_adapter(tmp_path / "run" / "epochs" / "02", samples=1,
+                          sampling=SamplingConfig(32, min_new_tokens=8))
     assert ev["references"]["from"].endswith("training_meta.json") and ev["references"]["pieces"]
     assert 0 < ev["adapter"]["held_out_loss"] < 10 and ev["adapter"]["held_out_loss"] != ev["base"]["held_out_loss"]
 

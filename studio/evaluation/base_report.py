@@ -19,11 +19,12 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from studio.config import SamplingConfig
+from studio.config import SamplingConfig, add_sampling_flags, sampling_from_args
 from studio.ingest.eval_sets import SETS, export_set
 from studio.ingest.midi import load_score
 from studio.evaluation.texture import mean_texture, texture, texture_gap
@@ -71,10 +72,10 @@ def continuations(model, tok, score, stream, prompt_seconds: float, new_tokens: 
     piece_tex = texture(score).as_dict()
     own_gap = texture_gap(texture(decode(tok, stream[len(prompt) : len(prompt) + new_tokens])).as_dict(), piece_tex)
     prompt = prompt[-(int(model.config.n_positions) - new_tokens):]
+    full = replace(sampling, max_new_tokens=new_tokens, min_new_tokens=new_tokens)  # as long as the piece's own
     rows = []
     for seed in seeds:
-        gen = sample(model, tok, prompt, new_tokens, sampling.temperature, sampling.top_p, sampling.top_k, seed,
-                     min_new_tokens=new_tokens, precision=sampling.precision)
+        gen = sample(model, tok, prompt, full, seed)
         new_tex = texture(decode(tok, gen.ids[gen.prompt_len :])).as_dict()
         rows.append({"prompt_tokens": gen.prompt_len, "new_tokens": len(gen.ids) - gen.prompt_len,
                      "texture": new_tex, "piece": piece_tex, "gap": texture_gap(new_tex, piece_tex),
@@ -113,20 +114,21 @@ def _mean(rows: list[dict]) -> dict:
 def unprompted(model, tok, n: int, new_tokens: int, reach: int, seed: int, sampling: SamplingConfig) -> dict:
     from studio.model.generate import sample
 
+    sampling = replace(sampling, max_new_tokens=new_tokens)
     rows = []
     for k in range(n):
-        gen = sample(model, tok, [tok["BOS_None"]], new_tokens, sampling.temperature, sampling.top_p,
-                     sampling.top_k, seed + k, min_new_tokens=min(sampling.min_new_tokens, new_tokens),
-                     precision=sampling.precision)
+        gen = sample(model, tok, [tok["BOS_None"]], sampling, seed + k)
         rows.append({"seed": seed + k, "new_tokens": len(gen.ids) - 1, "notes": gen.n_notes,
                      "texture": texture(gen.score).as_dict()})
-    return {"min_new_tokens": min(sampling.min_new_tokens, new_tokens), "reach": reach,
+    return {"min_new_tokens": sampling.min_tokens, "reach": reach,
             "reached": sum(r["new_tokens"] >= reach for r in rows), "with_notes": sum(r["notes"] > 0 for r in rows),
             "samples": n, "mean_texture": _mean([r["texture"] for r in rows]), "rows": rows}
 
 
-def base_report(model, tok, args, on_event=print) -> dict:
-    sampling = SamplingConfig()
+def base_report(model, tok, args, sampling: SamplingConfig | None = None, on_event=print) -> dict:
+    """Every set in ``args.sets``, then the unprompted samples; ``sampling``: how every sample is
+    drawn (its length and seeds: ``args.new_tokens`` and ``args.seed``, ...)."""
+    sampling = sampling or SamplingConfig()
     model.eval()
     report = {"sets": {}, "sampling": sampling.to_dict(), "prompt_seconds": args.prompt_seconds,
               "new_tokens": args.new_tokens, "seed": args.seed}
@@ -151,7 +153,7 @@ def _handler(args) -> int:
     torch.set_grad_enabled(False)
     tok = load_tokenizer()
     model, _ = load_base(args.model_name, tok)
-    report = base_report(model, tok, args)
+    report = base_report(model, tok, args, sampling_from_args(args, max_new_tokens=args.new_tokens))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0
@@ -169,4 +171,7 @@ def add_parser(sub) -> None:
     p.add_argument("--no-continuations", dest="continuations", action="store_false", help="skip the prompted continuations")
     p.add_argument("--seed", type=int, default=0, help="first seed (one per piece or sample)")
     p.add_argument("--json", help="write the report here")
+    add_sampling_flags(p.add_argument_group("sampling", "how every continuation and sample is drawn (length: "
+                                            "--new-tokens, continuations always that long; seeds: --seed, ...)"),
+                       skip=("max_new_tokens", "seed"))
     p.set_defaults(func=_handler)

@@ -27,13 +27,15 @@ import numpy as np
 from studio.layout import ADAPTER_BEST, ADAPTER_LAST, EPOCHS, TOKENIZER, TRAINING_META
 from studio.evaluation import metrics
 from studio.ingest.augment import VARIANT_SEP, source_of
-from studio.config import DEFAULT_BASE, SamplingConfig
+from studio.config import (DEFAULT_BASE, DEVICES, GenerateConfig, SamplingConfig, add_sampling_flags,
+                           sampling_from_args)
 from studio.evaluation.loss import loss_by_kind, token_losses
 from studio.evaluation.groove import describe_reference, figure_rows, groove_yardstick, reference_groove, side_groove
 from studio.evaluation.texture import describe, mean_texture, texture_gap
 
 log = logging.getLogger(__name__)
 META = TRAINING_META
+EVAL_SAMPLING = {"max_new_tokens": 512}  # eval's own defaults: shorter samples than generate's
 
 
 # ----------------------------------------------------------------------------- folders mode
@@ -204,14 +206,14 @@ def held_out_scores(meta: dict, meta_path: Path, data_dir, tok) -> list:
     return [decode(tok, ids.tolist()) for _, ids in tokenize_pieces(list(chosen.values()), tok).pieces]
 
 
-def _sample_side(model, tok, seeds, sampling: SamplingConfig, index, save_dir, label) -> tuple:
-    """Seeded samples of one side, each scored against the reference index."""
+def _sample_side(model, tok, seeds, sampling: SamplingConfig, index, save_dir, label, grid=None) -> tuple:
+    """Seeded samples of one side, each scored against the reference index; ``grid``: where its
+    notes may start while ``sampling.keep_time`` (studio.model.beat)."""
     from studio.model.generate import sample
 
     rows, scores, messages = [], [], []
     for seed in seeds:
-        gen = sample(model, tok, [tok["BOS_None"]], sampling.max_new_tokens, sampling.temperature, sampling.top_p,
-                     sampling.top_k, seed, min_new_tokens=sampling.min_tokens, precision=sampling.precision)
+        gen = sample(model, tok, [tok["BOS_None"]], sampling, seed, grid=grid)
         messages += [m for m in gen.notes if m not in messages]
         row = {"seed": seed, "new_tokens": gen.new_tokens, "notes": gen.n_notes, **asdict(index.score(gen.score))}
         if save_dir is not None and gen.n_notes:
@@ -250,15 +252,17 @@ def _side_summary(rows: list[dict], scores: list, refs: dict, loss: float, ref_t
 
 
 def evaluate_adapter(adapter_dir, data_dir=None, reference_dir=None, samples: int = 8,
-                     max_new_tokens: int = 512, seed: int = 0, model_name: str | None = None,
-                     device: str = "auto", n: int = 8, temperature: float = 1.0, top_p: float = 0.95,
-                     top_k: int = 50, save_samples=None, min_new_tokens: int = SamplingConfig.min_new_tokens) -> dict:
-    """Base vs base + adapter on the same seeds: held-out loss, copy rate, style distance (JSON-ready)."""
+                     sampling: SamplingConfig | None = None, seed: int = 0, model_name: str | None = None,
+                     device: str = "auto", n: int = 8, save_samples=None) -> dict:
+    """Base vs base + adapter on the same seeds: held-out loss, copy rate, style distance (JSON-ready).
+    ``sampling``: how every sample is drawn (default: SamplingConfig with eval's 512 tokens); the
+    samples' seeds are seed, seed+1, ..."""
     from studio.model.models import attach_adapter, load_base, pick_device, read_adapter_meta
     from studio.model.tokenizer import load_tokenizer
 
-    if samples < 1 or max_new_tokens < 1:
-        raise ValueError(f"--samples and --max-new-tokens must be >= 1, got {samples} and {max_new_tokens}")
+    sampling = sampling or SamplingConfig(**EVAL_SAMPLING)
+    if samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {samples}")
     started = time.time()
     adapter_dir = Path(adapter_dir)
     last = adapter_dir.parent / ADAPTER_LAST
@@ -293,8 +297,6 @@ def evaluate_adapter(adapter_dir, data_dir=None, reference_dir=None, samples: in
     if save_samples:
         Path(save_samples).mkdir(parents=True, exist_ok=True)
     seeds = list(range(seed, seed + samples))
-    sampling = SamplingConfig(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature,
-                              top_p=top_p, top_k=top_k)
     args = (tok, seeds, sampling, index, save_samples)
     ref_texture = mean_texture(list(refs.values()))
     heldout = held_out_scores(meta, meta_path, data_dir, tok)
@@ -304,16 +306,17 @@ def evaluate_adapter(adapter_dir, data_dir=None, reference_dir=None, samples: in
         base_tgt, base_nll = token_losses(model, windows, dev)
         base_rows, base_scores, messages = _sample_side(model, *args, "base")
     ad_tgt, ad_nll = token_losses(model, windows, dev)
-    ad_rows, ad_scores, more = _sample_side(model, *args, "adapter")
+    from studio.model.beat import adapter_grid
+
+    ad_rows, ad_scores, more = _sample_side(model, *args, "adapter", grid=adapter_grid(adapter_dir))
     base_loss, adapter_loss = float(base_nll.mean()), float(ad_nll.mean())
     return {
         "mode": "adapter",
         "adapter_dir": str(adapter_dir),
         "base_model": info.name,
         "base_fallback_reason": info.fallback_reason,
-        "settings": {"samples": samples, "seeds": seeds, "prompt": "BOS", "max_new_tokens": max_new_tokens,
-                     "min_new_tokens": sampling.min_tokens, "temperature": temperature, "top_p": top_p,
-                     "top_k": top_k, "n": n, "device": str(dev)},
+        "settings": {"samples": samples, "seeds": seeds, "prompt": "BOS", **_sampling_settings(sampling),
+                     "n": n, "device": str(dev)},
         "messages": messages + [m for m in more if m not in messages],
         "held_out": held,
         "references": {"from": str(reference_dir) if reference_dir else f"train_files of {meta_path}",
@@ -328,6 +331,12 @@ def evaluate_adapter(adapter_dir, data_dir=None, reference_dir=None, samples: in
         "groove_yardstick": yardstick,
         "seconds": round(time.time() - started, 2),
     }
+
+
+def _sampling_settings(sampling: SamplingConfig) -> dict:
+    """Every sampling field but the seed (the samples' own seeds are listed), min_new_tokens as applied."""
+    return {**{k: v for k, v in sampling.sampling().to_dict().items() if k != "seed"},
+            "min_new_tokens": sampling.min_tokens}
 
 
 def adapter_table(result: dict) -> str:
@@ -381,8 +390,8 @@ def _handler(args) -> int:
         if args.generated:
             raise ValueError("eval: use either --adapter-dir or --generated/--reference, not both")
         result = evaluate_adapter(args.adapter_dir, args.data_dir, args.reference, args.samples,
-                                  args.max_new_tokens, args.seed, args.model_name, args.device, args.n,
-                                  args.temperature, args.top_p, args.top_k, args.save_samples, args.min_new_tokens)
+                                  sampling_from_args(args), args.seed, args.model_name, args.device, args.n,
+                                  args.save_samples)
         table = adapter_table(result)
     elif args.generated and args.reference:
         result = evaluate_folders(args.generated, args.reference, args.n, args.through_tokenizer)
@@ -407,15 +416,11 @@ def add_parser(sub) -> None:
     p.add_argument("--adapter-dir", help="an adapter folder, e.g. adapters/NAME/adapter-best")
     p.add_argument("--data-dir", help="held-out pieces for the loss (default: the run's validation files)")
     p.add_argument("--samples", type=int, default=8, help="seeded samples per side")
-    p.add_argument("--max-new-tokens", type=int, default=512, help=SamplingConfig.help("max_new_tokens"))
-    p.add_argument("--min-new-tokens", type=int, default=SamplingConfig.min_new_tokens,
-                   help=SamplingConfig.help("min_new_tokens"))
     p.add_argument("--seed", type=int, default=0, help="first seed; samples use seed, seed+1, ...")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--top-k", type=int, default=50)
+    add_sampling_flags(p.add_argument_group("sampling", "how both sides' samples are drawn (seeds: --seed, ...)"),
+                       skip=("seed",), defaults=EVAL_SAMPLING)
     p.add_argument("--model-name", default=None, help="default: the adapter's own base")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--device", default="auto", choices=DEVICES, help=GenerateConfig.help("device"))
     p.add_argument("--save-samples", default=None, help="also write the samples as MIDI into this folder")
     p.add_argument("--n", type=int, default=8, help="notes per n-gram for copy detection")
     p.add_argument("--json", default=None, help="write the full result as JSON here")

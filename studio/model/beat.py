@@ -28,6 +28,7 @@ Notes (``Pitch``) are never masked, so a row can always go on. All tensors are (
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -75,6 +76,19 @@ class TimeTables:
         self.bar = BAR_BEATS * self.tpq
         self.step = math.gcd(self.tpq, *[int(s) for s in self.shift[self.is_shift]])  # the finest position
         self.phases = self.tpq // self.step  # positions in a beat (8: 32nd notes at 320 ticks a beat)
+
+
+@functools.lru_cache(maxsize=4)
+def _tables(items: tuple) -> TimeTables:
+    return TimeTables(dict(items))
+
+
+def clock_for(tok, grids: list[list[int] | None]) -> Clock | None:
+    """A Clock for rows with these grids, or None when ``tok``'s vocabulary keeps no bars."""
+    items = tuple(sorted(tok.vocab.items()))
+    if not supports(dict(items)):
+        return None
+    return Clock(_tables(items), grids)
 
 
 def supports(vocab: dict[str, int]) -> bool:

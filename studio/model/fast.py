@@ -1,4 +1,4 @@
-"""Faster sampling for listening and A/B: merged LoRA, a lean GPT-2 decoder, batched sides.
+"""A lean GPT-2 decoder for listening and A/B: merged LoRA, its own KV cache, batched sides.
 
 Decoding a small GPT-2 one token at a time on a CPU is bound by per-call overhead, not by
 arithmetic: each new token is a (1, n_embd) row through a few (n_embd, k) matrices. Profiled
@@ -16,25 +16,18 @@ every step). So this module:
   It also runs *different adapters per row*: the base product for every row, then each
   unmerged adapter's low-rank update on its rows only (no weight copies), so an A/B pair's
   sides go through the model together, one pass per token for both.
-* ``decode(...)``: the sampling loop: temperature → top-k → top-p on the k best logits only,
-  with one ``torch.Generator`` per row seeded with that side's seed, so a row draws what it
-  would draw alone (up to float rounding of batched products).
 
-The filter has Hugging Face's semantics (TemperatureLogitsWarper → TopKLogitsWarper →
-TopPLogitsWarper, checked against them in tests), but the random draws differ from
-Hugging Face's ``generate``: the same seed gives other (equally distributed) tokens. The
-studio samples through here (``studio.model.generate.sample`` and ``sample_sides``) for every GPT-2
-base, without merging: merging and unmerging in place would let float rounding drift the
-shared base weights over a long-running app (the CLI, which owns its model, merges once with
-peft's ``merge_and_unload``).
+The sampling loop over it is ``studio.model.sampler.decode``. The studio samples through
+here (``studio.model.generate.sample`` and ``sample_sides``) for every GPT-2 base, without
+merging: merging and unmerging in place would let float rounding drift the shared base
+weights over a long-running app (the CLI, which owns its model, merges once with peft's
+``merge_and_unload``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import time
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -75,27 +68,6 @@ def intra_op_threads(n: int):
         yield
     finally:
         torch.set_num_threads(old)
-
-
-def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 50,
-                  top_p: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probs, ids), each (B, k): what temperature, top-k and top-p leave to sample from.
-
-    Hugging Face's rule: keep the k best logits, then the smallest set of those (best first)
-    whose probability reaches ``top_p``. Dropped candidates get probability 0.
-    """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    vocab = logits.shape[-1]
-    k = vocab if top_k <= 0 else min(int(top_k), vocab)
-    values, ids = torch.topk(logits.float() / temperature, k, dim=-1)  # (B, k), best first
-    probs = torch.softmax(values, dim=-1)
-    if top_p < 1.0:
-        before = torch.cumsum(probs, dim=-1) - probs  # probability of the better candidates
-        probs = probs.masked_fill(before >= top_p, 0.0)  # the best has before == 0: always kept
-    return probs, ids
 
 
 # ---------------------------------------------------------------- the lean GPT-2 decoder
@@ -307,97 +279,3 @@ def unsupported(cfg) -> str:
     if not getattr(cfg, "tie_word_embeddings", True):
         return "untied LM head"
     return ""
-
-
-# ---------------------------------------------------------------- sampling
-
-
-@dataclass
-class Decoded:
-    rows: list[list[int]]  # prompt + new tokens, per row (ending at the row's EOS, if any)
-    prompt_len: int
-    seconds: float
-
-    @property
-    def new_tokens(self) -> int:
-        return sum(len(r) - self.prompt_len for r in self.rows)
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
-
-
-@torch.no_grad()
-def decode(model, prompt: list[int], max_new_tokens: int, seeds: list[int], temperature: float = 1.0,
-           top_p: float = 0.95, top_k: int = 50, eos_id: int | None = None,
-           adapters: list[str | None] | None = None, min_new_tokens: int = 0, precision: str = "fp32",
-           on_step=None, allowed: torch.Tensor | None = None, clock=None) -> Decoded:
-    """Sample ``len(seeds)`` rows continuing the same ``prompt`` with FastGPT2.
-
-    ``adapters``: per row, an adapter name, None for the base, or (name, weight) pairs for a
-    strength or a blend (``row_mix``); default: every row runs the model as it is now, i.e. its
-    merged or active adapter. ``min_new_tokens``: EOS cannot end
-    a row before that many tokens. Prompt + max_new_tokens must fit the model's context (see
-    ``studio.model.generate.fit_context``). ``precision``: the base's products in decoding steps
-    (``studio.model.packed``). ``on_step(rows)``: called after each new token with the rows so far
-    (a live view; return True to stop early). ``allowed[prev]``: the tokens that may follow
-    ``prev`` (``studio.model.grammar``), or None for no constraint. ``clock``: a
-    ``studio.model.beat.Clock`` with one grid per row, which keeps each row's time (on its grid,
-    inside the bar, no silent beat), or None.
-    """
-    n_rows = len(seeds)
-    if n_rows < 1:
-        raise ValueError("decode needs at least one seed (one per row)")
-    engine = FastGPT2(model, precision)
-    if adapters is None:
-        adapters = [_current_adapter(engine.peft)] * n_rows
-    if len(adapters) != n_rows:
-        raise ValueError(f"adapters has {len(adapters)} entries for {n_rows} rows")
-    n_positions = int(engine.cfg.n_positions)
-    if not prompt or max_new_tokens < 1 or len(prompt) + max_new_tokens > n_positions:
-        raise ValueError(f"prompt ({len(prompt)} tokens) + max_new_tokens ({max_new_tokens}) must be "
-                         f"2..{n_positions} tokens (the model's context)")
-    device = engine.tr.wte.weight.device
-    gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
-    out = [list(prompt) for _ in range(n_rows)]
-    done = [False] * n_rows
-    start = time.perf_counter()
-    engine.start(n_rows, len(prompt) + max_new_tokens, adapters)
-    logits = engine.step(torch.tensor([prompt] * n_rows, dtype=torch.long, device=device))
-    if clock is not None:
-        clock.feed([prompt] * n_rows)
-    for step in range(max_new_tokens):
-        if eos_id is not None and step < min_new_tokens:
-            logits[:, eos_id] = float("-inf")
-        if allowed is not None:
-            logits = logits.masked_fill(~allowed[[row[-1] for row in out]].to(logits.device), float("-inf"))
-        if clock is not None:
-            logits = logits.masked_fill(~clock.mask().to(logits.device), float("-inf"))
-        probs, cand = filter_logits(logits, temperature, top_k, top_p)
-        probs, cand = probs.cpu(), cand.cpu()
-        picks = [int(cand[r, torch.multinomial(probs[r], 1, generator=gens[r])]) for r in range(n_rows)]
-        for r, pick in enumerate(picks):
-            if not done[r]:
-                out[r].append(pick)
-                done[r] = eos_id is not None and pick == eos_id
-        if clock is not None:
-            clock.update(torch.tensor(picks))
-        stop = on_step is not None and on_step(out)
-        if stop or all(done) or step + 1 == max_new_tokens:
-            break
-        logits = engine.step(torch.tensor(picks, dtype=torch.long, device=device).unsqueeze(1))
-    return Decoded(out, len(prompt), time.perf_counter() - start)
-
-
-def _current_adapter(peft_model) -> str | None:
-    """What the model runs now: its active adapter, or None (base) when there is none or
-    adapters are disabled (peft's ``disable_adapter()`` context)."""
-    if peft_model is None:
-        return None
-    layers = [m for m in peft_model.modules() if hasattr(m, "lora_A") and hasattr(m, "disable_adapters")]
-    if not layers or layers[0].disable_adapters:
-        return None
-    if layers[0].merged_adapters:
-        return layers[0].merged_adapters[0]
-    active = peft_model.active_adapters
-    return active[0] if active else None

@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from symusic import Score
 
 from studio.layout import TOKENIZER
-from studio.config import DEFAULT_BASE, GenerateConfig
+from studio.config import DEFAULT_BASE, GenerateConfig, SamplingConfig
 from studio.model.tokenizer import decode, encode
 
 log = logging.getLogger(__name__)
@@ -88,15 +88,16 @@ def prompt_ids(tok, prompt_midi: str | Path | None) -> list[int]:
     return encode(tok, safe_load(prompt_midi))[:-1]
 
 
-def _fit(model, tok, prompt: list[int], max_new_tokens: int, seed: int | None):
-    """(prompt, max_new, notes, seed): clipped to the context, checked against the vocabulary."""
+def _fit(model, tok, prompt: list[int], sampling: SamplingConfig, seed: int | None):
+    """(prompt, sampling, notes): the prompt and max_new_tokens clipped to the context (which caps
+    min_tokens too), the prompt checked against the vocabulary, the seed drawn if None."""
     seed = random.randrange(2**31) if seed is None else int(seed)
     n_positions = int(getattr(model.config, "n_positions", 1024))
-    prompt, max_new, notes = fit_context(list(prompt), max_new_tokens, n_positions, tok["BOS_None"])
+    prompt, max_new, notes = fit_context(list(prompt), sampling.max_new_tokens, n_positions, tok["BOS_None"])
     vocab = len(tok)
     if any(not 0 <= i < vocab for i in prompt):  # never feed the model ids it has no embedding for
         raise ValueError(f"prompt holds token ids outside the vocabulary (0..{vocab - 1})")
-    return prompt, max_new, notes, seed
+    return prompt, replace(sampling.sampling(), max_new_tokens=max_new, seed=seed), notes
 
 
 def _generation(tok, ids: list[int], prompt_len: int, seed: int, seconds: float, notes: list[str]) -> Generation:
@@ -106,71 +107,96 @@ def _generation(tok, ids: list[int], prompt_len: int, seed: int, seconds: float,
 
 
 @torch.no_grad()
-def sample(model, tok, prompt: list[int], max_new_tokens: int, temperature: float = 1.0,
-           top_p: float = 0.95, top_k: int = 50, seed: int | None = None, min_new_tokens: int = 0,
-           precision: str = "fp32", on_step=None) -> Generation:
-    """Seeded sampling with a KV cache; same seed, model and prompt → same tokens.
+def sample(model, tok, prompt: list[int], sampling: SamplingConfig, seed: int | None = None,
+           on_step=None, grid: list[int] | None = None) -> Generation:
+    """One piece drawn as ``sampling`` says; same seed, model and prompt → same tokens.
 
-    GPT-2 bases (the hub model, pocket) go through ``studio.model.fast``: the active adapter's
-    low-rank update is added on the fly (weights never change), ~2-3x Hugging Face's
-    ``generate`` on a CPU. Other architectures use ``generate``. ``precision``: the base's weights
-    while decoding (``studio.model.packed``); ``on_step``: see ``studio.model.fast.decode``.
+    ``seed``: this piece's seed (default ``sampling.seed``; None there too: a random one, reported
+    in the Generation). GPT-2 bases (the hub model, pocket) go through ``studio.model.fast``: the
+    active adapter's low-rank update is added on the fly (weights never change), ~2-3x Hugging
+    Face's ``generate`` on a CPU. Other architectures use ``generate``. ``on_step``: see
+    ``studio.model.sampler.decode``. ``grid``: the positions in the beat notes may start on
+    (an adapter's album's, ``studio.model.beat.adapter_grid``; None: any) while
+    ``sampling.keep_time``; GPT-2 bases only.
     """
-    from studio.model import fast, grammar
+    from studio.model import fast, grammar, sampler
 
-    prompt, max_new, notes, seed = _fit(model, tok, prompt, max_new_tokens, seed)
-    min_new = min(min_new_tokens, max_new)  # EOS held off until then (the sample plays as long as asked)
+    prompt, fitted, notes = _fit(model, tok, prompt, sampling, sampling.seed if seed is None else seed)
     start = time.perf_counter()
     if fast.supports(model):
-        ids = fast.decode(model, prompt, max_new, [seed], temperature, top_p, top_k,
-                          eos_id=tok["EOS_None"], min_new_tokens=min_new, precision=precision,
-                          on_step=on_step, allowed=grammar.for_tokenizer(tok)).rows[0]
+        ids = sampler.decode(model, prompt, fitted, [fitted.seed], eos_id=tok["EOS_None"], on_step=on_step,
+                             allowed=grammar.for_tokenizer(tok), penalized=_pitches(tok),
+                             clock=_clock(tok, fitted, [grid])).rows[0]
     else:
-        ids = _hf_generate(model, tok, prompt, max_new, temperature, top_p, top_k, seed, min_new)
-    return _generation(tok, ids, len(prompt), seed, time.perf_counter() - start, notes)
+        ids = _hf_generate(model, tok, prompt, fitted)
+    return _generation(tok, ids, len(prompt), fitted.seed, time.perf_counter() - start, notes)
 
 
-def _hf_generate(model, tok, prompt: list[int], max_new: int, temperature: float, top_p: float, top_k: int,
-                 seed: int, min_new: int = 0) -> list[int]:
+def _clock(tok, sampling: SamplingConfig, grids: list):
+    """The time keeper of ``sampling.keep_time`` (studio.model.beat), one grid per row, or None."""
+    from studio.model import beat
+
+    return beat.clock_for(tok, grids) if sampling.keep_time else None
+
+
+def _pitches(tok) -> torch.Tensor:
+    """Bool mask of the Pitch tokens: what the repetition penalty watches (``sampler.penalize_repeats``)."""
+    from studio.model.grammar import token_kinds
+
+    return torch.tensor([kind == "Pitch" for kind in token_kinds(tok.vocab)])
+
+
+def _hf_generate(model, tok, prompt: list[int], sampling: SamplingConfig) -> list[int]:
+    from transformers import LogitsProcessorList
+
+    from studio.model import sampler
+
     device = next(model.parameters()).device
+    watch = set(_pitches(tok).nonzero().flatten().tolist())
+
+    def repeats(input_ids, scores):  # before temperature, top-k and top-p, as in sampler.decode
+        recent = [sampler.recent_tokens(row, watch) for row in input_ids.tolist()]
+        return sampler.penalize_repeats(scores, recent, sampling.repetition_penalty)
+
     input_ids = torch.tensor([prompt], dtype=torch.long, device=device)  # (1, T)
-    torch.manual_seed(seed)
+    torch.manual_seed(sampling.seed)
     out = model.generate(
         input_ids=input_ids,
         attention_mask=torch.ones_like(input_ids),
         do_sample=True,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        max_new_tokens=max_new,
-        min_new_tokens=min_new,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=sampling.top_k,
+        max_new_tokens=sampling.max_new_tokens,
+        min_new_tokens=sampling.min_tokens,
         pad_token_id=tok["PAD_None"],
         eos_token_id=tok["EOS_None"],
         bos_token_id=tok["BOS_None"],
+        logits_processor=LogitsProcessorList([repeats] if sampling.repetition_penalty != 1.0 else []),
     )
     return out[0].tolist()
 
 
 @torch.no_grad()
-def sample_sides(model, tok, prompt: list[int], sides: list, max_new_tokens: int,
-                 temperature: float = 1.0, top_p: float = 0.95, top_k: int = 50,
-                 seed: int | list[int] | None = None, min_new_tokens: int = 0, precision: str = "fp32",
-                 on_step=None) -> list[Generation]:
-    """Every side (an adapter loaded on ``model`` by name, or None for the base) continuing the
-    same prompt with the same seed, decoded together: one pass over the base weights per token
-    serves all sides, so an A/B pair costs little more than one side. Each side draws what it
-    would draw alone with ``sample`` (up to float rounding of batched products). GPT-2 only
-    (``studio.model.fast.supports``)."""
-    from studio.model import fast, grammar
+def sample_sides(model, tok, prompt: list[int], sides: list, sampling: SamplingConfig,
+                 seed: int | list[int] | None = None, on_step=None, grids: list | None = None) -> list[Generation]:
+    """Every side (an adapter loaded on ``model`` by name, None for the base, or (name, weight)
+    pairs) continuing the same prompt, drawn as ``sampling`` says, decoded together: one pass
+    over the base weights per token serves all sides, so an A/B pair costs little more than one
+    side. ``seed``: one for every side (default ``sampling.seed``) or one per side. Each side
+    draws what it would draw alone with ``sample`` (up to float rounding of batched products).
+    ``grids``: per side, the grid ``sample`` takes (default: any position). GPT-2 only (``studio.model.fast.supports``)."""
+    from studio.model import fast, grammar, sampler
 
     if not fast.supports(model):
         raise ValueError("batched sides need a GPT-2 model; sample each side with sample()")
+    seed = sampling.seed if seed is None else seed
     seeds = list(seed) if isinstance(seed, (list, tuple)) else None
-    prompt, max_new, notes, seed = _fit(model, tok, prompt, max_new_tokens, seeds[0] if seeds else seed)
-    seeds = seeds or [seed] * len(sides)  # a side is an adapter name, None, or (name, weight) pairs
-    out = fast.decode(model, prompt, max_new, seeds, temperature, top_p, top_k,
-                      eos_id=tok["EOS_None"], adapters=list(sides), min_new_tokens=min(min_new_tokens, max_new),
-                      precision=precision, on_step=on_step, allowed=grammar.for_tokenizer(tok))
+    prompt, fitted, notes = _fit(model, tok, prompt, sampling, seeds[0] if seeds else seed)
+    seeds = seeds or [fitted.seed] * len(sides)
+    out = sampler.decode(model, prompt, fitted, seeds, eos_id=tok["EOS_None"], adapters=list(sides),
+                         on_step=on_step, allowed=grammar.for_tokenizer(tok), penalized=_pitches(tok),
+                         clock=_clock(tok, fitted, list(grids) if grids else [None] * len(sides)))
     return [_generation(tok, ids, len(prompt), s, out.seconds, notes) for ids, s in zip(out.rows, seeds)]
 
 
@@ -204,8 +230,9 @@ def _load_for(cfg: GenerateConfig):
 def run(cfg: GenerateConfig) -> Generation:
     """The CLI's ``generate``: sample, write the MIDI (and audio), or say why there is nothing."""
     model, tok, info = _load_for(cfg)
-    gen = sample(model, tok, prompt_ids(tok, cfg.prompt_midi), cfg.max_new_tokens,
-                 cfg.temperature, cfg.top_p, cfg.top_k, cfg.seed, cfg.min_tokens, precision=cfg.precision)
+    from studio.model.beat import adapter_grid
+
+    gen = sample(model, tok, prompt_ids(tok, cfg.prompt_midi), cfg, grid=adapter_grid(cfg.adapter_dir))
     if info.fallback_reason:
         gen.notes.insert(0, info.fallback_reason)
     if gen.new_notes == 0 and gen.prompt_len > 1 and gen.n_notes > 0:

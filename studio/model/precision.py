@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-CHOICES = ("auto", "fp32", "bf16")
+from studio.config import TRAIN_PRECISIONS as CHOICES
+
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 

@@ -165,11 +165,20 @@ class Comparer:
 
     def sample_side(self, adapter: str | None, prompt: list[int], knobs: Knobs, seed: int):
         """One Generation for one side (base when ``adapter`` is None)."""
+        from studio.model import fast
+
         self.load()
         with self.lock, self._side(adapter) as model:
-            return sample(model, self.tok, prompt, knobs.max_new_tokens, knobs.temperature,
-                          knobs.top_p, knobs.top_k, seed, min_new_tokens=knobs.min_tokens,
-                          precision=knobs.precision)
+            return sample(model, self.tok, prompt, knobs, seed, grid=self._grid(fast.row_mix(adapter)))
+
+    def _grid(self, mix) -> list[int] | None:
+        """Where a side's notes may start while keep_time: its album's grid (a blend: the union of
+        its adapters'; studio.model.beat); the base, any position."""
+        from studio.model import beat
+
+        if not mix:
+            return None
+        return beat.blend_grid([beat.adapter_grid(library.get_adapter(name).folder) for name, _ in mix])
 
     def sample_all(self, sides: list, prompt: list[int], knobs: Knobs, seed: int, variations: int = 1,
                    on_step=None):
@@ -177,7 +186,7 @@ class Comparer:
         decodes every (side, variation) row in one batch (adapters, strengths and blends as per-row
         low-rank updates, ``studio.model.fast``); other models, one plain side at a time.
         Returns one Generation per side (variations=1) or a list per side. ``on_step(rows)``: called
-        per new token with every row's ids so far (``studio.model.fast.decode``)."""
+        per new token with every row's ids so far (``studio.model.sampler.decode``)."""
         from studio.model import fast
 
         self.load()
@@ -192,9 +201,8 @@ class Comparer:
                 return [self.sample_side(m[0][0] if m else None, prompt, knobs, seed) for m in mixes]
             rows = [m for m in mixes for _ in range(variations)]
             seeds = [seed + v for _ in mixes for v in range(variations)]
-            gens = sample_sides(self.model, self.tok, prompt, rows, knobs.max_new_tokens, knobs.temperature,
-                                knobs.top_p, knobs.top_k, seeds, min_new_tokens=knobs.min_tokens,
-                                precision=knobs.precision, on_step=on_step)
+            gens = sample_sides(self.model, self.tok, prompt, rows, knobs, seeds, on_step=on_step,
+                                grids=[self._grid(m) for m in rows])
             if variations == 1:
                 return gens
             return [gens[i * variations:(i + 1) * variations] for i in range(len(mixes))]

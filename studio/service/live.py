@@ -1,6 +1,6 @@
 """What the Compare tab shows while a comparison decodes: each side's notes so far, as SVG rolls.
 
-``LiveRolls.on_step`` is handed to the decoder (``studio.model.fast.decode``), which calls it after
+``LiveRolls.on_step`` is handed to the decoder (``studio.model.sampler.decode``), which calls it after
 every token with all rows; it only keeps a reference to them (cheap, on the decoding thread). The
 page polls ``html()`` a few times a second: it copies the first variation's row of each side, turns
 its tokens into notes and draws them on a fixed time scale that grows as the piece does.

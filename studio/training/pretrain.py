@@ -27,7 +27,7 @@ import torch
 
 from studio.layout import GENERATION_CONFIG
 from studio.training import loop
-from studio.config import POCKET_DIR, cache_dir
+from studio.config import DEVICES, POCKET_DIR, TRAIN_PRECISIONS, TrainConfig, cache_dir
 from studio.ingest.corpus import COLLECTIONS, MANIFEST, PRETRAIN_CAPS, RESERVED, export_collections, plan_tasks
 from studio.model.data import Piece, pack_windows, split_by_source, tokenize_pieces
 from studio.training.distributed import Dist
@@ -359,7 +359,7 @@ def add_parser(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (linear warm-up, linear decay)")
     p.add_argument("--warmup-steps", type=int, default=100, help="optimizer steps of warm-up")
     p.add_argument("--val-split", type=float, default=0.05, help="share of source pieces held out")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+    p.add_argument("--precision", default="auto", choices=TRAIN_PRECISIONS,
                    help="auto: bf16 autocast where the processor has bf16 instructions (CUDA, AVX-512 BF16, AMX)")
     p.add_argument("--seed", type=int, default=0, help="data split, order, transpositions and init")
     p.add_argument("--init-from", default="", help="a saved base to continue from (a new optimizer and "
@@ -369,5 +369,5 @@ def add_parser(sub) -> None:
                    "(to measure texture along a long run)")
     p.add_argument("--resume", action="store_true", help="continue from OUT.checkpoint with its saved arguments")
     p.add_argument("--check-samples", type=int, default=10, help="seeded samples checked by the base report")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--device", default="auto", choices=DEVICES, help=TrainConfig.help("device"))
     p.set_defaults(func=lambda a: (print(json.dumps(pretrain(a), indent=1, default=str)[:2000]), 0)[1])

@@ -17,6 +17,7 @@ import json
 import logging
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +25,7 @@ import torch
 
 from studio.layout import ADAPTER_BEST, ADAPTER_LAST, EPOCH_METRICS, EPOCHS, GENERATION_CONFIG, TRAINING_META
 from studio.training import checkpoint, loop
-from studio.config import DEFAULT_BASE, SamplingConfig, TrainConfig
+from studio.config import DEFAULT_BASE, TrainConfig
 from studio.ingest.augment import VARIANT_SEP
 from studio.model.data import prepare, tokenize_pieces
 from studio.training.distributed import Dist
@@ -125,13 +126,12 @@ class LoraHooks(loop.Hooks):
         rates, files, scores = [], [], []
         sample_dir = self.out / "samples"
         sample_dir.mkdir(parents=True, exist_ok=True)
-        sampling = SamplingConfig(max_new_tokens=self.cfg.sample_tokens)
+        sampling = replace(self.cfg.sampling, max_new_tokens=self.cfg.sample_tokens)
         model.eval()
         with torch.random.fork_rng():  # seeded sampling must not reset the RNG behind dropout
             for k in range(self.cfg.samples_per_epoch):
-                gen = sample(model, self.tok, [self.tok["BOS_None"]], sampling.max_new_tokens, sampling.temperature,
-                             sampling.top_p, sampling.top_k, seed=self.cfg.seed + k, min_new_tokens=sampling.min_tokens,
-                             precision=sampling.precision)
+                gen = sample(model, self.tok, [self.tok["BOS_None"]], sampling, seed=self.cfg.seed + k,
+                             grid=(self.meta.get("time") or {}).get("grid"))
                 if gen.n_notes == 0:
                     continue
                 path = sample_dir / f"epoch{record['epoch']:02d}_s{k}.mid"

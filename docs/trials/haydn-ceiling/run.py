@@ -131,8 +131,7 @@ def texture_of(model, tok, prepared, samples: int = 8, new_tokens: int = 512) ->
     cfg = SamplingConfig(max_new_tokens=new_tokens)
     scores = []
     for seed in range(samples):
-        gen = sample(model, tok, [tok["BOS_None"]], cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.top_k,
-                     seed, min_new_tokens=cfg.min_tokens, precision=cfg.precision)
+        gen = sample(model, tok, [tok["BOS_None"]], cfg, seed)
         if gen.n_notes:
             scores.append(gen.score)
     ref, tex = mean_texture(list(refs.values())), mean_texture(scores)
