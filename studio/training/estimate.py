@@ -36,7 +36,8 @@ from studio.training import loop
 PROBE_VERSION = 1  # bump when the training step changes enough that cached speeds no longer hold
 PROBE_SECONDS = 2.0  # timed training steps for at least this long, after one warm-up step
 PROBE_MIN_STEPS, PROBE_MAX_STEPS = 3, 20
-PROBE_DECODE_TOKENS = 32  # decoded twice: the first pays the one-time setup (weight packing, kernels), the second is timed
+# decoded twice: the first pays the one-time setup (weight packing, kernels), the second is timed
+PROBE_DECODE_TOKENS = 32
 SAVES_PER_EPOCH = 3  # epochs/NN, adapter-last and (when it improves) adapter-best; plus one checkpoint
 
 
@@ -115,7 +116,8 @@ class Estimate:
         return self.batch_size * self.max_seq_len / max(self.speed.micro_s, 1e-9)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "epoch_s": self.epoch_s, "total_s": self.total_s, "epochs_in_limit": self.epochs_in_limit}
+        return {**asdict(self), "epoch_s": self.epoch_s, "total_s": self.total_s,
+                "epochs_in_limit": self.epochs_in_limit}
 
     def describe(self) -> str:
         """The estimate in words, a few lines (what ``train --dry-run`` prints and the Train tab shows)."""
