@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from studio.config import (AugmentConfig, GenerateConfig, TrainConfig, add_config_flags, add_sampling_flags,
                            config_from_args, sampling_from_args)
@@ -43,9 +44,15 @@ def _train_config(args) -> TrainConfig:
 
 def _train(args) -> int:
     from studio.training.cli_progress import TrainProgress
-    from studio.training.train import train
+    from studio.training.events import describe
+    from studio.training.train import done_event, train
 
     cfg = _train_config(args)
+    if args.dry_run:  # the estimate only: nothing is trained and nothing is written to the output folder
+        from studio.training.estimate import estimate
+
+        print(estimate(cfg).describe())
+        return 0
     if args.run_dir:  # child process of the app: events go to the run folder
         from studio.service.runs import RunWriter
 
@@ -54,13 +61,7 @@ def _train(args) -> int:
         return 0
     with TrainProgress() as progress:
         meta = train(cfg, progress.on_event)
-    best = meta.get("best_val_loss")
-    if best is None:
-        print(f"done: {meta['stop_reason']}; no epoch qualified as best, adapter-best holds epoch "
-              f"{meta.get('fallback_best_epoch')} -> {cfg.output_dir}/adapter-best, adapter-last")
-    else:
-        print(f"done: {meta['stop_reason']}; best val loss {best:.4f} at epoch {meta['best_epoch']} "
-              f"-> {cfg.output_dir}/adapter-best, adapter-last")
+    print(describe(done_event(meta, Path(cfg.output_dir))))  # names only the folders that were written
     return 0
 
 
@@ -93,6 +94,9 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a LoRA adapter on a folder of MIDI files")
     p.add_argument("--config", help="a TrainConfig JSON file (instead of the flags)")
     p.add_argument("--run-dir", help=argparse.SUPPRESS)  # used by the app's child process
+    # CLI-only, not part of the recipe (TrainConfig): it says how long the recipe would take here
+    p.add_argument("--dry-run", action="store_true", help="print the tokens, steps and expected minutes per "
+                   "epoch and in all on this machine (a few measured steps, cached), without training")
     add_config_flags(p, TrainConfig, required_later=("data_dir", "output_dir"))
     group = p.add_argument_group("epoch samples", "how the samples after each epoch are drawn "
                                  "(their length: --sample-tokens; their seeds: --seed, --seed + 1, ...)")

@@ -229,3 +229,79 @@ def test_rotated_variants_train_each_piece_once_an_epoch_in_a_new_variant(tmp_pa
     assert len(set(seen)) > 1  # the variant changes between epochs
     assert rot.for_epoch(3) is not rot.for_epoch(3) and all(
         np.array_equal(x, y) for x, y in zip(rot.for_epoch(3), rot.for_epoch(3)))  # same seed, same draw
+
+
+def _cli(*args) -> "subprocess.CompletedProcess":
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    return subprocess.run([sys.executable, "-m", "studio", *map(str, args)], cwd=repo, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def _partial_run_checks(out, meta, events, tok) -> None:
+    """A run stopped inside its first epoch: the steps it made are validated and kept as adapter-best,
+    generate can use that folder, and the last line names exactly the folders there are."""
+    from studio.training.events import describe
+
+    steps = [e for e in events if e["type"] == "step"]
+    per_epoch = steps[-1]["total_steps"] // steps[-1]["epochs"]
+    done_steps = steps[-1]["step"]
+    assert 0 < done_steps < per_epoch  # stopped inside epoch 1
+    partial = [e for e in events if e["type"] == "epoch"]
+    assert len(partial) == 1 and partial[0]["partial"] and partial[0]["step_in_epoch"] == done_steps
+    assert 0 < partial[0]["val_loss"] < 20
+    assert meta["best_epoch"] == 1 and meta["best_partial"] and meta["best_step"] == done_steps
+    assert meta["best_val_loss"] == partial[0]["val_loss"]
+    assert meta["history"] == [{k: v for k, v in partial[0].items() if k != "type"}]
+    for name in ("adapter-best", "adapter-last"):
+        assert (out / name / "adapter_model.safetensors").is_file()
+    assert not (out / "epochs").exists()  # no epoch ended
+    held = f"step {done_steps}, {done_steps} of epoch 1's {per_epoch} steps"
+    assert meta["written"] == {"adapter-best": f"{held}, validation loss {meta['best_val_loss']:.4f}",
+                               "adapter-last": held, "checkpoint": f"--resume continues at step {done_steps + 1}"}
+    stopped = next(e for e in events if e["type"] == "stopped")
+    assert f"(at step {done_steps}: epoch 1, {done_steps} of {per_epoch} steps)" in describe(stopped)
+    line = describe(events[-1])
+    assert events[-1]["type"] == "done" and "epoch None" not in line
+    assert f"at epoch 1 (stopped inside that epoch); wrote adapter-best ({held}" in line
+    assert f"adapter-last ({held}), checkpoint" in line and "epochs" not in line.split("wrote")[1]
+    # the guide's generate reads adapter-best: it loads (base, tokenizer, adapter) and decodes
+    r = _cli("generate", "--adapter-dir", out / "adapter-best", "--output", out.parent / "g.mid",
+             "--max-new-tokens", "48", "--min-new-tokens", "48", "--seed", "3")
+    assert r.returncode == 0 and "notes" in r.stdout, r.stderr[-2000:]
+
+
+def test_a_time_limit_inside_the_first_epoch_leaves_a_validated_adapter_best(album, tmp_path, tiny_base_dir, tok):
+    out = tmp_path / "run"
+    events = []
+    # a limit far below one optimizer step: the run stops after its first step, inside epoch 1
+    meta = train(config(album, out, tiny_base_dir, epochs=3, batch_size=1, max_minutes=1e-6), events.append)
+    assert meta["stop_reason"].startswith("time limit")
+    _partial_run_checks(out, meta, events, tok)
+    # --resume finishes the epoch: its full record replaces the partial one, adapter-best follows it
+    more = train(TrainConfig.from_dict({**meta["config"], "resume": True, "max_minutes": 0.0}))
+    assert [h["epoch"] for h in more["history"]] == [1, 2, 3] and not any(h.get("partial") for h in more["history"])
+    assert not more["best_partial"] and more["written"]["epochs"] == "epochs 1-3"
+
+
+def test_the_stop_flag_inside_the_first_epoch_leaves_a_validated_adapter_best(album, tmp_path, tiny_base_dir, tok):
+    from studio.service.runs import LOG, STOP, RunWriter
+
+    out, run = tmp_path / "run", tmp_path / "runs" / "r1"
+    events = []
+    with RunWriter(run) as writer:
+        def on_event(e):  # the Stop button: the app touches the flag file in the run folder
+            events.append(e)
+            writer.on_event(e)
+            if e["type"] == "step" and e["step"] == 2:
+                (run / STOP).touch()
+
+        meta = train(config(album, out, tiny_base_dir, epochs=3, batch_size=1), on_event, writer.should_stop)
+    assert meta["stop_reason"] == "stopped by the user"
+    _partial_run_checks(out, meta, events, tok)
+    log = (run / LOG).read_text()  # the run log (the Train tab's) says it in the same words
+    assert "epoch 1 stopped after 2 of" in log and "wrote adapter-best (step 2, 2 of epoch 1's" in log

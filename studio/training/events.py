@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields
 
+from studio.layout import ADAPTER_BEST
+
 
 @dataclass
 class Event:
@@ -61,12 +63,18 @@ class EpochEvent(Event):
     artist_groove_distance: float | None = None  # the artist's own: training to held-out pieces (the yardstick)
     samples: list = field(default_factory=list)
     folder: str | None = None  # where this epoch's adapter was kept (epochs/NN)
+    partial: bool = False  # a stop inside the epoch: validated after step_in_epoch of steps_per_epoch steps
+    step_in_epoch: int = 0
+    steps_per_epoch: int = 0
 
 
 @dataclass
 class StoppedEvent(Event):
     reason: str = ""
     epoch: int = 0
+    step: int | None = None  # None: a run from before the stop said where it was
+    step_in_epoch: int = 0
+    steps_per_epoch: int = 0
 
 
 @dataclass
@@ -74,6 +82,8 @@ class DoneEvent(Event):
     reason: str = ""
     best_epoch: int = 0
     best_val_loss: float | None = None
+    best_partial: bool = False  # adapter-best holds an epoch stopped before its end
+    written: dict = field(default_factory=dict)  # {folder: the epoch/step it holds}, read from the disk
     output_dir: str = ""
 
 
@@ -119,6 +129,30 @@ def _groove(ev: EpochEvent) -> str:
     return f", groove distance {_num(ev.groove_distance)}{own}{empty_text}"
 
 
+def _where_stopped(ev: StoppedEvent) -> str:
+    if ev.step is None:
+        return ""
+    if not ev.step:
+        return " (before the first optimizer step)"
+    if ev.step_in_epoch:
+        return f" (at step {ev.step}: epoch {ev.epoch}, {ev.step_in_epoch} of {ev.steps_per_epoch} steps)"
+    return f" (at step {ev.step}, an epoch's end)"
+
+
+def _done(ev: DoneEvent) -> str:
+    """'done: REASON; best …; wrote adapter-best (…), adapter-last (…) … in OUT': only folders that exist."""
+    text = f"done: {ev.reason}"
+    if ev.best_val_loss is not None:
+        partial = " (stopped inside that epoch)" if ev.best_partial else ""
+        text += f"; best validation loss {ev.best_val_loss:.4f} at epoch {ev.best_epoch}{partial}"
+    if not ev.written:  # a run from before the done event listed its folders
+        return text
+    text += "; wrote " + ", ".join(f"{name} ({held})" for name, held in ev.written.items())
+    if ADAPTER_BEST not in ev.written:
+        text += "; no adapter-best (no step was validated)"
+    return text + (f" in {ev.output_dir}" if ev.output_dir else "")
+
+
 def describe(e: dict | Event) -> str:
     """One line in words for any event (what the CLI prints, the Train tab and the run log show)."""
     ev = parse(e)
@@ -131,18 +165,19 @@ def describe(e: dict | Event) -> str:
     if isinstance(ev, StepEvent):
         return (f"step {ev.step}/{ev.total_steps} (epoch {ev.epoch}/{ev.epochs}): loss {ev.loss:.3f}, "
                 f"{ev.tokens_per_s:.0f} tokens/s")
+    if isinstance(ev, EpochEvent) and ev.partial:
+        return (f"epoch {ev.epoch} stopped after {ev.step_in_epoch} of {ev.steps_per_epoch} steps: train loss "
+                f"{ev.train_loss:.4f}, validation loss {ev.val_loss:.4f}{' (best so far)' if ev.best else ''}, "
+                f"{ev.seconds:.0f} s")
     if isinstance(ev, EpochEvent):
         texture = f", texture gap {_num(ev.texture_gap)}" if ev.texture_gap is not None or ev.samples else ""
         copy = f", copy rate {_num(ev.copy_rate)}" if ev.copy_rate is not None or ev.samples else ""
         return (f"epoch {ev.epoch}: train loss {ev.train_loss:.4f}, validation loss {ev.val_loss:.4f}"
                 f"{copy}{texture}{_groove(ev)}{' (best so far)' if ev.best else ''}, {ev.seconds:.0f} s")
     if isinstance(ev, StoppedEvent):
-        return f"stopped: {ev.reason}"
+        return f"stopped: {ev.reason}{_where_stopped(ev)}"
     if isinstance(ev, DoneEvent):
-        text = f"done: {ev.reason}"
-        if ev.best_val_loss is not None:
-            text += f"; best validation loss {ev.best_val_loss:.4f} at epoch {ev.best_epoch}"
-        return text
+        return _done(ev)
     return ev.message or json.dumps({k: v for k, v in vars(ev).items() if v}, default=str)
 
 

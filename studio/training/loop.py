@@ -43,6 +43,10 @@ class LoopConfig:
     stop_tolerance: float = 0.0  # an epoch within this share above the best does not count against patience
     # fp32 keeps LoRA training as it was measured; pretraining passes its own (see studio.model.precision)
     precision: str = "fp32"
+    # A run stopped inside an epoch while adapter-best is missing (or itself partial) validates the
+    # steps it made and may save them as adapter-best: a long album under a short time limit still
+    # leaves an adapter to generate with. LoRA training sets it; pretraining keeps its own rule.
+    validate_partial: bool = False
 
 
 @dataclass
@@ -58,6 +62,8 @@ class LoopState:
     history: list = field(default_factory=list)  # one dict per epoch
     stop_reason: str = ""
     fallback_best: int = 0  # epoch saved as best only because no eligible epoch exists yet
+    best_step: int = 0  # the optimizer step adapter-best holds
+    best_partial: bool = False  # adapter-best holds an epoch stopped before its end (validate_partial)
     tokens_seen: int = 0
     train_seconds: float = 0.0
 
@@ -177,6 +183,9 @@ class _Run:
             t0, losses = time.perf_counter(), self.train_epoch(epoch)
             if self.state.stop_reason:  # stopped (or out of time) inside the epoch
                 self.optimizer.zero_grad(set_to_none=True)
+                if self.cfg.validate_partial and self.state.step_in_epoch and best_missing_or_partial(self.state):
+                    _validate_partial(self.plain, self.val_windows, self.cfg, self.device, self.hooks, self.state,
+                                      epoch, losses, time.perf_counter() - t0, self.per_epoch, self.on_event)
                 return self.stop(epoch)
             _end_epoch(self.plain, self.val_windows, self.cfg, self.device, self.hooks, self.state, epoch, losses,
                        time.perf_counter() - t0, self.on_event, self.dist)
@@ -262,8 +271,34 @@ class _Run:
 
     def stop(self, epoch: int) -> LoopState:
         self.save()
-        self.on_event({"type": "stopped", "reason": self.state.stop_reason, "epoch": epoch + 1})
+        self.on_event({"type": "stopped", "reason": self.state.stop_reason, "epoch": epoch + 1,
+                       "step": self.state.global_step, "step_in_epoch": self.state.step_in_epoch,
+                       "steps_per_epoch": self.per_epoch})
         return self.state
+
+
+def best_missing_or_partial(state: LoopState) -> bool:
+    """No adapter-best yet (no epoch has ended), or the one there holds a partial epoch."""
+    return state.best_partial or not (state.best_epoch or state.fallback_best)
+
+
+def _validate_partial(model, val_windows, cfg, device, hooks, state, epoch, losses, seconds, per_epoch,
+                      on_event) -> None:
+    """Validate the steps an epoch made before it was stopped; keep them as adapter-best if they are the
+    best so far. No samples (the run is stopping), no epochs/NN folder, and the epoch is not closed:
+    --resume continues it, and its full record later replaces this one in the history."""
+    val = evaluate(model, val_windows, max(cfg.batch_size, 4), device)
+    record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+              "val_loss": val, "seconds": round(seconds, 2), "step": state.global_step, "partial": True,
+              "step_in_epoch": state.step_in_epoch, "steps_per_epoch": per_epoch}
+    improved = val < state.best_val
+    if improved:
+        state.best_val, state.best_epoch, state.best_step, state.best_partial = val, epoch + 1, state.global_step, True
+        hooks.save_best(model)
+    record["best"] = improved
+    state.history = [h for h in state.history if not (h.get("partial") and h["epoch"] == epoch + 1)]
+    state.history.append(record)
+    on_event({"type": "epoch", **record})
 
 
 def _end_epoch(model, val_windows, cfg, device, hooks, state, epoch, losses, seconds, on_event,
@@ -278,6 +313,7 @@ def _end_epoch(model, val_windows, cfg, device, hooks, state, epoch, losses, sec
     improved = val < state.best_val and eligible
     if improved:
         state.best_val, state.best_epoch, state.bad_epochs = val, epoch + 1, 0
+        state.best_step, state.best_partial = state.global_step, False
         hooks.save_best(model)
     else:
         if val > state.best_val * (1 + cfg.stop_tolerance) or not eligible:
@@ -287,6 +323,8 @@ def _end_epoch(model, val_windows, cfg, device, hooks, state, epoch, losses, sec
             state.fallback_best = epoch + 1
             hooks.save_best(model)
     record["best"] = improved
+    # a partial record of this epoch (a stop before its end, then --resume) gives way to the full one
+    state.history = [h for h in state.history if not (h.get("partial") and h["epoch"] == epoch + 1)]
     state.history.append(record)
     state.epoch, state.step_in_epoch = epoch + 1, 0
     if not reason and cfg.patience and state.bad_epochs >= cfg.patience and epoch + 1 < cfg.epochs:

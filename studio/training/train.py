@@ -246,7 +246,7 @@ def loop_config(cfg: TrainConfig) -> loop.LoopConfig:
                            lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                            max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, num_workers=cfg.num_workers,
                            max_minutes=cfg.max_minutes, patience=cfg.patience,
-                           stop_tolerance=cfg.stop_tolerance, precision=cfg.precision)
+                           stop_tolerance=cfg.stop_tolerance, precision=cfg.precision, validate_partial=True)
 
 
 def _device_and_base(cfg: TrainConfig, tok, on_event, dist: Dist):
@@ -309,7 +309,8 @@ def train(cfg: TrainConfig, on_event: Callable[[dict], None] | None = None,
                      on_event, should_stop, state, optimizer, scheduler, dist)
     meta.update(history=state.history, stop_reason=state.stop_reason, best_epoch=state.best_epoch,
                 best_val_loss=state.best_val if state.best_epoch else None, tokens_seen=state.tokens_seen,
-                fallback_best_epoch=state.fallback_best or None,
+                fallback_best_epoch=state.fallback_best or None, best_step=state.best_step or None,
+                best_partial=state.best_partial, written=written_folders(out, state, per_epoch),
                 timings={"train_seconds": round(state.train_seconds, 2),
                          "wall_seconds": round(time.time() - started, 2),
                          "tokens_per_s": round(state.tokens_seen / max(state.train_seconds, 1e-9), 1)},
@@ -317,8 +318,7 @@ def train(cfg: TrainConfig, on_event: Callable[[dict], None] | None = None,
     if dist.is_main:
         write_json_atomic(out / META, meta)
     dist.wait()
-    on_event({"type": "done", "reason": state.stop_reason, "best_epoch": state.best_epoch,
-              "best_val_loss": meta["best_val_loss"], "output_dir": str(out)})
+    on_event(done_event(meta, out))
     return meta
 
 
@@ -360,6 +360,38 @@ def album_time(tok, prepared) -> dict:
         one.setdefault(p.source, p)
     streams = [ids for _, ids in tokenize_pieces(list(one.values()), tok).pieces]  # from the token cache
     return beat.album_grid(tok.vocab, streams)
+
+
+def done_event(meta: dict, out: Path) -> dict:
+    """The run's last event, from its meta: the CLI's closing line is ``events.describe`` of it."""
+    return {"type": "done", "reason": meta["stop_reason"], "best_epoch": meta["best_epoch"],
+            "best_val_loss": meta["best_val_loss"], "best_partial": bool(meta.get("best_partial")),
+            "written": meta.get("written") or {}, "output_dir": str(out)}
+
+
+def written_folders(out: Path, state: loop.LoopState, per_epoch: int) -> dict[str, str]:
+    """What the run folder holds now, in words, read from the disk (never what was meant to be there):
+    {folder: the epoch and step it holds}."""
+    def where(step: int) -> str:  # "epoch 2, step 188" at an epoch's end, "step 37, 37 of epoch 1's 94 steps" inside
+        epoch, k = divmod(step, per_epoch) if per_epoch else (0, 0)
+        return f"epoch {epoch}, step {step}" if not k else f"step {step}, {k} of epoch {epoch + 1}'s {per_epoch} steps"
+
+    found = {}
+    if (out / ADAPTER_BEST / "adapter_model.safetensors").is_file():
+        if state.best_epoch:  # (a checkpoint from before best_step was recorded knows the epoch only)
+            held = where(state.best_step) if state.best_step else f"epoch {state.best_epoch}"
+            found[ADAPTER_BEST] = f"{held}, validation loss {state.best_val:.4f}"
+        elif state.fallback_best:
+            found[ADAPTER_BEST] = f"epoch {state.fallback_best} (no epoch qualified: every epoch's samples copied)"
+    if (out / ADAPTER_LAST / "adapter_model.safetensors").is_file():
+        found[ADAPTER_LAST] = where(state.global_step) if state.global_step else "no training step (the base alone)"
+    if checkpoint.exists(out):
+        found["checkpoint"] = f"--resume continues at step {state.global_step + 1}"
+    kept = sorted(int(p.name) for p in (out / EPOCHS).glob("[0-9]*") if p.is_dir()) if (out / EPOCHS).is_dir() else []
+    if kept:
+        found[EPOCHS] = (f"epochs {kept[0]}-{kept[-1]}" if kept == list(range(kept[0], kept[-1] + 1)) and len(kept) > 1
+                         else f"epoch{'s' * (len(kept) > 1)} {', '.join(map(str, kept))}")
+    return found
 
 
 def _initial_meta(cfg, info, tok, prepared, summary, per_epoch, seq_len, device) -> dict:
