@@ -332,12 +332,10 @@ def _probe_decode(model, tok, device) -> tuple[float, float]:
     """(tokens/s, one-time setup s) of the epoch samples' decoding, as LoraHooks._sample_epoch calls it."""
     from studio.model.generate import sample
 
-    sampling = SamplingConfig(max_new_tokens=PROBE_DECODE_TOKENS)
     model.eval()
 
     def run(n: int):
-        return sample(model, tok, [tok["BOS_None"]], n, sampling.temperature, sampling.top_p, sampling.top_k,
-                      seed=0, min_new_tokens=n, precision=sampling.precision)
+        return sample(model, tok, [tok["BOS_None"]], SamplingConfig(max_new_tokens=n, min_new_tokens=n), seed=0)
 
     with torch.random.fork_rng():
         first = _timed(lambda: run(PROBE_DECODE_TOKENS), device)
