@@ -27,6 +27,7 @@ def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("bench-work")
 
 
+@pytest.mark.slow
 def test_bench_smoke_writes_every_figure(work, tmp_path):
     committed = ROOT / "bench" / "RESULTS.md"
     before = committed.stat().st_mtime if committed.exists() else None
@@ -46,6 +47,7 @@ def test_bench_smoke_writes_every_figure(work, tmp_path):
     assert after == before, "the smoke run must not overwrite bench/RESULTS.md"
 
 
+@pytest.mark.slow
 def test_gpu_script_code_path_on_cpu(work, tmp_path):
     out = tmp_path / "gpu.json"
     res = _run(["bench.gpu", "--device", "cpu", "--smoke", "--work", str(work), "--out", str(out)])
@@ -99,6 +101,7 @@ def test_verdicts_use_paired_ratios_and_absolute_limits():
     assert interleaved(3, ["a", "b"]) == [["a", "b"], ["b", "a"], ["a", "b"]]
 
 
+@pytest.mark.slow
 def test_quality_bench_smoke_trains_evaluates_and_writes_its_table(tmp_path):
     out = tmp_path / "RESULTS.md"
     out.write_text("# results\n\nkept text\n")
@@ -117,6 +120,7 @@ def test_quality_bench_smoke_trains_evaluates_and_writes_its_table(tmp_path):
     assert "Each kept epoch of smoke" in text and "\n- 1: " in text  # the one epoch, evaluated
 
 
+@pytest.mark.slow
 def test_base_size_bench_smoke_measures_a_loss_curve_and_the_limits(tmp_path):
     out = tmp_path / "base_size.json"
     res = _run(["bench.base_size", "--smoke", "--minutes", "0.05", "--every", "1", "--out", str(out)])
@@ -128,6 +132,7 @@ def test_base_size_bench_smoke_measures_a_loss_curve_and_the_limits(tmp_path):
         assert s["lora_train_tok_s"] > 0 and s["gen_tok_s"] > 0 and 0 < s["folder_mib"] < 5
 
 
+@pytest.mark.slow
 def test_precision_bench_smoke_compares_fp32_and_bf16_training(tmp_path):
     out = tmp_path / "precision.json"
     res = _run(["bench.precision", "--smoke", "--out", str(out)])
@@ -137,6 +142,7 @@ def test_precision_bench_smoke_compares_fp32_and_bf16_training(tmp_path):
     assert all(row["val_loss"] and row["tokens_per_s"] > 0 for row in r["rows"]) and r["tolerance"] == 0.01
 
 
+@pytest.mark.slow
 def test_variations_bench_smoke_times_one_and_four_rows(tmp_path):
     out = tmp_path / "RESULTS.md"
     res = _run(["bench.variations", "--smoke", "--results", str(out)])
@@ -144,6 +150,7 @@ def test_variations_bench_smoke_times_one_and_four_rows(tmp_path):
     assert "four variations in one batch" in out.read_text()
 
 
+@pytest.mark.slow
 def test_decoding_bench_smoke_measures_bandwidth_and_every_format(tmp_path):
     out = tmp_path / "decoding.json"
     res = _run(["bench.decoding", "--smoke", "--out", str(out)])
@@ -159,6 +166,7 @@ def test_decoding_bench_smoke_measures_bandwidth_and_every_format(tmp_path):
     assert abs(losses["int8"] - losses["fp32"]) / losses["fp32"] < 0.01
 
 
+@pytest.mark.slow
 def test_ceiling_bench_smoke_pairs_the_ceiling_with_both_training_loops(work, tmp_path):
     out = tmp_path / "ceiling.json"
     res = _run(["bench.ceiling", "--smoke", "--work", str(work), "--out", str(out)])

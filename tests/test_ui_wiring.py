@@ -143,6 +143,7 @@ def test_presets_follow_the_guide(uploads, settings, tmp_path):
         train_tab.build_config("album", settings.base, "x", train_tab.ARTIST, 0, {**named, "epochs": None})
 
 
+@pytest.mark.slow
 def test_start_streams_progress_then_attach_and_second_start(uploads, settings):
     data_tab.upload([str(p) for p in uploads[:2]], "album")
     start, attach, stop = train_tab.make_handlers(settings)
