@@ -5,8 +5,9 @@ training set: studio/ingest/eval_sets.py) it does what a user does with the guid
 defaults: ``augment`` the movements, ``train`` with no flags beyond the folders and the base, then
 ``eval``: held-out loss of the base and the adapter, the texture gap of unprompted samples to the
 artist's own pieces, the copy rate, the minutes of training, and the minutes until the validation
-loss came within 2 % of its best. It writes a table into bench/RESULTS.md (between markers) and
-the raw results to bench/out/quality.json.
+loss came within 2 % of its best. It writes a row per artist into bench/RESULTS.md's quality
+table (for this kind of CPU), the whole run into bench/runs/<kind>.md (bench/results.py), and the
+raw results to bench/out/quality.json.
 
 ``--preset artist|flavor`` measures one of the app's presets instead (studio.config.TRAIN_PRESETS:
 its overrides, and the album augmented or not), in its own section; ``--set FIELD=VALUE`` overrides
@@ -30,13 +31,15 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTISTS = ("beethoven", "haydn")
 
 
+HEADER = ["CPU", "recipe", "artist", "date", "pieces", "base loss", "adapter loss", "ratio (≤ 0.85)",
+          "texture gap base → adapter (≤ 0.30, ≤ ½ base)", "copy rate (< 0.10)", "train min (≤ 12)",
+          "min to within 2 % of best", "best epoch", "verdict"]
+HEADING = "Recipe quality per artist (`python -m bench quality`)"
+
+
 def section_name(preset: str | None) -> str:
-    """quality (the defaults) or quality-<preset>: the RESULTS.md markers and the raw-results file."""
+    """quality (the defaults) or quality-<preset>: the run file's section and the raw-results file."""
     return f"quality-{preset}" if preset else "quality"
-
-
-def markers(preset: str | None) -> tuple[str, str]:
-    return f"<!-- {section_name(preset)}:begin -->", f"<!-- {section_name(preset)}:end -->"
 
 TARGETS = {"loss_ratio": 0.85, "texture_gap": 0.30, "copy_rate": 0.10, "train_minutes": 12.0}
 
@@ -140,14 +143,31 @@ def verdict(r: dict) -> str:
     return "met" if not missed else "missed: " + ", ".join(missed)
 
 
-def table(results: list[dict], context: str, preset: str | None = None) -> str:
+def rows(results: list[dict], preset: str | None, kind: str, date: str) -> list[list]:
+    """RESULTS.md's rows of this run: one per artist, keyed by CPU kind, recipe and artist."""
+    return [[kind, f"preset {preset}" if preset else "default", r["artist"], date, r["pieces"],
+             f"{r['base_loss']:.3f}", f"{r['adapter_loss']:.3f}", f"{r['loss_ratio']:.3f}",
+             f"{r['base_texture_gap']:.2f} → {r['adapter_texture_gap']:.2f}", f"{r['adapter_copy_rate']:.3f}",
+             f"{r['train_minutes']:.1f}", r["minutes_to_within_2pct"], r["best_epoch"], verdict(r)] for r in results]
+
+
+def record(path: Path, results: list[dict], context: str, preset: str | None) -> Path:
+    """This CPU kind's rows into ``path``'s quality table, the whole section into its run file."""
+    from bench.common import cpu_kind
+    from bench.results import put_rows, write_run
+
+    kind = cpu_kind()
+    put_rows(path, "quality", HEADING, HEADER, rows(results, preset, kind, time.strftime("%Y-%m-%d")), keys=3)
+    return write_run(path, kind, section_name(preset), table(results, context, preset))
+
+
+def table(results: list[dict], context: str, preset: str | None = None) -> list[str]:
     def tex(t: dict) -> str:
         return f"{t.get('notes_per_s', 0):.1f}/s, {t.get('voices', 0):.1f} v, span {t.get('pitch_span', 0):.0f}"
 
-    begin, end = markers(preset)
     title = (f"the app's preset \"{TRAIN_PRESETS[preset].label}\" (`python -m bench quality --preset {preset}`)"
              if preset else "the default recipe (`python -m bench quality`)")
-    lines = [begin, f"## Adapter quality with {title}", "", context, "",
+    lines = [f"## Adapter quality with {title}", "", context, "",
              "| artist | pieces | base loss | adapter loss | ratio (≤ 0.85) | texture gap base → adapter (≤ 0.30, ≤ ½ base) "
              "| copy rate (< 0.10) | train min (≤ 12) | min to within 2 % of best | best epoch | verdict |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -173,18 +193,7 @@ def table(results: list[dict], context: str, preset: str | None = None) -> str:
                       "evaluation's, notes/s, voices", ""]
             lines += [f"- {e['epoch']}: {e['val_loss']:.4f}, {e['held_out_loss']:.4f}, {e['training_texture_gap']} → "
                       f"{e['texture_gap']:.2f}, {tex(e['texture'])}" for e in r["per_epoch"]]
-    return "\n".join(lines + ["", end])
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace the section between its markers (its first and last lines) in ``path``, or append it."""
-    begin, end = section.splitlines()[0], section.splitlines()[-1]
-    text = path.read_text() if path.is_file() else ""
-    if begin in text and end in text:
-        text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
+    return lines
 
 
 def main(argv=None) -> int:
@@ -219,15 +228,16 @@ def main(argv=None) -> int:
         print(f"[quality] {artist}: {verdict(results[-1])}", flush=True)
     import torch
 
-    from bench.report import capabilities_text
+    from bench.common import defaults_text
 
-    context = (f"Run on {os.cpu_count()} cores ({capabilities_text()}), torch {torch.__version__} "
+    context = (f"Run on {os.cpu_count()} cores ({defaults_text()}), torch {torch.__version__} "
                f"({torch.get_num_threads()} threads), "
                f"base `{a.base}`, overrides {overrides or 'none (the defaults)'}"
                f"{'' if augment else ', the album not augmented'}, {a.samples} samples of "
                f"{a.new_tokens} tokens per side; {time.strftime('%Y-%m-%d %H:%M')}.")
-    write_section(a.results, table(results, context, a.preset))
-    print(table(results, context, a.preset))
+    run_file = record(a.results, results, context, a.preset)
+    print("\n".join(table(results, context, a.preset)))
+    print(f"[quality] wrote {a.results} (this CPU's rows) and {run_file} (the whole run)")
     return 0
 
 
@@ -249,12 +259,12 @@ def smoke(a, preset, sets: dict, augment: bool) -> int:
         small = {**(preset.overrides if preset else {}), "max_seq_len": 64, "epochs": 1, "samples_per_epoch": 1,
                  "sample_tokens": 32, **sets}
         r = run_artist("smoke", files, work, str(base), small, 2, 48, augment=augment, each_epoch=a.each_epoch)
-        section = table([r], "smoke run (tiny random base, pieces built in code)"
-                        f"{'' if augment else ', the album not augmented'}", a.preset)
+        context = f"smoke run (tiny random base, pieces built in code){'' if augment else ', the album not augmented'}"
         out = a.results if a.results != ROOT / "bench" / "RESULTS.md" else work / "RESULTS.md"
-        write_section(out, section)
-        print(section)
-        assert markers(a.preset)[0] in out.read_text() and r["base_loss"] > 0
+        run_file = record(out, [r], context, a.preset)
+        print("\n".join(table([r], context, a.preset)))
+        assert "<!-- table:quality:begin -->" in out.read_text() and r["base_loss"] > 0
+        print(f"[quality] wrote {out} and {run_file}")
     return 0
 
 
