@@ -170,8 +170,8 @@ def main(argv=None) -> int:
 
 
 HEADING = "How close to the ceiling (`python -m bench.ceiling`)"
-HEADER = ["CPU", "shape", "date", "precision", "ceiling tok/s", "studio tok/s", "reference tok/s", "ceiling / reference",
-          "studio / reference", "studio / ceiling", "target (bench)", "share of the ceiling the target needs"]
+HEADER = ["CPU", "shape", "date", "precision", "ceiling tok/s", "studio tok/s", "reference tok/s",
+          "ceiling / reference", "studio / reference", "studio / ceiling", "target (bench)", "share of the ceiling the target needs"]
 
 
 def _summary(s: dict) -> dict:

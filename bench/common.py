@@ -113,7 +113,7 @@ def load1() -> float:
 
 
 def machine() -> dict:
-    """What the numbers were measured on (written at the top of RESULTS.md)."""
+    """What the numbers were measured on (written at the top of a run file, bench/results.py)."""
     import importlib.metadata as md
 
     import psutil

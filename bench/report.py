@@ -26,7 +26,8 @@ WHY = {
         "torch.compile was slower here (a trial: 495 against 605 tok/s on the hub shape, after 64 s of "
         "compiling). What is left is the attention over long windows: profiled on an AVX-512 BF16 CPU "
         "without AMX, PyTorch's CPU flash attention (forward and backward) is 35 % of a hub-shape step at "
-        "about a third of the products' rate, the products 42 %, casts 7 %, GELU 5 % (docs/trials/results-history/). With AMX tiles the bf16 products get several times cheaper on "
+        "about a third of the products' rate, the products 42 %, casts 7 %, GELU 5 % "
+        "(docs/trials/results-history/). With AMX tiles the bf16 products get several times cheaper on "
         "both sides, and the rest of each step (attention, per-op overhead, the optimizer) weighs more. "
         "FlexAttention, which could compile a leaner causal kernel, has no CPU backward in torch 2.13. "
         "`python -m bench.ceiling` times the floor on the CPU at hand (the frozen products and flash "
@@ -151,8 +152,9 @@ def cell(fig: Figure) -> str:
     s, r = fig.stats(fig.headline), fig.stats(fig.reference)
     if s is None:
         return fig.status
-    value = f"{s.median:.1f} vs {r.median:.1f} {fig.unit}: {_ratio_text(fig, fig.headline)}" if r else s.fmt(1, " " + fig.unit)
-    return f"{value}, {_verdict(fig)}"
+    if r is None:
+        return f"{s.fmt(1, ' ' + fig.unit)}, {_verdict(fig)}"
+    return f"{s.median:.1f} vs {r.median:.1f} {fig.unit}: {_ratio_text(fig, fig.headline)}, {_verdict(fig)}"
 
 
 def write(path: Path, figs: list[Figure], machine: dict, context: dict, extra_sections: list[list[str]]) -> Path:
@@ -193,5 +195,6 @@ def write(path: Path, figs: list[Figure], machine: dict, context: dict, extra_se
     for prefix, heading in QUESTIONS:
         mine = [f for f in figs if f.key.split("-")[0] == prefix]
         if mine:
-            results.put_rows(path, prefix, heading, ["CPU", "date", *map(column, mine)], [[kind, date, *map(cell, mine)]])
+            header, row = ["CPU", "date", *map(column, mine)], [kind, date, *map(cell, mine)]
+            results.put_rows(path, prefix, heading, header, [row])
     return results.write_run(path, kind, "bench", lines[:-1] if lines[-1] == "" else lines)

@@ -4,7 +4,8 @@ Trains the same LoRA twice on the bench's data (15 Bach chorales, the guide's au
 default recipe, the same seed and steps), once in fp32 and once with bf16 autocast, and compares
 the validation loss after the same steps and the training tokens/s. ``precision="auto"`` is the
 default only if the bf16 loss stays within 1 % of fp32 (issue 16); the result goes to
-bench/out/precision.json and, with ``--results README.md``, into the trial's README. ``--smoke``: a tiny base, one epoch.
+bench/out/precision.json and, with ``--results README.md``, into the trial's README.
+``--smoke``: a tiny base, one epoch.
 """
 
 from __future__ import annotations
