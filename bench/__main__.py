@@ -2,7 +2,8 @@
 
 ``python -m bench quality [--smoke]``: adapter quality with the default recipe (bench/quality.py).
 
-The full run (~15–25 min on 2 cores) writes bench/RESULTS.md; ``--smoke`` runs every figure at
+The full run (~15–25 min on 2 cores) writes this CPU's rows of bench/RESULTS.md's tables and the
+whole run into bench/runs/<kind of CPU>.md (bench/results.py); ``--smoke`` runs every figure at
 tiny sizes (< 60 s, what CI runs) and writes into a temporary folder unless ``--out`` is given,
 so CI never overwrites the committed results. Exit status 1 when a figure failed to run.
 """
@@ -112,9 +113,9 @@ def run(sizes, work: Path, out: Path, only: set[str], command: str) -> int:
                       f"on {os.cpu_count()} cores (1.0 per core = fully busy)") if loads else "n/a",
         "data_lines": sections.data_lines(fx, sizes, share),
     }
-    extra = [sections.failures(failed), sections.gpu(), sections.scale_out(), sections.how_to_run()]
-    path = report.write(out, figs, mach, context, [s for s in extra if s])
-    print(f"[bench] wrote {path}", flush=True)
+    extra = [sections.failures(failed), sections.gpu()]
+    run_file = report.write(out, figs, mach, context, [s for s in extra if s])
+    print(f"[bench] wrote {out} (this CPU's rows) and {run_file} (the whole run)", flush=True)
     for f in failed:
         print(f"[bench] FAILED {f}", file=sys.stderr)
     return 1 if failed else 0

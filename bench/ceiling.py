@@ -10,7 +10,8 @@ bench's two training loops (the studio's and the guide's reference, ``bench.figu
 calls) on the demo chorales give both sides' tokens/s, so each repeat pairs three numbers measured
 side by side: ceiling ÷ reference is the largest lead any implementation of the studio's recipe
 (every voice, full windows) could have on this CPU, studio ÷ ceiling how much of it the studio takes.
-Writes bench/out/ceiling.json, and a RESULTS.md section with ``--results``.
+Writes bench/out/ceiling.json; with ``--results`` this CPU kind's rows of RESULTS.md's ceiling table
+and the whole section into its run file (bench/results.py).
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--work", type=Path, default=ROOT / "bench" / "out", help="folder for data and models")
     p.add_argument("--out", type=Path, default=None, help="JSON to write (default: WORK/ceiling.json)")
-    p.add_argument("--results", type=Path, default=None, help="also write the section into this RESULTS.md")
+    p.add_argument("--results", type=Path, default=None, help="also write this CPU's rows into this RESULTS.md")
     p.add_argument("--smoke", action="store_true", help="tiny model and sizes (CI)")
     a = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -133,7 +134,7 @@ def main(argv=None) -> int:
     import torch
 
     from bench import fixtures, studio_side
-    from bench.decoding import capabilities
+    from bench.common import capabilities
     from studio.model.precision import resolve
     from studio.model.tokenizer import build_tokenizer
 
@@ -157,33 +158,51 @@ def main(argv=None) -> int:
     out = a.out or a.work / "ceiling.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    print(section(result))
+    print("\n".join(section(result)))
     if a.results and not a.smoke:
-        from bench.quality import write_section
+        from bench.common import cpu_kind
+        from bench.results import put_rows, write_run
 
-        write_section(a.results, section(result))
+        kind = cpu_kind(result["cpu"])
+        put_rows(a.results, "ceiling", HEADING, HEADER, rows(result, kind), keys=2)
+        print(f"[ceiling] wrote {a.results} and {write_run(a.results, kind, 'ceiling', section(result))}")
     return 0
 
 
-def section_key(c: dict) -> str:
-    """One section per kind of CPU (AMX, AVX-512 BF16, or the torch kernels of one without bf16)."""
-    if c["amx"]:
-        return "ceiling-amx"
-    if c["avx512_bf16"]:
-        return "ceiling-avx512-bf16"
-    return f"ceiling-{c['torch_kernels'].lower().replace(' ', '-')}"
+HEADING = "How close to the ceiling (`python -m bench.ceiling`)"
+HEADER = ["CPU", "shape", "date", "precision", "ceiling tok/s", "studio tok/s", "reference tok/s",
+          "ceiling / reference", "studio / reference", "studio / ceiling", "target (bench)", "share of the ceiling the target needs"]
 
 
-def section(r: dict) -> str:
+def _summary(s: dict) -> dict:
+    """One shape's numbers as both the table row and the section print them."""
     from bench.common import Stats
-    from bench.decoding import capabilities_text
     from bench.figures import target
 
+    v, q = s["tok_s"], s["ratios"]
+    goal = target("train", s["label"])
+    needs = goal / Stats(q["ceiling/reference"]).median  # above 1: out of reach at this precision
+    return {"shape": f"{s['label']} ({s['shape']['layers']} × {s['shape']['width']})",
+            "rates": [Stats(v[k]).fmt(0) for k in ("ceiling", "studio", "reference")],
+            "ratios": [f"**{Stats(q['ceiling/reference']).fmt(2, '×')}**", Stats(q["studio/reference"]).fmt(2, "×"),
+                       Stats(q["studio/ceiling"]).fmt(2)],
+            "goal": f"≥ {goal}×", "needs": f"{needs:.2f}{' (out of reach)' if needs > 1 else ''}"}
+
+
+def rows(r: dict, kind: str) -> list[list]:
+    out = []
+    for s in r["shapes"]:
+        m = _summary(s)
+        out.append([kind, m["shape"], r["date"], r["precision"], *m["rates"], *m["ratios"], m["goal"], m["needs"]])
+    return out
+
+
+def section(r: dict) -> list[str]:
+    from bench.common import Stats, capabilities_text
+
     c = r["cpu"]
-    key = section_key(c)
     caps = capabilities_text(c)
-    lines = [f"<!-- {key}:begin -->",
-             f"## How far the studio's training could lead, {c['torch_kernels']} CPU (`python -m bench.ceiling`)", "",
+    lines = [f"## How far the studio's training could lead, {c['torch_kernels']} CPU (`python -m bench.ceiling`)", "",
              f"CPU: {caps}; `--precision auto` trains in **{r['precision']}** here; {r['threads']} threads. "
              "Ceiling = a window's tokens ÷ the time of what no LoRA step on it can skip: the frozen base's "
              "products (forward, and backward to the inputs) and causal attention (flash, forward and backward), "
@@ -195,24 +214,18 @@ def section(r: dict) -> str:
              "| a window's products / attention (ms) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for s in r["shapes"]:
-        v, q = s["tok_s"], s["ratios"]
+        m = _summary(s)
         prod = Stats([p["products"] * 1e3 for p in s["parts_s"]]).median
         att = Stats([p["attention"] * 1e3 for p in s["parts_s"]]).median
-        goal = target("train", s["label"])
-        needs = goal / Stats(q["ceiling/reference"]).median  # above 1: out of reach at this precision
-        lines.append(f"| {s['label']} ({s['shape']['layers']} × {s['shape']['width']}) | {Stats(v['ceiling']).fmt(0)} | "
-                     f"{Stats(v['studio']).fmt(0)} | {Stats(v['reference']).fmt(0)} | "
-                     f"**{Stats(q['ceiling/reference']).fmt(2, '×')}** | {Stats(q['studio/reference']).fmt(2, '×')} | "
-                     f"{Stats(q['studio/ceiling']).fmt(2)} | ≥ {goal}× | "
-                     f"{needs:.2f}{' (out of reach)' if needs > 1 else ''} | {prod:.0f} / {att:.0f} |")
+        lines.append(f"| {m['shape']} | {' | '.join(m['rates'])} | {' | '.join(m['ratios'])} | {m['goal']} | "
+                     f"{m['needs']} | {prod:.0f} / {att:.0f} |")
     s0 = r["shapes"][0]
     lines += ["", f"{r['date']}; {s0['seq']}-token windows; {len(s0['tok_s']['studio'])} repeats; 1-minute load "
               f"{s0['load'][0]} before, {r['shapes'][-1]['load'][-1]} after. A target that needs more than the "
               "whole ceiling is out of reach at this precision whatever the rest of a step costs: only cheaper "
               "products or attention (bf16 or AMX instructions), or training on less than every voice of full "
-              "windows, could reach it.",
-              f"<!-- {key}:end -->"]
-    return "\n".join(lines)
+              "windows, could reach it."]
+    return lines
 
 
 if __name__ == "__main__":

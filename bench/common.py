@@ -113,20 +113,13 @@ def load1() -> float:
 
 
 def machine() -> dict:
-    """What the numbers were measured on (written at the top of RESULTS.md)."""
+    """What the numbers were measured on (written at the top of a run file, bench/results.py)."""
     import importlib.metadata as md
 
     import psutil
     import torch
 
-    cpu = platform.processor() or ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = machine_cpu_name()
     versions = {}
     for pkg in ("torch", "transformers", "peft", "accelerate", "miditok", "symusic", "pyfluidsynth", "gradio"):
         try:
@@ -159,3 +152,55 @@ def threads_text(n: int) -> str:
     import torch
 
     return f"{n} intra-op thread(s)" if n > 0 else f"torch's default {torch.get_num_threads()} intra-op threads"
+
+
+def capabilities() -> dict:
+    """The instructions that decide the default precisions (studio/model/precision.py, packed.py)."""
+    import torch
+
+    from studio.model.packed import int8_available, resolve
+    from studio.model.precision import cpu_flags
+
+    flags = cpu_flags()
+    return {"avx512_bf16": "avx512_bf16" in flags, "avx512_vnni": "avx512_vnni" in flags or "avx_vnni" in flags,
+            "amx": any(f.startswith("amx") for f in flags), "int8_kernel": int8_available(),
+            "torch_kernels": torch.backends.cpu.get_cpu_capability(), "auto_decoding": resolve("auto", "cpu")}
+
+
+def capabilities_text(c: dict) -> str:
+    """The CPU's capabilities as every bench section states them."""
+    def yes(flag: str) -> str:
+        return "yes" if c[flag] else "no"
+
+    return (f"AVX-512 BF16 {yes('avx512_bf16')}, VNNI {yes('avx512_vnni')}, AMX {yes('amx')}; "
+            f"torch kernels {c['torch_kernels']}")
+
+
+def defaults_text() -> str:
+    """The capabilities and what they make the defaults: LoRA training's and decoding's precision."""
+    from studio.model.precision import resolve
+
+    c = capabilities()
+    return (f"{capabilities_text(c)}; so LoRA training runs in {resolve('auto', 'cpu')} and decoding in "
+            f"{c['auto_decoding']} by default")
+
+
+def cpu_kind(c: dict | None = None, name: str | None = None) -> str:
+    """The row a run's numbers go to in RESULTS.md: the instructions that set the defaults and the
+    processor family, e.g. 'AMX Xeon', 'AVX-512 BF16 EPYC', 'AVX2 EPYC'. Two machines of one kind
+    differ in clock and memory, not in which code paths run."""
+    c = c or capabilities()
+    isa = "AMX" if c["amx"] else "AVX-512 BF16" if c["avx512_bf16"] else c["torch_kernels"]
+    name = name if name is not None else machine_cpu_name()
+    family = next((f for f in ("Xeon", "EPYC", "Core", "Ryzen", "Graviton", "Neoverse") if f in name), "CPU")
+    return f"{isa} {family}"
+
+
+def machine_cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or ""

@@ -12,7 +12,8 @@ augmented chorales of the full benchmark:
 3. generation tokens/s, 1023 new tokens, batch 1, with adapter: PeftModel.generate (unmerged)
    against the CLI's path (adapter merged once, studio.model.fast).
 
-Results go to bench/gpu_results.json (shown by RESULTS.md's GPU section) and stdout.
+Results go to bench/gpu_results.json (shown in the GPU part of the next ``python -m bench`` run
+file) and stdout.
 ``--device cpu --smoke`` runs the same code path at tiny sizes on a CPU (tests use it).
 
 MFU counts the FLOPs a LoRA step really needs: forward 2·N over the frozen base's matrices,

@@ -7,8 +7,9 @@ what a user does with the guide's commands and their defaults: ``augment`` the m
 base and the adapter, the texture gap of unprompted samples to the artist's own pieces, their
 groove against the artist's held-out pieces (with the artist's own training pieces as the
 yardstick), the copy rate, the minutes of training, and the minutes until the validation loss
-came within 2 % of its best. It writes a table into bench/RESULTS.md (between markers) and the
-raw results to bench/out/quality.json.
+came within 2 % of its best. It writes a row per artist into bench/RESULTS.md's quality table
+(for this kind of CPU), the whole run into bench/runs/<kind>.md (bench/results.py) and the raw
+results to bench/out/quality.json.
 
 ``--preset artist|flavor`` measures one of the app's presets instead (studio.config.TRAIN_PRESETS:
 its overrides, and the album augmented or not), in its own section; ``--set FIELD=VALUE`` overrides
@@ -34,13 +35,16 @@ ARTISTS = ("beethoven", "haydn")  # the default run
 BAND_ARTISTS = BAND_SETS  # band albums with drums (openmsx, blupi), on request: --artists openmsx blupi
 
 
+HEADER = ["CPU", "recipe", "artist", "date", "pieces", "base loss", "adapter loss", "ratio (≤ 0.85)",
+          "texture gap base → adapter (≤ 0.30, ≤ ½ base)", "copy rate (< 0.10)", "train min (≤ 12)",
+          "min to within 2 % of best", "best epoch", "verdict",
+          "groove distance base → adapter (artist's own; ≤ own + 0.05, ≤ base)", "empty beats artist / adapter"]
+HEADING = "Recipe quality per artist (`python -m bench quality`)"
+
+
 def section_name(preset: str | None) -> str:
-    """quality (the defaults) or quality-<preset>: the RESULTS.md markers and the raw-results file."""
+    """quality (the defaults) or quality-<preset>: the run file's section and the raw-results file."""
     return f"quality-{preset}" if preset else "quality"
-
-
-def markers(preset: str | None) -> tuple[str, str]:
-    return f"<!-- {section_name(preset)}:begin -->", f"<!-- {section_name(preset)}:end -->"
 
 TARGETS = {"loss_ratio": 0.85, "texture_gap": 0.30, "copy_rate": 0.10, "train_minutes": 12.0,
            # groove (issue 31), each judged against the artist's held-out pieces with the artist's own
@@ -176,14 +180,35 @@ def verdict(r: dict) -> str:
     return "met" if not missed else "missed: " + ", ".join(missed)
 
 
-def table(results: list[dict], context: str, preset: str | None = None) -> str:
+def rows(results: list[dict], preset: str | None, kind: str, date: str) -> list[list]:
+    """RESULTS.md's rows of this run: one per artist, keyed by CPU kind, recipe and artist."""
+    return [[kind, f"preset {preset}" if preset else "default", r["artist"], date, r["pieces"],
+             f"{r['base_loss']:.3f}", f"{r['adapter_loss']:.3f}", f"{r['loss_ratio']:.3f}",
+             f"{r['base_texture_gap']:.2f} → {r['adapter_texture_gap']:.2f}", f"{r['adapter_copy_rate']:.3f}",
+             f"{r['train_minutes']:.1f}", r["minutes_to_within_2pct"], r["best_epoch"], verdict(r),
+             f"{_f(r.get('base_groove_distance'))} → {_f(r.get('adapter_groove_distance'))} "
+             f"({_f((r.get('groove_yardstick') or {}).get('distance'))})",
+             f"{_f((r.get('reference_groove') or {}).get('empty_beats'), '.0%')} / "
+             f"{_f((r.get('adapter_groove') or {}).get('empty_beats'), '.0%')}"] for r in results]
+
+
+def record(path: Path, results: list[dict], context: str, preset: str | None) -> Path:
+    """This CPU kind's rows into ``path``'s quality table, the whole section into its run file."""
+    from bench.common import cpu_kind
+    from bench.results import put_rows, write_run
+
+    kind = cpu_kind()
+    put_rows(path, "quality", HEADING, HEADER, rows(results, preset, kind, time.strftime("%Y-%m-%d")), keys=3)
+    return write_run(path, kind, section_name(preset), table(results, context, preset))
+
+
+def table(results: list[dict], context: str, preset: str | None = None) -> list[str]:
     def tex(t: dict) -> str:
         return f"{t.get('notes_per_s', 0):.1f}/s, {t.get('voices', 0):.1f} v, span {t.get('pitch_span', 0):.0f}"
 
-    begin, end = markers(preset)
     title = (f"the app's preset \"{TRAIN_PRESETS[preset].label}\" (`python -m bench quality --preset {preset}`)"
              if preset else "the default recipe (`python -m bench quality`)")
-    lines = [begin, f"## Adapter quality with {title}", "", context, "",
+    lines = [f"## Adapter quality with {title}", "", context, "",
              "| artist | pieces | base loss | adapter loss | ratio (≤ 0.85) | texture gap base → adapter (≤ 0.30, ≤ ½ base) "
              "| copy rate (< 0.10) | train min (≤ 12) | min to within 2 % of best | best epoch | verdict |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -211,7 +236,7 @@ def table(results: list[dict], context: str, preset: str | None = None) -> str:
             lines += [f"- {e['epoch']}: {e['val_loss']:.4f}, {e['held_out_loss']:.4f}, {e['training_texture_gap']} → "
                       f"{e['texture_gap']:.2f}, {tex(e['texture'])}; groove distance "
                       f"{_f(e.get('training_groove_distance'))} → {_f(e.get('groove_distance'))}" for e in r["per_epoch"]]
-    return "\n".join(lines + ["", end])
+    return lines
 
 
 def _f(x, spec: str = ".2f") -> str:
@@ -247,17 +272,6 @@ def groove_table(results: list[dict]) -> list[str]:
     return lines
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the section between its markers (its first and last lines) in ``path``, or append it."""
-    begin, end = section.splitlines()[0], section.splitlines()[-1]
-    text = path.read_text() if path.is_file() else ""
-    if begin in text and end in text:
-        text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench quality", description=__doc__.splitlines()[0])
     p.add_argument("--base", default="pocket", help="the base to train on")
@@ -291,15 +305,16 @@ def main(argv=None) -> int:
         print(f"[quality] {artist}: {verdict(results[-1])}", flush=True)
     import torch
 
-    from bench.report import capabilities_text
+    from bench.common import defaults_text
 
-    context = (f"Run on {os.cpu_count()} cores ({capabilities_text()}), torch {torch.__version__} "
+    context = (f"Run on {os.cpu_count()} cores ({defaults_text()}), torch {torch.__version__} "
                f"({torch.get_num_threads()} threads), "
                f"base `{a.base}`, overrides {overrides or 'none (the defaults)'}"
                f"{'' if augment else ', the album not augmented'}, {a.samples} samples of "
                f"{a.new_tokens} tokens per side; {time.strftime('%Y-%m-%d %H:%M')}.")
-    write_section(a.results, table(results, context, a.preset))
-    print(table(results, context, a.preset))
+    run_file = record(a.results, results, context, a.preset)
+    print("\n".join(table(results, context, a.preset)))
+    print(f"[quality] wrote {a.results} (this CPU's rows) and {run_file} (the whole run)")
     return 0
 
 
@@ -321,12 +336,12 @@ def smoke(a, preset, sets: dict, augment: bool) -> int:
         small = {**(preset.overrides if preset else {}), "max_seq_len": 64, "epochs": 1, "samples_per_epoch": 1,
                  "sample_tokens": 32, **sets}
         r = run_artist("smoke", files, work, str(base), small, 2, 48, augment=augment, each_epoch=a.each_epoch)
-        section = table([r], "smoke run (tiny random base, pieces built in code)"
-                        f"{'' if augment else ', the album not augmented'}", a.preset)
+        context = f"smoke run (tiny random base, pieces built in code){'' if augment else ', the album not augmented'}"
         out = a.results if a.results != ROOT / "bench" / "RESULTS.md" else work / "RESULTS.md"
-        write_section(out, section)
-        print(section)
-        assert markers(a.preset)[0] in out.read_text() and r["base_loss"] > 0
+        run_file = record(out, [r], context, a.preset)
+        print("\n".join(table([r], context, a.preset)))
+        assert "<!-- table:quality:begin -->" in out.read_text() and r["base_loss"] > 0
+        print(f"[quality] wrote {out} and {run_file}")
     return 0
 
 

@@ -1,11 +1,14 @@
-"""RESULTS.md: machine, data, every figure (min/median/max over repeats), ratio, verdict, notes."""
+"""``python -m bench``'s results: a row per figure in RESULTS.md's question tables, for this kind of
+CPU, and the whole run (machine, data, every variant min/median/max, ratio, verdict, notes) in
+its run file (bench/results.py)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from bench.common import Figure, Stats
+from bench import results
+from bench.common import Figure, Stats, cpu_kind, defaults_text
 
 # Why a missed target was missed and what would reach it, keyed by figure-key prefix. Kept
 # next to the writer so the text is regenerated with the numbers, never pasted by hand.
@@ -23,19 +26,19 @@ WHY = {
         "torch.compile was slower here (a trial: 495 against 605 tok/s on the hub shape, after 64 s of "
         "compiling). What is left is the attention over long windows: profiled on an AVX-512 BF16 CPU "
         "without AMX, PyTorch's CPU flash attention (forward and backward) is 35 % of a hub-shape step at "
-        "about a third of the products' rate, the products 42 %, casts 7 %, GELU 5 % (RESULTS.md, 'A CPU "
-        "with AVX-512 BF16 but no AMX'). With AMX tiles the bf16 products get several times cheaper on "
+        "about a third of the products' rate, the products 42 %, casts 7 %, GELU 5 % "
+        "(docs/trials/results-history/). With AMX tiles the bf16 products get several times cheaper on "
         "both sides, and the rest of each step (attention, per-op overhead, the optimizer) weighs more. "
         "FlexAttention, which could compile a leaner causal kernel, has no CPU backward in torch 2.13. "
         "`python -m bench.ceiling` times the floor on the CPU at hand (the frozen products and flash "
-        "attention alone, beside both loops) and its section of RESULTS.md says how far ahead of the "
+        "attention alone, beside both loops) and its table in RESULTS.md says how far ahead of the "
         "reference that floor would let any studio step be."
     ),
     "gen": (
         "Decoding one token reads every weight once. By default the studio reads them as int8 "
         "(studio/model/packed.py: a quarter of the float32 bytes, the adapter still added in float32), "
-        "and then the step is no longer bound by memory: `python -m bench.decoding` puts batch-1 decoding "
-        "at a fifth or less of the bandwidth ceiling, the rest being per-op overhead (~15 small ops per "
+        "and then the step is no longer bound by memory: the decoding trial (docs/trials/decoding/) put "
+        "batch-1 decoding at a fifth or less of the bandwidth ceiling, the rest being per-op overhead (~15 small ops per "
         "block: layer norms, attention over the cache, GELU, the sampling filter). What would go further: "
         "fusing those ops (a compiled decode step), at the cost of a compile at start-up."
     ),
@@ -101,7 +104,7 @@ def summary_table(figs: list[Figure]) -> list[str]:
 
 
 def figure_section(fig: Figure) -> list[str]:
-    lines = [f"### {fig.title}", ""]
+    lines = [f"#### {fig.title}", ""]
     if fig.status != "measured":
         lines += [f"*{fig.status}*: " + "; ".join(fig.notes), ""]
         return lines
@@ -126,20 +129,48 @@ def figure_section(fig: Figure) -> list[str]:
     return lines
 
 
+# RESULTS.md's questions this bench answers: (figure-key prefix, heading), in the file's order
+QUESTIONS = [
+    ("train", "LoRA training speed against the guide's loop (`python -m bench`)"),
+    ("share", "Training data seen per epoch (`python -m bench`)"),
+    ("gen", "Generation speed (`python -m bench`)"),
+    ("ab", "A/B speed (`python -m bench`)"),
+    ("mem", "Memory (`python -m bench`)"),
+    ("render", "Rendering (`python -m bench`)"),
+    ("startup", "Start-up (`python -m bench`)"),
+]
+
+
+def column(fig: Figure) -> str:
+    """A figure's column in its question's table: the model it ran on (or its title) and the target."""
+    label = fig.title.split(" — ")[1] if " — " in fig.title else fig.title
+    return f"{label} (target {fig.target_text})"
+
+
+def cell(fig: Figure) -> str:
+    """'studio vs reference unit: ratio (min–max), verdict', or the studio's value alone."""
+    s, r = fig.stats(fig.headline), fig.stats(fig.reference)
+    if s is None:
+        return fig.status
+    if r is None:
+        return f"{s.fmt(1, ' ' + fig.unit)}, {_verdict(fig)}"
+    return f"{s.median:.1f} vs {r.median:.1f} {fig.unit}: {_ratio_text(fig, fig.headline)}, {_verdict(fig)}"
+
+
 def write(path: Path, figs: list[Figure], machine: dict, context: dict, extra_sections: list[list[str]]) -> Path:
-    v = machine["versions"]
+    """This CPU kind's row in each question's table of ``path``; the whole run into its run file."""
+    kind, v = cpu_kind(), machine["versions"]
     lines = [
-        "# Benchmarks: the studio against the guide's reference pipeline",
+        f"## `{context['command']}`, {time.strftime('%Y-%m-%d %H:%M')}",
         "",
-        f"Written by `{context['command']}` on {time.strftime('%Y-%m-%d %H:%M')} "
-        f"({context['mode']}, {context['wall_s']:.0f} s). Both sides run in the same process (memory: in "
-        "fresh child processes), on the same data and models, with repeats interleaved; ratios are taken "
+        f"{context['mode'].capitalize()}, {context['wall_s']:.0f} s. Both sides run in the same process (memory: "
+        "in fresh child processes), on the same data and models, with repeats interleaved; ratios are taken "
         "per repeat between neighbouring runs, then summarised as median (min–max).",
         "",
-        "## Machine",
+        "### Machine",
         "",
         f"- CPU: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']} GiB RAM; GPU: {machine['cuda']}",
-        f"- {capabilities_text()}",
+        f"- {defaults_text()}",
         f"- {machine['platform']}, Python {machine['python']}, torch's default threads "
         f"{machine['torch_threads']}; used on both sides: {context['train_threads'] or 'the default'} for "
         f"training, {context['decode_threads'] or 'the default'} for decoding",
@@ -147,46 +178,23 @@ def write(path: Path, figs: list[Figure], machine: dict, context: dict, extra_se
         f"- Load average (1 min) at start / end: {context['load_start']} / {context['load_end']}; "
         f"{context['load_note']} (the bench itself keeps about one core busy)",
         "",
-        "## Data and models",
+        "### Data and models",
         "",
         *[f"- {x}" for x in context["data_lines"]],
         "",
-        "## Summary",
-        "",
-        f"Every figure below was measured on this CPU: {capabilities_text()}.",
+        "### Summary",
         "",
         *summary_table(figs),
-        "",
-        "## Figures",
         "",
     ]
     for f in figs:
         lines += figure_section(f)
     for section in extra_sections:
         lines += section + [""]
-    kept = kept_sections(path)  # what the other benches wrote (python -m bench.decoding, quality, …)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines).rstrip() + "\n" + "".join(f"\n{k}\n" for k in kept))
-    return path
-
-
-def kept_sections(path: Path) -> list[str]:
-    """The marked sections (<!-- name:begin --> … <!-- name:end -->) of an existing RESULTS.md."""
-    import re
-
-    if not path.is_file():
-        return []
-    text = path.read_text()
-    return [m.group(0) for m in re.finditer(r"<!-- ([\w-]+):begin -->.*?<!-- \1:end -->", text, re.S)]
-
-
-def capabilities_text() -> str:
-    """bf16, VNNI and AMX: what decides the default precisions (studio/model/precision.py, packed.py)."""
-    from studio.model.packed import resolve as decoding
-    from studio.model.precision import cpu_flags, resolve as training
-
-    f = cpu_flags()
-    yes = lambda ok: "yes" if ok else "no"  # noqa: E731
-    return (f"AVX-512 BF16 {yes('avx512_bf16' in f)}, AVX-512 VNNI {yes('avx512_vnni' in f)}, "
-            f"AMX {yes(any(x.startswith('amx') for x in f))}; so LoRA training runs in {training('auto', 'cpu')} "
-            f"and decoding in {decoding('auto', 'cpu')} by default")
+    date = time.strftime("%Y-%m-%d")
+    for prefix, heading in QUESTIONS:
+        mine = [f for f in figs if f.key.split("-")[0] == prefix]
+        if mine:
+            header, row = ["CPU", "date", *map(column, mine)], [kind, date, *map(cell, mine)]
+            results.put_rows(path, prefix, heading, header, [row])
+    return results.write_run(path, kind, "bench", lines[:-1] if lines[-1] == "" else lines)

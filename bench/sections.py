@@ -1,4 +1,4 @@
-"""The prose sections of RESULTS.md: data and models, failures, GPU, scale-out, how to run."""
+"""The prose parts of a ``python -m bench`` run: data and models, failures, GPU."""
 
 from __future__ import annotations
 
@@ -25,11 +25,11 @@ def data_lines(fx, sizes, share) -> list[str]:
 def failures(failed: list[str]) -> list[str]:
     if not failed:
         return []
-    return ["## Figures that failed to run", "", *[f"- {f}" for f in failed]]
+    return ["### Figures that failed to run", "", *[f"- {f}" for f in failed]]
 
 
 def gpu() -> list[str]:
-    lines = ["## GPU", ""]
+    lines = ["### GPU", ""]
     if GPU_JSON.is_file():
         r = json.loads(GPU_JSON.read_text())
         lines.append(f"Measured by `python -m bench.gpu` on {r.get('device')} ({r.get('when')}):")
@@ -49,31 +49,3 @@ def gpu() -> list[str]:
         "is exercised on CPU by `python -m bench.gpu --device cpu --smoke` (tests/test_bench_smoke.py).",
     ]
 
-
-def scale_out() -> list[str]:
-    train_src = (ROOT / "studio" / "training" / "train.py").read_text()
-    applied = (ROOT / "studio" / "training" / "distributed.py").is_file() and "Dist.from_env" in train_src
-    state = ("studio/training/train.py runs under Accelerate: studio/training/distributed.py wraps the model in DDP, gives "
-             "each process its share of the windows, takes stop, time-limit and checkpoint decisions "
-             "jointly and lets only the main process write." if applied else
-             "**Pending**: studio/training/train.py does not run under Accelerate in this checkout (studio/training/distributed.py "
-             "is missing).")
-    return ["## Scale-out (Hugging Face Accelerate)", "",
-            "`accelerate launch --multi_gpu --num_processes 2 -m studio train … --device cpu` runs the same "
-            "training in two processes (on a machine without GPUs Accelerate runs them on the CPU over gloo, "
-            "its MULTI_CPU mode; `--cpu` alone starts a single process in Accelerate 1.x unless an MPI "
-            "hostfile is given). tests/test_accelerate.py runs it with two CPU processes and checks the "
-            "adapter (both processes' shares counted, one adapter-best/-last written, loadable, trained). "
-            + state]
-
-
-def how_to_run() -> list[str]:
-    return ["## How to run", "",
-            "- `python -m bench` — the full run (~13 min on 2 idle cores); writes this file. Data, models "
-            "and renders are kept in bench/out/ (ignored by git) and reused. Run it on an otherwise idle "
-            "machine; on a shared one, `--train-threads 1 --decode-threads 1` keeps the comparison fair.",
-            "- `python -m bench --smoke` — every figure at tiny sizes in a temporary folder (< 60 s); CI "
-            "runs it through tests/test_bench_smoke.py.",
-            "- `python -m bench --only train,gen` — a subset; `--train-threads N`, `--decode-threads N` — "
-            "intra-op threads on both sides (default: torch's, one per core).",
-            "- `python -m bench.gpu` — the GPU figures (see above)."]

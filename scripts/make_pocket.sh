@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=models/pocket-base
-python -m bench.base_size --minutes 4 --out "$out/size_curves.json"
+python docs/trials/base-size/run.py --minutes 4 --out "$out/size_curves.json"
 python -m studio pretrain-base --out "$out" "$@"
 # Later stages, each from the last one's weights: (epochs, peak lr, training caps) per stage. Stage 4
 # thins Palestrina (71 % of the tokens) and two folk collections in training only, the held-out

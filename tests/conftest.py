@@ -73,6 +73,13 @@ def tiny_gpt2(tok, n_positions: int = 256, n_layer: int = 2, n_embd: int = 64, s
     return GPT2LMHeadModel(cfg)
 
 
+def pytest_itemcollected(item):
+    """A live app or a browser takes tens of seconds to start: both are slow too, so the fast loop
+    (pytest.ini) needs one marker, ``-m "not slow"``."""
+    if item.get_closest_marker("app") or item.get_closest_marker("browser"):
+        item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _data_dir(tmp_path_factory, monkeypatch):
     """Every test writes its state (token cache, runs) into a temporary data directory."""

@@ -26,8 +26,9 @@ import torch
 from conftest import write_pieces
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("accelerate") is None or shutil.which("accelerate") is None,
-                                reason="Hugging Face Accelerate is not installed (pip install accelerate)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(importlib.util.find_spec("accelerate") is None or shutil.which("accelerate") is None,
+                                 reason="Hugging Face Accelerate is not installed (pip install accelerate)")]
 SEQ, BATCH, EPOCHS = 64, 2, 2
 
 

@@ -12,6 +12,8 @@ from symusic import Score
 from conftest import make_piece
 from test_space import REPO, running_app
 
+pytestmark = pytest.mark.app
+
 AUDIO = __import__("studio.audio.render", fromlist=["fluidsynth_status"]).fluidsynth_status()[0]
 
 

@@ -89,15 +89,15 @@ def test_mask_leaves_no_beat_silent(tok):
 def test_decoding_with_the_clock_keeps_time_even_for_an_untrained_model(tok):
     """A random model wanders; with the clock its samples stay on the grid with no silent beat."""
     from studio.config import SamplingConfig
-    from studio.model import fast, grammar
+    from studio.model import grammar, sampler
     from tests.conftest import tiny_gpt2
 
     model = tiny_gpt2(tok, n_positions=512).eval()
     tt = beat.TimeTables(tok.vocab)
     sampling = SamplingConfig(max_new_tokens=400, min_new_tokens=400, seed=0)
     kw = dict(eos_id=tok["EOS_None"], allowed=grammar.for_tokenizer(tok))
-    free = fast.decode(model, [tok["BOS_None"]], sampling, [0, 1, 2], **kw)
-    kept = fast.decode(model, [tok["BOS_None"]], sampling, [0, 1, 2], clock=beat.Clock(tt, [[0, 4]] * 3), **kw)
+    free = sampler.decode(model, [tok["BOS_None"]], sampling, [0, 1, 2], **kw)
+    kept = sampler.decode(model, [tok["BOS_None"]], sampling, [0, 1, 2], clock=beat.Clock(tt, [[0, 4]] * 3), **kw)
     for rows, on_grid in ((free.rows, False), (kept.rows, True)):
         scores = [decode(tok, r) for r in rows]
         phases = np.concatenate([[n.time % 320 for n in s.tracks[0].notes] for s in scores if s.tracks])

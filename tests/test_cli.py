@@ -30,6 +30,7 @@ def train_args(data, out, base, *extra):
             "--val-split", "0.3", "--num-workers", "0", *extra]
 
 
+@pytest.mark.slow
 def test_augment_train_generate_render_from_the_command_line(tmp_path, tiny_base_dir):
     write_pieces(tmp_path / "album", 3, n_notes=40)
     r = studio("augment", "--input-dir", tmp_path / "album", "--output-dir", tmp_path / "aug",
@@ -67,6 +68,7 @@ def test_bad_input_gives_one_readable_line(args, message):
     assert message in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_keeps_adapter_best_and_resume_continues(tmp_path, tiny_base_dir):
     write_pieces(tmp_path / "album", 6, n_notes=120)
     out, run = tmp_path / "ad", tmp_path / "run"

@@ -81,6 +81,7 @@ def test_one_base_many_adapters_same_seed(tok, tiny_base_dir, two_adapters):
     assert base_params == sum(p.numel() for p in plain.parameters())
 
 
+@pytest.mark.slow
 def test_generate_writes_each_side_and_measures_closeness(tok, tiny_base_dir, two_adapters, album, tmp_path):
     c = compare.get_comparer(str(tiny_base_dir))
     assert compare.get_comparer(str(tiny_base_dir)) is c  # one Comparer per base, process-wide
@@ -125,6 +126,7 @@ def test_incompatible_adapter_is_refused_with_a_message(tok, tiny_base_dir, tmp_
         c.sample_side("wide", prompt(tok), Knobs(8), 1)
 
 
+@pytest.mark.slow
 def test_concurrent_sides_match_sequential(tok, tiny_base_dir, two_adapters):
     c = Comparer(str(tiny_base_dir))
     k = Knobs(max_new_tokens=32)
@@ -147,6 +149,7 @@ def test_concurrent_sides_match_sequential(tok, tiny_base_dir, two_adapters):
     assert all(ids == expected[s] for s, runs in got.items() for ids in runs)
 
 
+@pytest.mark.slow
 def test_changed_or_deleted_adapter_is_not_served_stale(tok, tiny_base_dir, two_adapters):
     c = compare.get_comparer(str(tiny_base_dir))
     k = Knobs(max_new_tokens=32)
@@ -276,6 +279,7 @@ def test_old_renders_are_pruned(tmp_path):
     assert not old.exists() and new.exists() and keep.exists()
 
 
+@pytest.mark.slow
 def test_sides_decoded_together_draw_what_each_draws_alone(tok, tiny_base_dir, two_adapters):
     """generate() batches every side through one pass per token; each side keeps its own piece."""
     from studio.model import fast
@@ -294,6 +298,7 @@ def test_sides_decoded_together_draw_what_each_draws_alone(tok, tiny_base_dir, t
     assert all(torch.equal(base_now[n], p) for n, p in plain.named_parameters())
 
 
+@pytest.mark.slow
 def test_cli_generate_merges_the_adapter_and_agrees_with_the_studio(tok, tiny_base_dir, two_adapters, album, tmp_path):
     """In fp32 the CLI folds the adapter into its own copy of the base; the studio adds it per row
     on a shared base. Same adapter, prompt, seed and precision: the same piece either way. With
@@ -316,6 +321,7 @@ def test_cli_generate_merges_the_adapter_and_agrees_with_the_studio(tok, tiny_ba
         assert cli.ids != c.sample_side(None, ids, knobs, seed=5).ids
 
 
+@pytest.mark.slow
 def test_strength_blend_and_variations_are_rows_of_one_batch(tok, tiny_base_dir, two_adapters, album, tmp_path):
     """Strength scales an adapter's low-rank update per row; 0 is the base, 1 the adapter as
     trained; a blend mixes two; variations are seed, seed+1, … of a side. Base weights never move."""

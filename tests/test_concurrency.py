@@ -23,6 +23,8 @@ from test_jobs import config, wait_for
 from test_public_app import App, call, outputs_by_id
 from test_space import REPO, app_env, running_app
 
+pytestmark = pytest.mark.slow  # real trainings and generations in threads
+
 
 def run_all(fns, timeout: float = 180) -> list:
     """Run every fn in its own thread at the same moment; their results (or exceptions), in order."""
@@ -113,6 +115,7 @@ def test_a_page_closed_during_training_leaves_it_running_and_a_new_page_reattach
     assert "Finished" in later[-1]["train.progress"] and later[-1]["train.run_dir"] == str(run)
 
 
+@pytest.mark.app
 def test_without_fluidsynth_the_app_serves_the_page_and_midi(tok, tiny_base_dir, tmp_path):
     make_adapter(tok, tiny_base_dir, "alpha", 1)
     (datasets_dir() / "prompts").mkdir(parents=True)

@@ -43,6 +43,7 @@ def notes_model(tok):
     return model.eval()
 
 
+@pytest.mark.slow
 def test_fixed_seed_reproduces_a_generation(tok, notes_model):
     a = sample(notes_model, tok, [tok["BOS_None"]], tokens(60), seed=7)
     b = sample(notes_model, tok, [tok["BOS_None"]], tokens(60), seed=7)
@@ -61,6 +62,7 @@ def test_context_is_respected_and_reported(tok):
     assert fit_context([1], 50, 128, 1) == ([1], 50, [])
 
 
+@pytest.mark.slow
 def test_long_prompt_generation_keeps_its_tail(tok, notes_model, tmp_path):
     path = tmp_path / "prompt.mid"
     make_piece(0, n_notes=80).dump_midi(str(path))
@@ -79,6 +81,7 @@ def test_cli_generate_writes_midi_or_explains_empty(tok, tiny_base_dir, tmp_path
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_generate_writes_midi_from_a_base_and_from_an_adapter(tok, tmp_path, notes_model):
     from symusic import Score
 

@@ -41,6 +41,7 @@ def dead_pid() -> int:
     return p.pid
 
 
+@pytest.mark.slow
 def test_one_job_at_a_time_and_stop_saves_adapter_last(tmp_path, tiny_base_dir):
     cfg = config(tmp_path, tiny_base_dir, "long", epochs=50)
     run = jobs.start_training(cfg)
@@ -65,6 +66,7 @@ def test_one_job_at_a_time_and_stop_saves_adapter_last(tmp_path, tiny_base_dir):
     assert jobs.active_job() is None  # the slot is free again
 
 
+@pytest.mark.slow
 def test_finished_run_reads_back(tmp_path, tiny_base_dir):
     run = jobs.start_training(config(tmp_path, tiny_base_dir, "short"))
     view = wait_for(run, lambda v: v.done)

@@ -33,6 +33,7 @@ def test_default_base_falls_back_to_pocket_offline_and_says_so(tok, monkeypatch)
     assert info.name == "pocket" and "using the bundled pocket base" in info.fallback_reason
 
 
+@pytest.mark.slow
 def test_fixed_seed_generation_from_pocket_is_reproducible_and_has_notes(pocket, tok):
     model, _ = pocket
     a = sample(model, tok, [tok["BOS_None"]], SamplingConfig(160, min_new_tokens=0, precision="fp32"), seed=11)
@@ -52,6 +53,7 @@ def test_demo_adapter_attaches_to_pocket_and_lists_its_pieces(pocket, tok):
     peft_model.delete_adapter("bach")
 
 
+@pytest.mark.slow
 def test_a_continuation_of_a_four_voice_fragment_keeps_more_than_one_voice(pocket, tok):
     """The base has heard many voices merged: it does not thin a chorale to one line."""
     import numpy as np

@@ -159,6 +159,7 @@ def test_fp32_path_on_a_cpu_without_fast_int8_is_the_plain_decoder(peaked, tok, 
     assert not any(hasattr(p, "_studio_decode_pack") for p in base.parameters())  # nothing packed
 
 
+@pytest.mark.slow
 def test_generate_cli_precision_flag_writes_music(tmp_path, tiny_base_dir):
     from symusic import Score
 
@@ -174,6 +175,7 @@ def test_generate_cli_precision_flag_writes_music(tmp_path, tiny_base_dir):
     assert GenerateConfig().precision == "auto"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prec", ["bf16", "fp32"])
 def test_training_in_each_precision_runs_and_learns(tmp_path, tiny_base_dir, prec):
     from studio.training.train import train

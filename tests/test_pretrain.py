@@ -62,6 +62,7 @@ def test_transposed_windows_stay_in_range_and_move_only_pitches(tok):
     assert max(shifts) <= top - 100 and min(shifts) >= -12 and len(shifts) > 5
 
 
+@pytest.mark.slow
 def test_a_stopped_pretraining_resumes_from_its_checkpoint(tmp_path, corpus_dir):
     out, home = tmp_path / "pocket", tmp_path / "home"
     first = studio([*TINY, *corpus_dir, "--out", str(out), "--epochs", "2", "--max-minutes", "0.001", "--keep-epochs"],
@@ -88,6 +89,7 @@ def test_a_stopped_pretraining_resumes_from_its_checkpoint(tmp_path, corpus_dir)
     assert nothing.returncode != 0 and "no pretraining checkpoint to resume from" in nothing.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("accelerate") is None, reason="Hugging Face Accelerate is not installed")
 def test_pretraining_runs_under_accelerate_launch_with_two_processes(tmp_path, corpus_dir):
     out = tmp_path / "pocket"
@@ -100,6 +102,7 @@ def test_pretraining_runs_under_accelerate_launch_with_two_processes(tmp_path, c
     assert (out / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_a_second_stage_starts_from_a_saved_base_and_keeps_its_record(tmp_path, corpus_dir):
     first, second, home = tmp_path / "stage1", tmp_path / "stage2", tmp_path / "home"
     assert studio([*TINY, *corpus_dir, "--out", str(first), "--epochs", "1"], home).returncode == 0

@@ -92,6 +92,7 @@ def file_urls(app: App) -> list[str]:
                    "/assets/..%2f..%2f..%2fetc/passwd", "/gradio_api/vibe-code", "/favicon.ico/../../etc/passwd"]
 
 
+@pytest.mark.app
 def test_only_the_renders_folder_is_served(app):
     served_ok = app.get(f"/gradio_api/file={app.data}/renders/preview/public.txt")
     assert served_ok == (200, "served-ok")  # the one folder that is served
@@ -106,6 +107,7 @@ def test_only_the_renders_folder_is_served(app):
     assert status in (403, 404) and "def main(" not in body  # no source code either
 
 
+@pytest.mark.app
 def test_component_server_cannot_move_files(app):
     config = httpx.get(app.url + "/config", timeout=10).json()
     for comp in config["components"][:40]:
@@ -191,6 +193,7 @@ def copies_of_the_canary(data: Path) -> list[Path]:
                   if p.is_file() and not p.is_symlink() and CANARY.encode() in p.read_bytes())
 
 
+@pytest.mark.app
 def test_file_inputs_must_be_this_pages_uploads(app):
     before = copies_of_the_canary(app.data)
     assert len(before) == 5  # the planted ones
@@ -212,6 +215,7 @@ def test_file_inputs_must_be_this_pages_uploads(app):
     assert not (app.data / "adapters" / "stolen").exists()
 
 
+@pytest.mark.app
 def test_uploads_are_per_session_limited_and_removed_when_the_page_closes(app):
     from studio.service.public import session_key
 
@@ -244,6 +248,7 @@ def test_uploads_are_per_session_limited_and_removed_when_the_page_closes(app):
     assert not folder.exists(), "the closed page's uploads are still there"
 
 
+@pytest.mark.app
 def test_errors_are_readable_without_tracebacks_or_server_paths(app):
     msg = call(app, "generate", {"compare-base": "pocket", "side-a": "base alone", "side-b": "base alone",
                                  "max-new": 32, "seed": 1})

@@ -127,6 +127,7 @@ def test_zerogpu_decorator_is_transparent_without_spaces():
     assert not zerogpu.on_zerogpu()
 
 
+@pytest.mark.slow
 def test_start_builds_the_studio_without_initialising_cuda(tiny_base_dir):
     """ZeroGPU forbids CUDA in the main process: building the app and loading the base must not
     touch it (meaningful on a machine with a GPU; run there by the device check)."""
@@ -154,6 +155,7 @@ def git_status(repo: Path, *extra) -> list[str]:
     return out.splitlines()
 
 
+@pytest.mark.app
 def test_fresh_clone_starts_as_a_space_and_stays_clean(clone, tmp_path):
     data = tmp_path / "data"
     env = app_env(data, **SPACE_ENV, GRADIO_SERVER_PORT=free_port(7860))
@@ -174,6 +176,7 @@ def test_fresh_clone_starts_as_a_space_and_stays_clean(clone, tmp_path):
 
 
 
+@pytest.mark.slow
 def test_training_in_bounded_chunks_resumes_to_the_end(tmp_path, tiny_base_dir):
     """ZeroGPU lends the GPU per call, so training runs as chunks that each save a checkpoint and
     resume the last one (here on the CPU, gpu() being transparent, in chunks of 60 ms of training).

@@ -73,6 +73,7 @@ def test_reloaded_adapter_gives_identical_logits(album, tmp_path, tiny_base_dir,
         assert torch.equal(again(input_ids=x).logits, reloaded)
 
 
+@pytest.mark.slow
 def test_stop_flag_saves_adapter_last_and_resume_finishes(album, tmp_path, tiny_base_dir):
     out = tmp_path / "run"
     cfg = config(album, out, tiny_base_dir, epochs=3, batch_size=1)
@@ -173,6 +174,7 @@ def test_base_loads_with_the_fused_gelu_and_the_same_logits(tiny_base_dir, tok):
     assert diff < 1e-4
 
 
+@pytest.mark.slow
 def test_every_epoch_is_kept_with_its_loss_copy_rate_and_texture_gap(album, tmp_path, tiny_base_dir):
     events = []
     train(config(album, tmp_path / "run", tiny_base_dir, epochs=3, samples_per_epoch=2, sample_tokens=48,

@@ -204,6 +204,7 @@ def test_knobs_are_read_by_name_in_any_order(uploads, settings):
         train_tab.build_config("album", settings.base, "x", train_tab.ARTIST, 0, {**named, "lora_r": 2.5})
 
 
+@pytest.mark.slow
 def test_start_streams_progress_then_attach_and_second_start(uploads, settings):
     upload(uploads[:2], "album")
     start, attach, stop = train_tab.make_handlers(settings)

@@ -17,7 +17,8 @@ from test_browser import ARGS, CHROMIUM, PLAYABLE, README_SHOTS, REPO, pick, set
 from test_space import app_env, running_app
 
 playwright = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Chromium is not installed (.ci/run installs it)")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Chromium is not installed (.ci/run installs it)")]
 POCKET = REPO / "models" / "pocket-base"
 DEMO = REPO / "adapters" / "bach-chorales"
 

@@ -1,9 +1,9 @@
-"""``python -m bench.variations``: what do Variations cost? N seeded samples per side in one batch.
+"""``python docs/trials/variations/run.py``: what do Variations cost? N seeded samples per side in one batch.
 
 Decodes one row of ``--tokens`` tokens and then four rows (seed, seed+1, …) through the lean
 decoder on the pocket base (base and the demo adapter at strength 0.5, as the Compare tab does),
 interleaved over ``--repeats`` rounds; reports the median seconds and the ratio (target: 4
-variations ≤ 1.6× one). Writes a section into bench/RESULTS.md with ``--results``.
+variations ≤ 1.6× one). Writes its section into the trial's README with ``--results README.md``.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[2]
+sys.path.insert(0, str(ROOT))  # run as a script: the repository's studio and bench
 TARGET = 1.6
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.variations", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python docs/trials/variations/run.py", description=__doc__.splitlines()[0])
     p.add_argument("--tokens", type=int, default=512)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--results", type=Path, default=None)
@@ -49,7 +51,7 @@ def main(argv=None) -> int:
                 times[n].append(time.perf_counter() - t)
     one, four = statistics.median(times[1]), statistics.median(times[4])
     ratio = four / one
-    lines = ["<!-- variations:begin -->", "## Variations (`python -m bench.variations`)", "",
+    lines = ["<!-- variations:begin -->", "## Variations (`python docs/trials/variations/run.py`)", "",
              f"Pocket base + bach-chorales at strength 0.5, {tokens} tokens per row, lean decoder with the "
              f"base's weights in {resolve(prec, 'cpu')} (the Compare tab's default), {torch.get_num_threads()} threads, median of {repeats} interleaved rounds: one sample "
              f"{one:.2f} s (min {min(times[1]):.2f}, max {max(times[1]):.2f}), four variations in one batch "
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
              f"(target ≤ {TARGET}×: {'met' if ratio <= TARGET else 'missed'}).", "<!-- variations:end -->"]
     print("\n".join(lines))
     if a.results:
-        from bench.quality import write_section
+        from bench.results import write_section
 
         write_section(a.results, "\n".join(lines))
     return 0

@@ -1,4 +1,4 @@
-"""``python -m bench.base_size``: choose the pocket base's shape from measured curves.
+"""``python docs/trials/base-size/run.py``: choose the pocket base's shape from measured curves.
 
 For each candidate shape (layers × width) it pretrains on the same corpus data (the
 ``pretrain-base`` pipeline: many-voice mix, transposed windows, the run's precision) for the same
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # run as a script: the repository's studio
 SHAPES = ((4, 256, 4), (6, 320, 5), (6, 384, 6))
 LIMITS = {"lora_train_tok_s": 1500, "gen_tok_s": 200, "folder_mib": 50}
 
@@ -130,7 +131,7 @@ def run_shape(shape, data, minutes: float, every: float, args, val_windows: int)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.base_size", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python docs/trials/base-size/run.py", description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=4.0, help="training budget per shape")
     p.add_argument("--every", type=float, default=60.0, help="seconds of training between held-out losses")
     p.add_argument("--val-windows", type=int, default=48)

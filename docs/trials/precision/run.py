@@ -1,10 +1,11 @@
-"""``python -m bench.precision``: may LoRA training default to bf16 on this CPU?
+"""``python docs/trials/precision/run.py``: may LoRA training default to bf16 on this CPU?
 
 Trains the same LoRA twice on the bench's data (15 Bach chorales, the guide's augmentation, the
 default recipe, the same seed and steps), once in fp32 and once with bf16 autocast, and compares
 the validation loss after the same steps and the training tokens/s. ``precision="auto"`` is the
 default only if the bf16 loss stays within 1 % of fp32 (issue 16); the result goes to
-bench/out/precision.json and is quoted in bench/RESULTS.md. ``--smoke``: a tiny base, one epoch.
+bench/out/precision.json and, with ``--results README.md``, into the trial's README.
+``--smoke``: a tiny base, one epoch.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[2]
+sys.path.insert(0, str(ROOT))  # run as a script: the repository's studio and bench
 TOLERANCE = 0.01
 
 
@@ -32,12 +35,12 @@ def run(base: str, data: Path, work: Path, precision: str, overrides: dict) -> d
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.precision", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python docs/trials/precision/run.py", description=__doc__.splitlines()[0])
     p.add_argument("--base", default="pocket")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "precision.json")
     p.add_argument("--smoke", action="store_true")
-    p.add_argument("--results", type=Path, default=None, help="also write the table into this RESULTS.md")
+    p.add_argument("--results", type=Path, default=None, help="also write the table into this file (the README)")
     a = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from studio.config import AugmentConfig
@@ -76,7 +79,7 @@ def main(argv=None) -> int:
     a.out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     if a.results:
-        from bench.quality import write_section
+        from bench.results import write_section
 
         write_section(a.results, section(result, base))
     return 0
@@ -86,7 +89,7 @@ def section(r: dict, base: str) -> str:
     fp32, bf16 = r["rows"]
     verdict = "within" if r["bf16_within_tolerance"] else "NOT within"
     return "\n".join([
-        "<!-- precision:begin -->", "## LoRA training precision (`python -m bench.precision`)", "",
+        "<!-- precision:begin -->", "## LoRA training precision (`python docs/trials/precision/run.py`)", "",
         f"Base `{base}`, 15 Bach chorales with the guide's augmentation, the default recipe, seed 0, "
         f"{len(fp32['val_loss'])} epochs each. CPU: bf16 instructions {'yes' if r['cpu_bf16'] else 'no'} "
         f"({', '.join(r['cpu_flags']) or 'none'}).", "",

@@ -1,4 +1,4 @@
-"""``python -m bench.decoding``: decoding precision against the memory limit.
+"""``python docs/trials/decoding/run.py``: decoding precision against the memory limit.
 
 Measures this machine's memory bandwidth (a large tensor copy), then batch-1 (and batch-2, -4)
 decoding through the lean decoder with the base's weights in fp32, bf16 and int8
@@ -7,7 +7,8 @@ bytes read per token ÷ bandwidth. On the pocket base it also checks that a pack
 the default: the held-out loss through the decoder (teacher-forced, one token per step, the
 decoding path itself) on the evaluation artists must stay within 0.5 % of fp32, and seeded
 samples' texture must differ from fp32's no more than two fp32 seed sets differ from each other.
-Writes bench/out/decoding.json, and a RESULTS.md section with ``--results``.
+Writes bench/out/decoding.json, and with ``--results README.md`` this CPU's section of the trial's
+README (the results are there).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[2]
+sys.path.insert(0, str(ROOT))  # run as a script: the repository's studio and bench
 FORMATS = ("fp32", "bf16", "int8")
 LOSS_TOLERANCE = 0.005
 HUB_SHAPE = (6, 512, 8, 1024)
@@ -37,27 +40,6 @@ def bandwidth_gb_s(mib: int = 512, repeats: int = 5) -> float:
         dst.copy_(src)
         best = min(best, time.perf_counter() - t)
     return 2 * src.numel() * 4 / best / 1e9
-
-
-def capabilities() -> dict:
-    import torch
-
-    from studio.model.packed import int8_available, resolve
-    from studio.model.precision import cpu_flags
-
-    flags = cpu_flags()
-    return {"avx512_bf16": "avx512_bf16" in flags, "avx512_vnni": "avx512_vnni" in flags or "avx_vnni" in flags,
-            "amx": any(f.startswith("amx") for f in flags), "int8_kernel": int8_available(),
-            "torch_kernels": torch.backends.cpu.get_cpu_capability(), "auto_decoding": resolve("auto", "cpu")}
-
-
-def capabilities_text(c: dict) -> str:
-    """The CPU's capabilities as every bench section states them."""
-    def yes(flag: str) -> str:
-        return "yes" if c[flag] else "no"
-
-    return (f"AVX-512 BF16 {yes('avx512_bf16')}, VNNI {yes('avx512_vnni')}, AMX {yes('amx')}; "
-            f"torch kernels {c['torch_kernels']}")
 
 
 def speed(model, tokens: int, repeats: int, rows: tuple[int, ...]) -> dict:
@@ -155,15 +137,16 @@ def shape_row(label: str, model, bw: float, tokens: int, repeats: int, rows: tup
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.decoding", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python docs/trials/decoding/run.py", description=__doc__.splitlines()[0])
     p.add_argument("--tokens", type=int, default=512)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "decoding.json")
-    p.add_argument("--results", type=Path, default=None, help="also write the section into this RESULTS.md")
+    p.add_argument("--results", type=Path, default=None, help="also write the section into this file (the README)")
     p.add_argument("--smoke", action="store_true", help="tiny model and sizes (CI)")
     a = p.parse_args(argv)
     import torch
 
+    from bench.common import capabilities
     from studio.model.models import load_base
     from studio.model.tokenizer import build_tokenizer
 
@@ -196,14 +179,14 @@ def main(argv=None) -> int:
     a.out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     if a.results and not a.smoke:
-        from bench.quality import write_section
+        from bench.results import write_section
 
         write_section(a.results, section(result))
     return 0
 
 
 def section_key(c: dict) -> tuple[str, str]:
-    """(marker, title suffix): a CPU with bf16 instructions writes the section RESULTS.md has always
+    """(marker, title suffix): a CPU with bf16 instructions writes the section the README has always
     had; one without them writes its own beside it (e.g. ``decoding-avx2``), so neither replaces the other."""
     if c["avx512_bf16"] or c["amx"]:
         return "decoding", ""
@@ -212,11 +195,13 @@ def section_key(c: dict) -> tuple[str, str]:
 
 
 def section(r: dict) -> str:
+    from bench.common import capabilities_text
+
     c, q = r["cpu"], r["quality"]
     caps = f"{capabilities_text(c)}; torch int8 weight-only kernel {'yes' if c['int8_kernel'] else 'no'}"
     key, title = section_key(c)
     lines = [f"<!-- {key}:begin -->",
-             f"## Decoding precision against the memory limit{title} (`python -m bench.decoding`)", "",
+             f"## Decoding precision against the memory limit{title} (`python docs/trials/decoding/run.py`)", "",
              f"CPU: {caps}; {r['threads']} threads. Memory bandwidth (a 512 MiB copy, read + write): "
              f"**{r['bandwidth_gb_s']} GB/s**. Ceiling = bandwidth ÷ weight bytes read per token; "
              f"`auto` decodes in **{c['auto_decoding']}** here.", "",
