@@ -159,7 +159,7 @@ def test_adapter_mode_compares_base_and_adapter(trained_run, music_base, tok, tm
             if "file" in r:
                 assert (sample_dir / f"{side}_seed{r['seed']}.mid").is_file()
     # the base side really is the base: its loss equals the plain base model's on the same windows
-    from studio.evaluation.evaluate import held_out_windows, read_training_meta
+    from studio.evaluation.references import held_out_windows, read_training_meta
     from studio.model.models import load_base
 
     meta_path, saved = read_training_meta(run / "adapter-best")

@@ -120,14 +120,14 @@ def texture_of(model, tok, prepared, samples: int = 8, new_tokens: int = 512) ->
     """What the trained model plays: unprompted seeded samples (as ``eval`` draws them) against the
     training movements' originals (the references ``eval`` uses); the weights are the last epoch's."""
     from studio.config import SamplingConfig
-    from studio.evaluation.evaluate import _load_references
+    from studio.evaluation.references import load_references
     from studio.evaluation.texture import mean_texture, texture_gap
     from studio.model.generate import sample
 
     # a source is "augmented/<movement>"; its original is album/<movement>.mid beside the variants' folder
     album = Path(prepared.split.train[0].path).parent.parent / "album"
     files = {src: album / (src.split("/", 1)[1] + ".mid") for src in {p.source for p in prepared.split.train}}
-    refs, _ = _load_references({k: v for k, v in files.items() if v.is_file()}, tok)
+    refs, _ = load_references({k: v for k, v in files.items() if v.is_file()}, tok)
     cfg = SamplingConfig(max_new_tokens=new_tokens)
     scores = []
     for seed in range(samples):
