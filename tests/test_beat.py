@@ -104,3 +104,15 @@ def test_decoding_with_the_clock_keeps_time_even_for_an_untrained_model(tok):
         assert np.isin(phases, [0, 160]).all() == on_grid
         if on_grid:
             assert all(groove(s).empty_beats == 0 for s in scores)
+
+
+def test_chord_cap_stops_notes_piling_up_at_one_instant(tok):
+    tt = beat.TimeTables(tok.vocab)
+    clock = beat.Clock(tt, [None, None], chords=[2, None])
+    note = [tok["Pitch_60"], tok["Velocity_95"], tok["Duration_1.0.320"]]
+    clock.feed([[tok["BOS_None"], *note, *note]] * 2)
+    mask = clock.mask()
+    assert not mask[0, tok["Pitch_67"]] and mask[1, tok["Pitch_67"]]  # two notes at tick 0: the cap is reached
+    assert mask[0, tok["TimeShift_0.160.320"]]  # moving on is allowed
+    clock.update(torch.tensor([tok["TimeShift_0.160.320"]] * 2))
+    assert clock.mask()[0, tok["Pitch_67"]]  # a new instant, a new chord

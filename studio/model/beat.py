@@ -102,11 +102,15 @@ def supports(vocab: dict[str, int]) -> bool:
 class Clock:
     """Per-row musical time of streams being sampled (absolute ticks from the stream's start)."""
 
-    def __init__(self, tables: TimeTables, grids: list[list[int] | None], guard_beats: float = 1.0):
+    def __init__(self, tables: TimeTables, grids: list[list[int] | None], guard_beats: float = 1.0,
+                 chords: list[int | None] | None = None):
         self.tt = tables
         rows = len(grids)
         self.t = torch.zeros(rows, dtype=torch.long)  # the clock (decoder's current_tick)
         self.until = torch.zeros(rows, dtype=torch.long)  # when the last note still sounding ends
+        self.stack = torch.zeros(rows, dtype=torch.long)  # notes started at the clock's tick so far
+        # at most this many notes start together (the album's chords); a huge number: no cap
+        self.chord = torch.tensor([c if c else 1 << 30 for c in (chords or [None] * rows)], dtype=torch.long)
         self.grid = torch.ones(rows, tables.phases, dtype=torch.bool)  # (rows, phases in a beat)
         for r, g in enumerate(grids):
             if g is not None:
@@ -131,6 +135,8 @@ class Clock:
         dur = torch.where(ok, tt.duration[safe], -1)
         sound = t + dur.clamp(max=SOUND_CAP_BEATS * tt.tpq)
         self.until = torch.where(dur >= 0, torch.maximum(self.until, sound), self.until)
+        pitch = ok & tt.is_pitch[safe]
+        self.stack = torch.where(t != self.t, 0, self.stack) + pitch.long()
         self.t = t
 
     def mask(self) -> torch.Tensor:
@@ -150,34 +156,47 @@ class Clock:
         shift_ok = inside & on_grid & (silence_shift < self.guard)
         allow = torch.where(tt.is_shift.unsqueeze(0), shift_ok, allow)
         allow = torch.where(tt.is_bar.unsqueeze(0), silence_bar < self.guard, allow)
+        allow = torch.where(tt.is_pitch.unsqueeze(0), (self.stack < self.chord).unsqueeze(1), allow)
         return allow & ~tt.is_rest.unsqueeze(0)
 
 
-def onset_phases(tables: TimeTables, streams) -> np.ndarray:
-    """Counts of note onsets per position in the beat (``phases`` bins) over whole token streams."""
+CHORD_PERCENTILE = 95  # notes starting together: the album's 95th percentile caps a sampled chord
+
+
+def onsets(tables: TimeTables, streams) -> tuple[np.ndarray, np.ndarray]:
+    """(note onsets per position in the beat (``phases`` bins), notes per distinct onset) over
+    whole token streams, walked as miditok decodes them."""
     shift, is_bar, is_pitch = tables.shift.tolist(), tables.is_bar.tolist(), tables.is_pitch.tolist()
     counts = np.zeros(tables.phases, dtype=np.int64)
+    chords: list[int] = []
     for ids in streams:
-        t = 0
+        t, last = 0, -1
         for tok in np.asarray(ids, dtype=np.int64).tolist():  # plain ints: ~1 s per million tokens
             if is_bar[tok]:
                 t = (t // tables.bar + 1) * tables.bar
             elif is_pitch[tok]:
                 counts[(t % tables.tpq) // tables.step] += 1
+                if t == last:
+                    chords[-1] += 1
+                else:
+                    chords.append(1)
+                    last = t
             else:
                 t += shift[tok]
-    return counts
+    return counts, np.asarray(chords, dtype=np.int64)
 
 
 def album_grid(vocab: dict[str, int], streams) -> dict:
-    """The album's grid, stored with an adapter: onset share per position in the beat and the
-    positions holding at least ``GRID_MIN_SHARE`` of the onsets (chords count each note)."""
+    """The album's time, stored with an adapter: onset share per position in the beat, the positions
+    holding at least ``GRID_MIN_SHARE`` of the onsets (chords count each note), and ``chord``: the
+    most notes the album starts together, bar the rarest 5 % of its onsets."""
     tables = TimeTables(vocab)
-    counts = onset_phases(tables, streams)
+    counts, chords = onsets(tables, streams)
     total = max(int(counts.sum()), 1)
     share = [round(float(c) / total, 4) for c in counts]
+    chord = int(np.ceil(np.percentile(chords, CHORD_PERCENTILE))) if len(chords) else None
     return {"ticks_per_beat": tables.tpq, "step": tables.step, "share": share,
-            "grid": [p for p, s in enumerate(share) if s >= GRID_MIN_SHARE]}
+            "grid": [p for p, s in enumerate(share) if s >= GRID_MIN_SHARE], "chord": chord}
 
 
 def adapter_grid(folder) -> list[int] | None:
