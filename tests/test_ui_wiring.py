@@ -106,6 +106,33 @@ def test_import_folder_preview_and_errors(uploads, settings):
     assert "not allowed" in error_text(e)
 
 
+def test_the_data_tab_says_what_the_model_will_not_hear(tmp_path):
+    """An album with drums (built in code): the summary counts the dropped drum notes and the
+    merged pitched tracks; augmented variants count once, under their piece's name."""
+    band = tmp_path / "band"
+    band.mkdir()
+    scores = {"song0.mid": make_piece(1, drums=True), "song1.mid": make_piece(2, drums=True),
+              "solo.mid": make_piece(3)}
+    for name, score in scores.items():
+        score.dump_midi(str(band / name))
+    drum_notes = sum(len(t.notes) for s in scores.values() for t in s.tracks if t.is_drum)
+    notes = sum(s.note_num() for s in scores.values())
+    summary = upload(sorted(band.iterdir()), "band")["data.summary"]
+    assert "**What the model will not hear** (3 source pieces)" in summary
+    assert f"- drum notes dropped: {drum_notes} of {notes} notes" in summary
+    assert "2 drum tracks in 2 of 3 pieces: song0, song1)" in summary  # pieces by name, without .mid
+    assert "- 6 pitched tracks merged into one stream per piece (several in all 3 pieces)" in summary
+    again = data_tab.show_dataset({"data.dataset": "band"})["data.summary"]
+    assert summary.startswith(again) and summary.endswith("Added 3 file(s) to **band**.")  # picked again: the same
+    out = augment("-1 1", "1.0", dataset="band")  # 9 files from 3 pieces: still the album's 3 pieces
+    shown = data_tab.show_dataset({"data.dataset": "band-aug"})["data.summary"]
+    assert "9 files, 9 usable" in shown and "Wrote **band-aug**" in out["data.augment_out"]
+    assert "(3 source pieces)" in shown and f"{drum_notes} of {notes} notes" in shown
+    assert "2 of 3 pieces: song0, song1)" in shown  # by source piece, not by variant file
+    solo = upload([band / "solo.mid"], "solo")["data.summary"]
+    assert "**What the model will not hear** (1 source piece)" in solo and "drum" not in solo
+
+
 def augment(transpose: str, tempo: str, out_name: str = "", dataset: str = "album") -> dict:
     return data_tab.augment({"data.dataset": dataset, "data.transpose": transpose, "data.tempo": tempo,
                              "data.include_original": True, "data.out_name": out_name})
