@@ -253,6 +253,64 @@ def test_start_streams_progress_then_attach_and_second_start(uploads, settings):
         list(start(start_values(settings, "first")))
 
 
+def test_estimate_says_minutes_and_tokens_per_epoch_before_start(uploads, settings):
+    """Estimate builds the config as Start does and shows the engine's estimate: a status first
+    (a first estimate measures the machine), then minutes and tokens per epoch; a second click
+    reads the measurement."""
+    from studio.training.estimate import estimate
+
+    upload(uploads[:2], "album")
+    start, _, _ = train_tab.make_handlers(settings)
+    values = start_values(settings, "planned", epochs=2)
+    frames = list(start.estimate(values))
+    assert [set(f) for f in frames] == [{"train.estimate"}] * 2
+    assert frames[0]["train.estimate"].startswith("Measuring this machine…")
+    text = frames[-1]["train.estimate"]
+    cfg, _ = train_tab.build_config("album", settings.base, "planned", train_tab.ARTIST, 0, knobs(epochs=2))
+    est = estimate(cfg)  # the engine on the same config: cached now, so it measures nothing
+    assert not est.probed and est.epochs == 2
+    assert text.startswith(f"**About {est.total_s / 60:.1f} minutes** (2 epochs): "
+                           f"{est.tokens_per_epoch:,} tokens per epoch, {est.steps_per_epoch} optimizer steps")
+    assert "measured now" in text and str(settings.base) not in text  # no server path
+    assert "cached" in list(start.estimate(values))[-1]["train.estimate"]
+    assert not (adapters_dir() / "planned").exists()  # nothing written where the adapter will go
+    (adapters_dir() / "taken").mkdir(parents=True)
+    frames = []
+    with pytest.raises(gr.Error, match="'taken' already exists"):  # Start's own checks, before any measuring
+        for f in start.estimate(start_values(settings, "taken")):
+            frames.append(f)
+    assert frames[-1] == {"train.estimate": ""}  # no "Measuring…" left behind
+
+
+def test_a_run_stopped_in_its_first_epoch_says_what_it_wrote(uploads, settings):
+    """The finished view words the engine's done event: a run stopped inside epoch 1 names the
+    adapter-best its validated steps left, not a best epoch that never ended."""
+    from studio.config import runs_dir
+    from studio.service.runs import RunWriter
+    from studio.training.train import train
+
+    upload(uploads[:2], "album")
+    cfg, _ = train_tab.build_config("album", settings.base, "short", train_tab.ARTIST, 0,
+                                    knobs(epochs=3, batch_size=1))
+    run = runs_dir() / "20260101-000000-short"
+    run.mkdir(parents=True)
+    (run / jobs.CONFIG).write_text(json.dumps(cfg.to_dict()))
+    with RunWriter(run) as writer:
+        def on_event(e):  # the Stop button after the second step: it touches the run's flag file
+            writer.on_event(e)
+            if e["type"] == "step" and e["step"] == 2:
+                (run / jobs.STOP).touch()
+        meta = train(cfg, on_event, writer.should_stop)
+    steps = next(e for e in jobs.read_run(run).events if e["type"] == "data")["steps_per_epoch"]
+    assert steps > 2 and meta["best_partial"]  # stopped inside epoch 1
+    progress = train_tab.outputs(jobs.read_run(run), settings.audio)["train.progress"]
+    held = f"step 2, 2 of epoch 1&#x27;s {steps} steps"
+    assert "<span class='state-stopped'>Stopped</span>: stopped by the user" in progress
+    assert f"wrote adapter-best ({held}, validation loss {meta['best_val_loss']:.4f})" in progress
+    assert f"adapter-last ({held})" in progress and "in adapters/short" in progress
+    assert str(adapters_dir()) not in progress  # the server path is cut down
+
+
 def test_failed_run_is_shown_with_its_reason(settings):
     from studio.config import runs_dir
 
