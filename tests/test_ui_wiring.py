@@ -11,7 +11,7 @@ import inspect
 import json
 import random
 import zipfile
-from dataclasses import dataclass, field, fields as dataclass_fields
+from dataclasses import dataclass, field, fields as dataclass_fields, replace
 from pathlib import Path
 
 import gradio as gr
@@ -731,6 +731,36 @@ def test_compare_strength_blend_epochs_variations_and_instrument(settings, compa
     with pytest.raises(ValueError, match="at most 3072 tokens per Generate"):
         public.PUBLIC.check_compute(3, 2, 1024)
     public.PUBLIC.check_compute(3, 1, 1024)
+
+
+def test_keep_time_is_a_checkbox_that_reaches_the_sampler(settings, compare, monkeypatch):
+    """SamplingConfig's keep_time is the Compare tab's "Keep time" checkbox; Generate hands its
+    value, unticked or ticked, to the comparer in the Knobs it samples with."""
+    from studio.service.compare import Comparer
+
+    ui = page(settings)
+    box = ui["compare.keep_time"]
+    assert isinstance(box, gr.Checkbox) and box.label == "Keep time" and box.value is True
+    assert box.info == fields.field_of(SamplingConfig, "keep_time").metadata["help"]
+    assert "compare.keep_time" in compare_tab.generate_inputs()
+    assert "most-played pitched instrument" in ui["compare.instrument"].info and "piano" in ui["compare.instrument"].info
+    received = []
+    real = Comparer.sample_all
+
+    def sample_all(self, sides, prompt, knobs, *args, **kw):  # the real decoder, its knobs noted
+        received.append(knobs)
+        return real(self, sides, prompt, knobs, *args, **kw)
+
+    monkeypatch.setattr(Comparer, "sample_all", sample_all)
+    generate = last(compare_tab.make_generate(settings))
+    midi = {}
+    for keep in (False, True):
+        out = generate(compare(side_a=compare_tab.BASE, side_b="alpha", prompt="prompts/short.mid",
+                               max_new_tokens=48, min_new_tokens=48, seed=9, keep_time=keep))
+        midi[keep] = [Path(side(out, k)["midi"]).read_bytes() for k in "ab"]
+    assert [(type(k), k.keep_time, k.seed) for k in received] == [(Knobs, False, 9), (Knobs, True, 9)]
+    assert received[0] == replace(received[1], keep_time=False)  # the box changes nothing else
+    assert midi[False] != midi[True]  # same seed, other time keeping: other music
 
 
 def test_decoding_precision_setting_reaches_the_decoder(settings, compare):
