@@ -11,7 +11,7 @@ import inspect
 import json
 import random
 import zipfile
-from dataclasses import dataclass, field, fields as dataclass_fields
+from dataclasses import dataclass, field, fields as dataclass_fields, replace
 from pathlib import Path
 
 import gradio as gr
@@ -104,6 +104,33 @@ def test_import_folder_preview_and_errors(uploads, settings):
     with pytest.raises(gr.Error) as e:
         upload(uploads[:1], "../escape")
     assert "not allowed" in error_text(e)
+
+
+def test_the_data_tab_says_what_the_model_will_not_hear(tmp_path):
+    """An album with drums (built in code): the summary counts the dropped drum notes and the
+    merged pitched tracks; augmented variants count once, under their piece's name."""
+    band = tmp_path / "band"
+    band.mkdir()
+    scores = {"song0.mid": make_piece(1, drums=True), "song1.mid": make_piece(2, drums=True),
+              "solo.mid": make_piece(3)}
+    for name, score in scores.items():
+        score.dump_midi(str(band / name))
+    drum_notes = sum(len(t.notes) for s in scores.values() for t in s.tracks if t.is_drum)
+    notes = sum(s.note_num() for s in scores.values())
+    summary = upload(sorted(band.iterdir()), "band")["data.summary"]
+    assert "**What the model will not hear** (3 source pieces)" in summary
+    assert f"- drum notes dropped: {drum_notes} of {notes} notes" in summary
+    assert "2 drum tracks in 2 of 3 pieces: song0, song1)" in summary  # pieces by name, without .mid
+    assert "- 6 pitched tracks merged into one stream per piece (several in all 3 pieces)" in summary
+    again = data_tab.show_dataset({"data.dataset": "band"})["data.summary"]
+    assert summary.startswith(again) and summary.endswith("Added 3 file(s) to **band**.")  # picked again: the same
+    out = augment("-1 1", "1.0", dataset="band")  # 9 files from 3 pieces: still the album's 3 pieces
+    shown = data_tab.show_dataset({"data.dataset": "band-aug"})["data.summary"]
+    assert "9 files, 9 usable" in shown and "Wrote **band-aug**" in out["data.augment_out"]
+    assert "(3 source pieces)" in shown and f"{drum_notes} of {notes} notes" in shown
+    assert "2 of 3 pieces: song0, song1)" in shown  # by source piece, not by variant file
+    solo = upload([band / "solo.mid"], "solo")["data.summary"]
+    assert "**What the model will not hear** (1 source piece)" in solo and "drum" not in solo
 
 
 def augment(transpose: str, tempo: str, out_name: str = "", dataset: str = "album") -> dict:
@@ -224,6 +251,64 @@ def test_start_streams_progress_then_attach_and_second_start(uploads, settings):
         stop({"train.run_dir": run_dir})
     with pytest.raises(gr.Error, match="'first' already exists"):
         list(start(start_values(settings, "first")))
+
+
+def test_estimate_says_minutes_and_tokens_per_epoch_before_start(uploads, settings):
+    """Estimate builds the config as Start does and shows the engine's estimate: a status first
+    (a first estimate measures the machine), then minutes and tokens per epoch; a second click
+    reads the measurement."""
+    from studio.training.estimate import estimate
+
+    upload(uploads[:2], "album")
+    start, _, _ = train_tab.make_handlers(settings)
+    values = start_values(settings, "planned", epochs=2)
+    frames = list(start.estimate(values))
+    assert [set(f) for f in frames] == [{"train.estimate"}] * 2
+    assert frames[0]["train.estimate"].startswith("Measuring this machine…")
+    text = frames[-1]["train.estimate"]
+    cfg, _ = train_tab.build_config("album", settings.base, "planned", train_tab.ARTIST, 0, knobs(epochs=2))
+    est = estimate(cfg)  # the engine on the same config: cached now, so it measures nothing
+    assert not est.probed and est.epochs == 2
+    assert text.startswith(f"**About {est.total_s / 60:.1f} minutes** (2 epochs): "
+                           f"{est.tokens_per_epoch:,} tokens per epoch, {est.steps_per_epoch} optimizer steps")
+    assert "measured now" in text and str(settings.base) not in text  # no server path
+    assert "cached" in list(start.estimate(values))[-1]["train.estimate"]
+    assert not (adapters_dir() / "planned").exists()  # nothing written where the adapter will go
+    (adapters_dir() / "taken").mkdir(parents=True)
+    frames = []
+    with pytest.raises(gr.Error, match="'taken' already exists"):  # Start's own checks, before any measuring
+        for f in start.estimate(start_values(settings, "taken")):
+            frames.append(f)
+    assert frames[-1] == {"train.estimate": ""}  # no "Measuring…" left behind
+
+
+def test_a_run_stopped_in_its_first_epoch_says_what_it_wrote(uploads, settings):
+    """The finished view words the engine's done event: a run stopped inside epoch 1 names the
+    adapter-best its validated steps left, not a best epoch that never ended."""
+    from studio.config import runs_dir
+    from studio.service.runs import RunWriter
+    from studio.training.train import train
+
+    upload(uploads[:2], "album")
+    cfg, _ = train_tab.build_config("album", settings.base, "short", train_tab.ARTIST, 0,
+                                    knobs(epochs=3, batch_size=1))
+    run = runs_dir() / "20260101-000000-short"
+    run.mkdir(parents=True)
+    (run / jobs.CONFIG).write_text(json.dumps(cfg.to_dict()))
+    with RunWriter(run) as writer:
+        def on_event(e):  # the Stop button after the second step: it touches the run's flag file
+            writer.on_event(e)
+            if e["type"] == "step" and e["step"] == 2:
+                (run / jobs.STOP).touch()
+        meta = train(cfg, on_event, writer.should_stop)
+    steps = next(e for e in jobs.read_run(run).events if e["type"] == "data")["steps_per_epoch"]
+    assert steps > 2 and meta["best_partial"]  # stopped inside epoch 1
+    progress = train_tab.outputs(jobs.read_run(run), settings.audio)["train.progress"]
+    held = f"step 2, 2 of epoch 1&#x27;s {steps} steps"
+    assert "<span class='state-stopped'>Stopped</span>: stopped by the user" in progress
+    assert f"wrote adapter-best ({held}, validation loss {meta['best_val_loss']:.4f})" in progress
+    assert f"adapter-last ({held})" in progress and "in adapters/short" in progress
+    assert str(adapters_dir()) not in progress  # the server path is cut down
 
 
 def test_failed_run_is_shown_with_its_reason(settings):
@@ -646,6 +731,37 @@ def test_compare_strength_blend_epochs_variations_and_instrument(settings, compa
     with pytest.raises(ValueError, match="at most 3072 tokens per Generate"):
         public.PUBLIC.check_compute(3, 2, 1024)
     public.PUBLIC.check_compute(3, 1, 1024)
+
+
+def test_keep_time_is_a_checkbox_that_reaches_the_sampler(settings, compare, monkeypatch):
+    """SamplingConfig's keep_time is the Compare tab's "Keep time" checkbox; Generate hands its
+    value, unticked or ticked, to the comparer in the Knobs it samples with."""
+    from studio.service.compare import Comparer
+
+    ui = page(settings)
+    box = ui["compare.keep_time"]
+    assert isinstance(box, gr.Checkbox) and box.label == "Keep time" and box.value is True
+    assert box.info == fields.field_of(SamplingConfig, "keep_time").metadata["help"]
+    assert "compare.keep_time" in compare_tab.generate_inputs()
+    instrument = ui["compare.instrument"].info
+    assert "most-played pitched instrument" in instrument and "the base piano" in instrument
+    received = []
+    real = Comparer.sample_all
+
+    def sample_all(self, sides, prompt, knobs, *args, **kw):  # the real decoder, its knobs noted
+        received.append(knobs)
+        return real(self, sides, prompt, knobs, *args, **kw)
+
+    monkeypatch.setattr(Comparer, "sample_all", sample_all)
+    generate = last(compare_tab.make_generate(settings))
+    midi = {}
+    for keep in (False, True):
+        out = generate(compare(side_a=compare_tab.BASE, side_b="alpha", prompt="prompts/short.mid",
+                               max_new_tokens=48, min_new_tokens=48, seed=9, keep_time=keep))
+        midi[keep] = [Path(side(out, k)["midi"]).read_bytes() for k in "ab"]
+    assert [(type(k), k.keep_time, k.seed) for k in received] == [(Knobs, False, 9), (Knobs, True, 9)]
+    assert received[0] == replace(received[1], keep_time=False)  # the box changes nothing else
+    assert midi[False] != midi[True]  # same seed, other time keeping: other music
 
 
 def test_decoding_precision_setting_reaches_the_decoder(settings, compare):

@@ -124,6 +124,7 @@ SHOWN = {
     "top_p": dict(label="Top-p", step=0.01),
     "top_k": dict(label="Top-k (0 = off)"),
     "precision": dict(label="Decoding precision", elem_id="decode-precision"),
+    "keep_time": dict(label="Keep time"),
 }
 LABELS = {name: opts["label"] for name, opts in SHOWN.items() if "label" in opts}
 
@@ -310,7 +311,10 @@ def build(settings: Settings, ui: Registry) -> None:
                                             elem_id="variations",
                                             info="seeded samples per side (seed, seed+1, …), decoded together"))
         add("compare.instrument", gr.Dropdown(list(INSTRUMENTS), value="as in the file", label="Instrument",
-                                              elem_id="instrument", info="General MIDI program for every side"))
+                                              elem_id="instrument",
+                                              info="a General MIDI program for every side; as in the file: an "
+                                                   "adapter side plays its album's most-played pitched instrument, "
+                                                   "the base piano (blind: every side the adapter's)"))
         add("compare.soundfont", gr.Dropdown(soundfont_choices(), value=DEFAULT_SOUNDFONT, label="Soundfont",
                                              elem_id="soundfont"))
         # the other sampling knobs: choices (decoding precision), switches

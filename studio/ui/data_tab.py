@@ -1,9 +1,11 @@
 """Data tab: upload MIDI (files or a .zip) or import a server folder into a named dataset, see
-every file's stats or the reason it cannot be used, hear one, and augment into a new dataset."""
+every file's stats or the reason it cannot be used, what the model will not hear of the album
+(drums, merged tracks), hear one, and augment into a new dataset."""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -11,7 +13,8 @@ import gradio as gr
 import pandas as pd
 
 from studio.service import library, public
-from studio.ingest.augment import augment_dir, source_of
+from studio.ingest.album import AlbumReport, PieceCounts, album_report
+from studio.ingest.augment import VARIANT_SEP, augment_dir, source_of
 from studio.config import AugmentConfig, renders_dir
 from studio.ui.common import Settings, datasets_root, handler, md_list, parse_numbers
 from studio.ui.registry import Registry
@@ -35,8 +38,45 @@ def dataset_names(root: Path | None = None) -> list[str]:
     return [d.name for d in library.list_datasets(root)]
 
 
+# PieceCounts of files already read, by (path, mtime, size): showing a dataset again (a pick, an
+# upload of one more file) reads only the files that are new or changed. Not per-user state: a
+# file's counts are the same for everyone.
+_counts: dict[tuple, PieceCounts] = {}
+_COUNTS_MAX = 20_000
+
+
+def album_of(files: list[Path]) -> AlbumReport:
+    """What the model will hear of these (usable) files, one file per source piece: an augmented
+    variant has its original's drums and tracks, so the album counts each piece once (its original
+    when the dataset holds it), under the piece's name, as training reports it."""
+    chosen: dict[Path, Path] = {}  # folder/piece -> the file that stands for it
+    for p in sorted(files, key=lambda p: (VARIANT_SEP in p.stem, str(p))):
+        chosen.setdefault(p.parent / source_of(p.name), p)
+    keys = {p: (str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in chosen.values()}
+    todo = [p for p in chosen.values() if keys[p] not in _counts]
+    if todo:
+        if len(_counts) > _COUNTS_MAX:
+            _counts.clear()
+        by_name = {str(p): p for p in todo}
+        for piece in album_report(todo, list(by_name)).pieces:  # a file that fails is in the table already
+            _counts[keys[by_name[piece.name]]] = piece
+    return AlbumReport([replace(_counts[keys[p]], name=piece.name) for piece, p in sorted(chosen.items())
+                        if keys[p] in _counts])
+
+
+def heard(album: AlbumReport) -> str:
+    """The album report as Markdown under the table's summary ('' for an album with no piece)."""
+    if not album.pieces:
+        return ""
+    text = album.describe()
+    lost = album.drum_notes or album.out_of_range or any(p.pitched_tracks > 1 for p in album.pieces)
+    head = "What the model will not hear" if lost else "What the model hears"
+    n = len(album.pieces)
+    return f"**{head}** ({n} source piece{'s' * (n != 1)}):\n" + "\n".join(f"- {line}" for line in text.splitlines())
+
+
 def table(dataset: str | None, root: Path | None = None) -> tuple[pd.DataFrame, list[str], str]:
-    """(table, file paths in row order, one-line summary) for a dataset."""
+    """(table, file paths in row order, summary: one line, then what the model will not hear)."""
     if not dataset or not library.dataset_path(dataset, root=root).is_dir():
         return pd.DataFrame(columns=HEADERS), [], "No dataset yet: upload MIDI files to create one."
     rows = library.scan_dataset(dataset, tokenizer(), root=root)
@@ -47,7 +87,8 @@ def table(dataset: str | None, root: Path | None = None) -> tuple[pd.DataFrame, 
     minutes = sum(r["duration_s"] or 0 for r in ok) / 60
     summary = (f"**{dataset}**: {len(rows)} files, {len(ok)} usable, {minutes:.1f} min of music, "
                f"{tokens:,} tokens.")
-    return df, [str(folder / r["file"]) for r in rows], summary
+    album = heard(album_of([folder / r["file"] for r in ok]))
+    return df, [str(folder / r["file"]) for r in rows], summary + (f"\n\n{album}" if album else "")
 
 
 def shown(dataset: str | None, root: Path | None = None, note: str = "") -> dict:

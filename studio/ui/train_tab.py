@@ -1,5 +1,6 @@
-"""Train tab: a preset plus every knob of the guide; Start launches the training child process
-and streams what it writes to its run folder (progress, loss plot, log, each epoch's sample).
+"""Train tab: a preset plus every knob of the guide; Estimate says how long the recipe takes on
+this machine; Start launches the training child process and streams what it writes to its run
+folder (progress, loss plot, log, each epoch's sample).
 
 The stream only reads files, so a reload re-attaches (``attach``, on page load) and a closed
 browser leaves training running. One job at a time: jobs.start_training refuses a second one.
@@ -18,6 +19,7 @@ import gradio as gr
 from studio.service import jobs, library, public
 from studio.ingest.augment import augment_dir, source_of
 from studio.config import TRAIN_PRESETS, AugmentConfig, TrainConfig, adapters_dir, renders_dir
+from studio.service.zerogpu import on_zerogpu
 from studio.training.events import describe
 from studio.ui.train_plots import loss_figure, loss_series  # noqa: F401 (the tab's plot)
 from studio.ui import fields
@@ -139,6 +141,24 @@ def build_config(dataset, base, name, preset, blend, knobs: dict, root: Path | N
     return cfg, notes + clamped
 
 
+MEASURING = ("Measuring this machine… A first estimate for a base and window size loads the base and times a "
+             "few training steps (seconds); later ones read the measurement and take a moment.")
+
+
+def estimate_md(est, notes: list[str] = ()) -> str:
+    """An Estimate (studio.training.estimate) as the tab shows it: the total in minutes and the
+    tokens per epoch first, then the engine's own lines (``describe``), server paths cut down."""
+    minutes = est.total_s / 60
+    total = f"{minutes:.0f} minutes" if minutes >= 10 else f"{minutes:.1f} minutes"
+    limit = est.epochs_in_limit
+    epochs = (f"the time limit stops it after about {limit:.1f} of {est.epochs} epochs" if limit is not None
+              else f"{est.epochs} epoch{'s' * (est.epochs != 1)}")
+    head = (f"**About {total}** ({epochs}): {est.tokens_per_epoch:,} tokens per epoch, "
+            f"{est.steps_per_epoch} optimizer steps per epoch.")
+    lines = [line.strip().rstrip(":") for line in est.describe().splitlines()] + [f"prepared: {n}" for n in notes]
+    return head + "\n\n" + "\n".join(f"- {html.escape(user_message(line))}" for line in lines)
+
+
 # --- showing a run -------------------------------------------------------------------------------
 
 
@@ -149,11 +169,11 @@ def progress_html(view: jobs.RunView | None) -> str:
     step, data = view.last("step"), view.last("data")
     pct = 100.0 * step["step"] / max(step["total_steps"], 1) if step else 0.0
     if view.state in ("finished", "stopped"):
-        done = view.last("done") or view.last("stopped") or {}
-        best = done.get("best_val_loss")
-        reason = done.get("reason") or ""
-        best_txt = f"; best validation loss {best:.4f} (epoch {done.get('best_epoch')})" if best is not None else ""
-        text = f"<span class='state-{view.state}'>{view.state.capitalize()}</span>: {html.escape(reason)}{best_txt}"
+        # the engine's own words for the end: the reason, the best epoch, and the folders it wrote
+        # as read from the disk (a run stopped inside epoch 1 says what adapter-best holds)
+        end = view.last("done") or view.last("stopped")
+        said = user_message(describe(end).split(": ", 1)[-1]) if end else "see the log"
+        text = f"<span class='state-{view.state}'>{view.state.capitalize()}</span>: {html.escape(said)}"
         pct = 100.0 if view.state == "finished" else pct
     elif view.state == "interrupted":
         name = html.escape(Path(view.config.get("output_dir") or "").name)
@@ -250,13 +270,35 @@ def _session(request: gr.Request | None) -> str | None:
 
 
 def make_handlers(settings: Settings):
+    def config_of(values: dict, request: gr.Request | None) -> tuple[TrainConfig, list[str]]:
+        """The TrainConfig Start runs for these TRAIN_INPUTS (and Estimate estimates)."""
+        return build_config(values.get("train.dataset"), values.get("train.base") or settings.base,
+                            values.get("train.name"), values.get("train.preset"), values.get("train.blend"),
+                            fields.by_field(values, "train"), datasets_root(request), settings.limits)
+
+    @handler
+    def estimate_time(values: dict, request: gr.Request | None = None):
+        """The Estimate button: how long Start's recipe takes here, and the tokens an epoch trains on.
+        A first estimate for a base and shape probes the machine for seconds: the status says so
+        before, then the estimate replaces it."""
+        from studio.training.estimate import estimate
+
+        if jobs.active_job() is not None:  # its load would be timed too, and the slow speed cached
+            raise ValueError("a training is running; estimate when it has ended (a measurement now would "
+                             "time the two together)")
+        yield {"train.estimate": MEASURING}
+        try:
+            cfg, notes = config_of(values, request)
+            text = estimate_md(estimate(cfg), notes)
+        except Exception:
+            yield {"train.estimate": ""}  # no "Measuring…" left behind the error
+            raise
+        yield {"train.estimate": text}
+
     @handler
     def launch(values: dict, request: gr.Request | None = None) -> Path:
         """Start the training child; its run folder. ``values``: TRAIN_INPUTS by id."""
-        root = datasets_root(request)
-        cfg, notes = build_config(values.get("train.dataset"), values.get("train.base") or settings.base,
-                                  values.get("train.name"), values.get("train.preset"), values.get("train.blend"),
-                                  fields.by_field(values, "train"), root, settings.limits)
+        cfg, notes = config_of(values, request)
         run_dir = jobs.start_training(cfg, owner=None if settings.local else _session(request))
         if notes:
             gr.Info("; ".join(notes))
@@ -305,6 +347,7 @@ def make_handlers(settings: Settings):
 
     start.event = start_event  # the gradio-facing form (returns at once)
     start.follow = follow
+    start.estimate = estimate_time
     return start, attach, stop
 
 
@@ -346,8 +389,11 @@ def build(settings: Settings, ui: Registry, dataset_names: list[str]) -> None:
                         shown[k].update(maximum=cap, info=f"{TrainConfig.help(k)} Public limit: {cap:g}.")
                 fields.add_controls(ui, TrainConfig, "train", KNOB_FIELDS, shown=shown, values=defaults, slider=False)
             with gr.Row():
+                # ZeroGPU lends the GPU per call: this process would time its CPU, not the training's GPU
+                estimate_btn = gr.Button("Estimate time", elem_id="estimate-btn", visible=not on_zerogpu())
                 start_btn = gr.Button("Start", variant="primary", elem_id="start-btn")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
+            add("train.estimate", gr.Markdown(elem_id="train-estimate"))
         with gr.Column(scale=3):
             add("train.progress", gr.HTML(progress_html(None), elem_id="train-progress"))
             add("train.loss_plot", gr.Plot(label="Loss and copy rate", show_label=False, format="png",
@@ -366,4 +412,6 @@ def build(settings: Settings, ui: Registry, dataset_names: list[str]) -> None:
     ui.on(started.success, start.follow, ["train.run_dir"], TRAIN_OUTPUTS,
           concurrency_id="watch", concurrency_limit=WATCHERS)
     ui.on(stop_btn.click, stop, ["train.run_dir"], [])
+    ui.on(estimate_btn.click, start.estimate, TRAIN_INPUTS, ["train.estimate"],  # loads the base: compute
+          concurrency_id="compute", concurrency_limit=settings.compute_limit)
     return attach  # blocks.py runs it on page load (TRAIN_OUTPUTS)
