@@ -22,7 +22,7 @@ from studio.service import jobs, library
 from studio.config import SamplingConfig, TrainConfig, adapters_dir, cache_dir, datasets_dir, renders_dir
 from studio.audio.render import fluidsynth_status
 from studio.service.compare import Knobs
-from studio.ui import adapters_tab, blocks, compare_tab, data_tab, fields, train_tab
+from studio.ui import adapters_tab, blocks, compare_tab, data_tab, fields, train_plots, train_tab
 from studio.ui.common import Settings, handler, parse_numbers, user_message
 from studio.ui.registry import Registry
 from test_compare import make_adapter
@@ -341,11 +341,11 @@ def test_epoch_sample_is_rendered_once(tmp_path, settings):
     assert Path(mid).read_bytes() == sample.read_bytes()
     if AUDIO:
         assert Path(ogg).read_bytes()[:4] == b"OggS"
-    assert train_tab.loss_series(jobs.read_run(run))["copy"] == [(1, 0.2)]
+    assert train_plots.loss_series(jobs.read_run(run))["copy"] == [(1, 0.2)]
     with open(run / jobs.METRICS, "a") as f:  # an epoch whose samples had no notes: no copy rate
         f.write(json.dumps({"type": "epoch", "epoch": 2, "train_loss": 2.9, "val_loss": 3.0, "step": 8,
                             "samples": [], "copy_rate": None}) + "\n")
-    assert train_tab.loss_series(jobs.read_run(run))["copy"] == [(1, 0.2)]
+    assert train_plots.loss_series(jobs.read_run(run))["copy"] == [(1, 0.2)]
     fig = train_tab.loss_figure(jobs.read_run(run))
     copy_axis = fig.axes[1]
     assert copy_axis.get_xlim() == (0.5, 2.5)  # whole epochs, not a zoom around the one point
