@@ -88,14 +88,14 @@ def _style_lines(sides: dict, names: list[str]) -> list[str]:
 # ----------------------------------------------------------------------------- adapter mode
 
 
-def _sample_side(model, tok, seeds, sampling: SamplingConfig, index, save_dir, label, grid=None) -> tuple:
-    """Seeded samples of one side, each scored against the reference index; ``grid``: where its
-    notes may start while ``sampling.keep_time`` (studio.model.beat)."""
+def _sample_side(model, tok, seeds, sampling: SamplingConfig, index, save_dir, label, album=None) -> tuple:
+    """Seeded samples of one side, each scored against the reference index; ``album``: the time
+    it keeps while ``sampling.keep_time`` (studio.model.beat.adapter_time; None: the base's)."""
     from studio.model.generate import sample
 
     rows, scores, messages = [], [], []
     for seed in seeds:
-        gen = sample(model, tok, [tok["BOS_None"]], sampling, seed, grid=grid)
+        gen = sample(model, tok, [tok["BOS_None"]], sampling, seed, album=album)
         messages += [m for m in gen.notes if m not in messages]
         row = {"seed": seed, "new_tokens": gen.new_tokens, "notes": gen.n_notes, **asdict(index.score(gen.score))}
         if save_dir is not None and gen.n_notes:
@@ -188,9 +188,9 @@ def evaluate_adapter(adapter_dir, data_dir=None, reference_dir=None, samples: in
         base_tgt, base_nll = token_losses(model, windows, dev)
         base_rows, base_scores, messages = _sample_side(model, *args, "base")
     ad_tgt, ad_nll = token_losses(model, windows, dev)
-    from studio.model.beat import adapter_grid
+    from studio.model.beat import adapter_time
 
-    ad_rows, ad_scores, more = _sample_side(model, *args, "adapter", grid=adapter_grid(adapter_dir))
+    ad_rows, ad_scores, more = _sample_side(model, *args, "adapter", album=adapter_time(adapter_dir))
     base_loss, adapter_loss = float(base_nll.mean()), float(ad_nll.mean())
     return {
         "mode": "adapter",

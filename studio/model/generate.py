@@ -108,15 +108,15 @@ def _generation(tok, ids: list[int], prompt_len: int, seed: int, seconds: float,
 
 @torch.no_grad()
 def sample(model, tok, prompt: list[int], sampling: SamplingConfig, seed: int | None = None,
-           on_step=None, grid: list[int] | None = None) -> Generation:
+           on_step=None, album: dict | None = None) -> Generation:
     """One piece drawn as ``sampling`` says; same seed, model and prompt → same tokens.
 
     ``seed``: this piece's seed (default ``sampling.seed``; None there too: a random one, reported
     in the Generation). GPT-2 bases (the hub model, pocket) go through ``studio.model.fast``: the
     active adapter's low-rank update is added on the fly (weights never change), ~2-3x Hugging
     Face's ``generate`` on a CPU. Other architectures use ``generate``. ``on_step``: see
-    ``studio.model.sampler.decode``. ``grid``: the positions in the beat notes may start on
-    (an adapter's album's, ``studio.model.beat.adapter_grid``; None: any) while
+    ``studio.model.sampler.decode``. ``album``: the time an adapter's album keeps
+    (``studio.model.beat.adapter_time``: its grid and chord cap; None: the base's) while
     ``sampling.keep_time``; GPT-2 bases only.
     """
     from studio.model import fast, grammar, sampler
@@ -126,17 +126,17 @@ def sample(model, tok, prompt: list[int], sampling: SamplingConfig, seed: int | 
     if fast.supports(model):
         ids = sampler.decode(model, prompt, fitted, [fitted.seed], eos_id=tok["EOS_None"], on_step=on_step,
                              allowed=grammar.for_tokenizer(tok), penalized=_pitches(tok),
-                             clock=_clock(tok, fitted, [grid])).rows[0]
+                             clock=_clock(tok, fitted, [album])).rows[0]
     else:
         ids = _hf_generate(model, tok, prompt, fitted)
     return _generation(tok, ids, len(prompt), fitted.seed, time.perf_counter() - start, notes)
 
 
-def _clock(tok, sampling: SamplingConfig, grids: list):
-    """The time keeper of ``sampling.keep_time`` (studio.model.beat), one grid per row, or None."""
+def _clock(tok, sampling: SamplingConfig, albums: list):
+    """The time keeper of ``sampling.keep_time`` (studio.model.beat), one album's time per row, or None."""
     from studio.model import beat
 
-    return beat.clock_for(tok, grids) if sampling.keep_time else None
+    return beat.clock_rows(tok, albums) if sampling.keep_time else None
 
 
 def _pitches(tok) -> torch.Tensor:
@@ -179,13 +179,13 @@ def _hf_generate(model, tok, prompt: list[int], sampling: SamplingConfig) -> lis
 
 @torch.no_grad()
 def sample_sides(model, tok, prompt: list[int], sides: list, sampling: SamplingConfig,
-                 seed: int | list[int] | None = None, on_step=None, grids: list | None = None) -> list[Generation]:
+                 seed: int | list[int] | None = None, on_step=None, albums: list | None = None) -> list[Generation]:
     """Every side (an adapter loaded on ``model`` by name, None for the base, or (name, weight)
     pairs) continuing the same prompt, drawn as ``sampling`` says, decoded together: one pass
     over the base weights per token serves all sides, so an A/B pair costs little more than one
     side. ``seed``: one for every side (default ``sampling.seed``) or one per side. Each side
     draws what it would draw alone with ``sample`` (up to float rounding of batched products).
-    ``grids``: per side, the grid ``sample`` takes (default: any position). GPT-2 only (``studio.model.fast.supports``)."""
+    ``albums``: per side, the album time ``sample`` takes (default: the base's). GPT-2 only (``studio.model.fast.supports``)."""
     from studio.model import fast, grammar, sampler
 
     if not fast.supports(model):
@@ -196,7 +196,7 @@ def sample_sides(model, tok, prompt: list[int], sides: list, sampling: SamplingC
     seeds = seeds or [fitted.seed] * len(sides)
     out = sampler.decode(model, prompt, fitted, seeds, eos_id=tok["EOS_None"], adapters=list(sides),
                          on_step=on_step, allowed=grammar.for_tokenizer(tok), penalized=_pitches(tok),
-                         clock=_clock(tok, fitted, list(grids) if grids else [None] * len(sides)))
+                         clock=_clock(tok, fitted, list(albums) if albums else [None] * len(sides)))
     return [_generation(tok, ids, len(prompt), s, out.seconds, notes) for ids, s in zip(out.rows, seeds)]
 
 
@@ -230,9 +230,9 @@ def _load_for(cfg: GenerateConfig):
 def run(cfg: GenerateConfig) -> Generation:
     """The CLI's ``generate``: sample, write the MIDI (and audio), or say why there is nothing."""
     model, tok, info = _load_for(cfg)
-    from studio.model.beat import adapter_grid
+    from studio.model.beat import adapter_time
 
-    gen = sample(model, tok, prompt_ids(tok, cfg.prompt_midi), cfg, grid=adapter_grid(cfg.adapter_dir))
+    gen = sample(model, tok, prompt_ids(tok, cfg.prompt_midi), cfg, album=adapter_time(cfg.adapter_dir))
     if info.fallback_reason:
         gen.notes.insert(0, info.fallback_reason)
     if gen.new_notes == 0 and gen.prompt_len > 1 and gen.n_notes > 0:

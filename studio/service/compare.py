@@ -169,16 +169,16 @@ class Comparer:
 
         self.load()
         with self.lock, self._side(adapter) as model:
-            return sample(model, self.tok, prompt, knobs, seed, grid=self._grid(fast.row_mix(adapter)))
+            return sample(model, self.tok, prompt, knobs, seed, album=self._album_time(fast.row_mix(adapter)))
 
-    def _grid(self, mix) -> list[int] | None:
-        """Where a side's notes may start while keep_time: its album's grid (a blend: the union of
-        its adapters'; studio.model.beat); the base, any position."""
+    def _album_time(self, mix) -> dict | None:
+        """The time a side keeps while keep_time: its album's grid and chord cap (a blend: the union
+        of its adapters' grids; studio.model.beat); the base's (None): any 32nd, no cap."""
         from studio.model import beat
 
         if not mix:
             return None
-        return beat.blend_grid([beat.adapter_grid(library.get_adapter(name).folder) for name, _ in mix])
+        return beat.blend_time([beat.adapter_time(library.get_adapter(name).folder) for name, _ in mix])
 
     def sample_all(self, sides: list, prompt: list[int], knobs: Knobs, seed: int, variations: int = 1,
                    on_step=None):
@@ -202,7 +202,7 @@ class Comparer:
             rows = [m for m in mixes for _ in range(variations)]
             seeds = [seed + v for _ in mixes for v in range(variations)]
             gens = sample_sides(self.model, self.tok, prompt, rows, knobs, seeds, on_step=on_step,
-                                grids=[self._grid(m) for m in rows])
+                                albums=[self._album_time(m) for m in rows])
             if variations == 1:
                 return gens
             return [gens[i * variations:(i + 1) * variations] for i in range(len(mixes))]

@@ -131,7 +131,7 @@ class LoraHooks(loop.Hooks):
         with torch.random.fork_rng():  # seeded sampling must not reset the RNG behind dropout
             for k in range(self.cfg.samples_per_epoch):
                 gen = sample(model, self.tok, [self.tok["BOS_None"]], sampling, seed=self.cfg.seed + k,
-                             grid=(self.meta.get("time") or {}).get("grid"))
+                             album=self.meta.get("time") or None)
                 if gen.n_notes == 0:
                     continue
                 path = sample_dir / f"epoch{record['epoch']:02d}_s{k}.mid"
