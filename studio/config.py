@@ -153,7 +153,7 @@ class SamplingConfig(_Job):
     keep_time: bool = _help(True, "keep the pulse: notes start where the adapter's album starts them (the "
                             "base: any 32nd), never run past the bar line, and no whole beat is left silent")
     # Weight-only int8 keeps the base's held-out loss within 0.5 % of fp32 and decodes faster on a
-    # CPU with bf16 instructions and on an AVX2 one (bench/RESULTS.md, "Decoding precision");
+    # CPU with bf16 instructions and on an AVX2 one (docs/trials/decoding/README.md);
     # elsewhere auto = fp32.
     precision: str = _help("auto", "decoding: the base's weights in fp32, bf16 or int8 (auto: int8 on an x86 CPU "
                            "with AVX2, AVX-512 or bf16 instructions, else fp32; adapters always fp32; "
@@ -204,7 +204,7 @@ class TrainConfig(_Job):
     max_seq_len: int = _help(1024, "tokens per training window; 1024 is the base's context, smaller is faster")
     batch_size: int = _help(1, "windows per micro-batch (CPU / Apple M1: 1 with 16 accumulation steps; RTX 4090: 4 with 4)")
     # 4, not the guide's 16: an album of 10-15 pieces makes a few dozen windows an epoch, and 16
-    # of them per step leaves 3-8 steps an epoch; README "The default recipe" has the measurements
+    # of them per step leaves 3-8 steps an epoch; docs/RECIPE.md has the measurements
     grad_accum_steps: int = _help(4, "micro-batches summed per optimizer step: batch × this = effective batch")
     epochs: int = _help(6, "4–10 for small datasets; stop early if samples start copying")
     num_workers: int = _help(0, "data-loader worker processes")
@@ -226,7 +226,7 @@ class TrainConfig(_Job):
     patience: int = _help(2, "stop after this many epochs whose validation loss is clearly above its best "
                           "(more than --stop-tolerance); 0 = off")
     # An album holds out one or two pieces, a few windows: Haydn's one movement swung by up to 2 % from
-    # epoch to epoch while it still improved over six epochs (README "The default recipe").
+    # epoch to epoch while it still improved over six epochs (docs/RECIPE.md).
     stop_tolerance: float = _help(0.01, "share above the best validation loss an epoch may be without "
                                   "counting against --patience (noise of a small validation set)")
     copy_threshold: float = _help(0.5, "stop when the epoch's samples copy the training pieces above this rate; 0 = off")
@@ -287,12 +287,12 @@ class TrainPreset:
 
 TRAIN_PRESETS = {
     # the guide: artist-style only = the album alone, fewer epochs, smaller rank, more dropout.
-    # Patience 2, not 1: one or two held-out pieces swing by ~2 % between epochs (README).
+    # Patience 2, not 1: one or two held-out pieces swing by ~2 % between epochs (docs/RECIPE.md).
     "artist": TrainPreset("Artist style only", False,
                           dict(epochs=4, lora_r=8, lora_alpha=16, lora_dropout=0.1, patience=2)),
     # flavor = augmentation (and optionally base-corpus pieces), more epochs, more capacity: the default
     # recipe itself (6 epochs, not the guide's example of 8: 8 epochs of a 16-movement album take ~17 min
-    # on 2 cores, README), so bench quality's default table is its measurement.
+    # on 2 cores, docs/RECIPE.md), so bench quality's default table is its measurement.
     "flavor": TrainPreset("Style flavor", True, {}),
 }
 

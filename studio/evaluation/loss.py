@@ -49,7 +49,7 @@ def per_token_loss(model, token_windows: list[list[int]], device="cpu", batch_si
 def loss_by_kind(targets: np.ndarray, nll: np.ndarray, tok) -> dict[str, dict]:
     """Per kind of target token: how many, their mean loss, and their share of the summed loss,
     largest share first. The shares say where the loss is (on Haydn's quartets ~60 % is the choice
-    of pitch), so whether an adapter has room to lower it (README, "The default recipe")."""
+    of pitch), so whether an adapter has room to lower it (docs/RECIPE.md)."""
     from studio.model.grammar import token_kinds  # imports torch: only when asked
 
     of_target = np.array(token_kinds(tok.vocab), dtype=object)[targets]

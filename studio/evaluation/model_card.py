@@ -2,7 +2,7 @@
 
 Inputs, all in the base's folder: ``pretrain_stats.json`` (the run), ``base_report.json``
 (``python -m studio base-report``: loss, texture and length on the evaluation artists) and
-``size_curves.json`` (``python -m bench.base_size``: loss against CPU time per shape).
+``size_curves.json`` (``python docs/trials/base-size/run.py``: loss against CPU time per shape).
 ``python -m studio.evaluation.model_card FOLDER`` rewrites the card from them.
 """
 

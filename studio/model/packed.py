@@ -38,7 +38,7 @@ def int8_is_faster() -> bool:
     instructions, and on an x86 CPU whose torch kernels run AVX2 or AVX-512 (the int8 kernel
     widens bf16 rows to fp32 itself, so it needs no bf16 instructions: on a 2-core AVX2 EPYC a
     1 × 768 row through a 768 × 3072 matrix takes 170 µs in int8 against 282 µs in fp32,
-    bench/RESULTS.md "Decoding precision"). Elsewhere (ARM, older x86) nothing was measured."""
+    docs/trials/decoding/README.md). Elsewhere (ARM, older x86) nothing was measured."""
     vectorised = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
     return int8_available() and (cpu_has_bf16() or vectorised)
 

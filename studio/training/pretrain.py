@@ -346,7 +346,7 @@ def add_parser(sub) -> None:
     p.add_argument("--train-cap", nargs="*", default=[], help="training pieces per collection, drawn after the "
                    "split (held-out pieces unchanged), e.g. palestrina=400: a later stage on another mix")
     # 6 × 384: the lowest held-out loss per CPU minute of the shapes that keep LoRA training,
-    # batch-1 generation and the folder within their limits (MODEL_CARD.md, bench.base_size)
+    # batch-1 generation and the folder within their limits (MODEL_CARD.md, docs/trials/base-size)
     p.add_argument("--n-layer", type=int, default=6, help="transformer blocks")
     p.add_argument("--n-embd", type=int, default=384, help="model width")
     p.add_argument("--n-head", type=int, default=6, help="attention heads")
