@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import json
 import random
+import re
 import zipfile
 from dataclasses import dataclass, field, fields as dataclass_fields, replace
 from pathlib import Path
@@ -269,8 +270,9 @@ def test_estimate_says_minutes_and_tokens_per_epoch_before_start(uploads, settin
     cfg, _ = train_tab.build_config("album", settings.base, "planned", train_tab.ARTIST, 0, knobs(epochs=2))
     est = estimate(cfg)  # the engine on the same config: cached now, so it measures nothing
     assert not est.probed and est.epochs == 2
-    assert text.startswith(f"**About {est.total_s / 60:.1f} minutes** (2 epochs): "
-                           f"{est.tokens_per_epoch:,} tokens per epoch, {est.steps_per_epoch} optimizer steps")
+    # the minutes include this call's own start-up time, which a busy machine moves: read the shape
+    assert re.match(rf"\*\*About \d+\.\d minutes\*\* \(2 epochs\): {est.tokens_per_epoch:,} tokens per epoch, "
+                    rf"{est.steps_per_epoch} optimizer steps", text), text
     assert "measured now" in text and str(settings.base) not in text  # no server path
     assert "cached" in list(start.estimate(values))[-1]["train.estimate"]
     assert not (adapters_dir() / "planned").exists()  # nothing written where the adapter will go

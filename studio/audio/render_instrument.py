@@ -4,7 +4,7 @@ The model's output is one pitched track without a program (the vocabulary has no
 itself it plays as a piano. A musician who trained on a band's album expects to hear the
 adapter on that album's instrument: training records the General MIDI programs of the training
 pieces' pitched tracks (training_meta.json ``instruments``, the most played first, and
-``main_program``; studio.training.train.album_meta). An adapter side plays on its
+``main_program``; studio.training.album.album_meta). An adapter side plays on its
 ``main_program``; the base, and an adapter that recorded none (trained before this, or bare),
 on piano.
 """
