@@ -80,6 +80,15 @@ def pytest_itemcollected(item):
         item.add_marker(pytest.mark.slow)
 
 
+def tiny_train_config(data_dir, out, base, **kw):
+    """A TrainConfig for a tiny base: 64-token windows, rank 4, two epochs, no samples (``kw`` wins)."""
+    from studio.config import TrainConfig
+
+    args = dict(model_name=str(base), max_seq_len=64, batch_size=4, grad_accum_steps=1, epochs=2, lr=3e-3,
+                warmup_steps=2, val_split=0.25, samples_per_epoch=0, lora_r=4, lora_alpha=8)
+    return TrainConfig(str(data_dir), str(out), **{**args, **kw})
+
+
 @pytest.fixture(autouse=True)
 def _data_dir(tmp_path_factory, monkeypatch):
     """Every test writes its state (token cache, runs) into a temporary data directory."""

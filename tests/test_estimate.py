@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_pieces
+from conftest import tiny_train_config, write_pieces
 from studio.config import AugmentConfig, TrainConfig
 from studio.training.estimate import estimate
 
@@ -19,10 +19,7 @@ QUICK = 0.2  # probe seconds: the tests check what is measured and cached, not h
 
 
 def config(data_dir, out, base, **kw) -> TrainConfig:
-    args = dict(model_name=str(base), max_seq_len=64, batch_size=2, grad_accum_steps=2, epochs=2, lr=3e-3,
-                warmup_steps=2, val_split=0.25, samples_per_epoch=0, lora_r=4, lora_alpha=8)
-    args.update(kw)
-    return TrainConfig(str(data_dir), str(out), **args)
+    return tiny_train_config(data_dir, out, base, **{"batch_size": 2, "grad_accum_steps": 2, **kw})
 
 
 @pytest.fixture()

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import write_pieces
+from conftest import tiny_train_config, write_pieces
 from studio.training import checkpoint
 from studio.config import SamplingConfig, TrainConfig
 from studio.training.dropout import LoraDropout
@@ -15,11 +15,7 @@ from studio.model.models import attach_adapter, load_base
 from studio.training.train import TARGET_MODULES, train
 
 
-def config(data_dir, out, base, **kw) -> TrainConfig:
-    args = dict(model_name=str(base), max_seq_len=64, batch_size=4, grad_accum_steps=1, epochs=2,
-                lr=3e-3, warmup_steps=2, val_split=0.25, samples_per_epoch=0, lora_r=4, lora_alpha=8)
-    args.update(kw)
-    return TrainConfig(str(data_dir), str(out), **args)
+config = tiny_train_config
 
 
 @pytest.fixture()
