@@ -46,10 +46,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from symusic import Score
 
+# beats a bar, and beats a note counts as sounding at most (empty-beat rate): the sampler's own
+from studio.model.beat import BAR_BEATS, SOUND_CAP_BEATS
+
 BINS = 12  # slots a beat: sixteenths (3), triplets (4) and swung eighths (8) all fall on one
-BAR_BEATS = 4  # beats a bar for consistency (the tokenizer keeps no time signature)
-BAR_SLOTS = BINS * BAR_BEATS  # 48
-SOUND_CAP_BEATS = 2.0  # beats a note counts as sounding, at most (empty-beat rate)
+BAR_SLOTS = BINS * BAR_BEATS  # 48: 4-beat bars, as the tokenizer writes them (no time signature)
 OFF_GRID_BELOW = 0.02  # a bin holding under this share of the artist's onsets is off the grid
 STRAIGHT_BIN, SWUNG_BIN = 6, 8  # the off-beat eighth, straight and on the triplet
 

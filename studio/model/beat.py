@@ -35,7 +35,9 @@ import numpy as np
 import torch
 
 BAR_BEATS = 4  # PerTok without time-signature tokens writes 4/4 bars (miditok TIME_SIGNATURE)
-SOUND_CAP_BEATS = 2  # a note counts as sounding for at most this long (studio.evaluation.groove)
+# A note counts as sounding for at most this long, here and in studio.evaluation.groove's
+# empty-beat rate: the sampler keeps to what the measure hears.
+SOUND_CAP_BEATS = 2
 # A position in the beat is on the album's grid when it holds >= 5 % of its onsets: rarer ones are
 # ornaments (a grace note, a humanised onset); let the sampler use them and it puts notes there as
 # often as the model guesses, which on the OpenMSX set put 9-10 % of an adapter's onsets where the
@@ -83,16 +85,18 @@ class TimeTables:
 
 
 @functools.lru_cache(maxsize=4)
-def _tables(items: tuple) -> TimeTables:
-    return TimeTables(dict(items))
+def _tables(items: tuple) -> TimeTables | None:
+    """The vocabulary's tables, read once per vocabulary; None when it keeps no bars."""
+    try:
+        return TimeTables(dict(items))
+    except ValueError:
+        return None
 
 
 def clock_for(tok, grids: list[list[int] | None], chords: list[int | None] | None = None) -> Clock | None:
     """A Clock for rows with these grids (and chord caps), or None when ``tok``'s vocabulary keeps no bars."""
-    items = tuple(sorted(tok.vocab.items()))
-    if not supports(dict(items)):
-        return None
-    return Clock(_tables(items), grids, chords=chords)
+    tables = _tables(tuple(sorted(tok.vocab.items())))
+    return None if tables is None else Clock(tables, grids, chords=chords)
 
 
 def supports(vocab: dict[str, int]) -> bool:
