@@ -134,12 +134,19 @@ class AugmentConfig(_Job):
 class SamplingConfig(_Job):
     """How a sample is drawn: one config for generate, eval, training samples and the Compare tab."""
 
-    max_new_tokens: int = _help(1024, "tokens to generate (the prompt and these must fit the base's context)",
-                                min=16, max=1023)
+    # Past the base's context the window slides (studio/model/slide.py): any length, at the cost of
+    # the model forgetting what is older than about half a window.
+    max_new_tokens: int = _help(1024, "tokens to generate at most (a note is about 3-4 tokens; past the base's "
+                                "context the model goes on from the recent past)", min=16, max=8192)
     # A sample plays for the length asked: EOS is held off until this many tokens. 384 makes 10 of
     # 10 seeded 512-token pocket samples reach 384 tokens (models/pocket-base/MODEL_CARD.md).
     min_new_tokens: int = _help(384, "EOS is not allowed before this many new tokens (capped at max_new_tokens)",
-                                min=0, max=1023)
+                                min=0, max=8192)
+    # Lengths in music: decoding stops at whichever of tokens, seconds and bars comes first.
+    seconds: float = _help(0.0, "stop after this many seconds of new music (0 = no limit; max new tokens "
+                           "still caps it: a second of music takes about 25-130 tokens)", min=0.0, max=600.0)
+    bars: int = _help(0, "stop after this many 4/4 bars of new music (0 = no limit; max new tokens still "
+                      "caps it)", min=0, max=256)
     temperature: float = _help(1.0, "sampling temperature: lower is safer, higher is wilder", min=0.1, max=2.0)
     top_p: float = _help(0.95, "nucleus sampling: keep the smallest set of tokens with this much probability",
                          min=0.05, max=1.0)
@@ -171,6 +178,9 @@ class SamplingConfig(_Job):
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not isinstance(self.bars, int) or self.bars < 0:
+            raise ValueError(f"bars must be an integer >= 0 (0 = no limit), got {self.bars!r}")
+        _check_positive("seconds", self.seconds, allow_zero=True)
         if not 1.0 <= self.repetition_penalty <= 2.0:  # NaN fails too
             raise ValueError(f"repetition_penalty must be between 1 (off) and 2, got {self.repetition_penalty}")
 

@@ -105,6 +105,7 @@ class FastGPT2:
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self.length = 0
+        self.pad: torch.Tensor | None = None  # per row, left-padding slots it never attends to (``refill``)
         self.rows: list[str | None] = []
         self.spans: list[tuple[str, int, int]] = []
         self.deltas: dict[int, list[tuple[int, int, torch.Tensor, torch.Tensor]]] = {}
@@ -118,10 +119,37 @@ class FastGPT2:
         self.keys = [torch.empty(shape, dtype=p.dtype, device=p.device) for _ in self.tr.h]
         self.values = [torch.empty(shape, dtype=p.dtype, device=p.device) for _ in self.tr.h]
         self.length = 0
+        self.pad = None
         self.rows = self._check_rows(rows)
         # rows that share an adapter are neighbours in an A/B batch: (name, first row, end row)
         self.spans = [(name, r0, r1) for name, r0, r1 in _spans(self.rows) if name is not None]
         self.deltas = self._plan_deltas()
+
+    def refill(self, contexts: list[list[int]]) -> torch.Tensor:
+        """Empty the cache and feed each row its own context (``studio.model.slide``: a long piece
+        keeps its recent past); returns each row's last logits (B, vocab). Rows of other lengths
+        are left-padded to the longest: a row sees neither its padding nor its positions (its
+        tokens sit at positions 0.. as when it runs alone), so it draws what it would alone."""
+        longest = max(len(c) for c in contexts)
+        device = self.tr.wte.weight.device
+        ids = torch.tensor([[0] * (longest - len(c)) + list(c) for c in contexts], dtype=torch.long, device=device)
+        self.length = 0
+        pad = torch.tensor([longest - len(c) for c in contexts], device=device)
+        self.pad = pad if bool(pad.any()) else None  # no padding: the plain (unmasked) path
+        return self.step(ids)
+
+    def _positions_and_mask(self, t0: int, t1: int):
+        """(positions (B, T) or a range, attention mask (B, 1, T, t1) or None) for new slots t0..t1."""
+        if self.pad is None:
+            return slice(t0, t1), None
+        slots = torch.arange(t1, device=self.pad.device)
+        pos = (slots[t0:].unsqueeze(0) - self.pad.unsqueeze(1)).clamp(min=0)  # (B, T)
+        seen = slots.unsqueeze(0) >= self.pad.unsqueeze(1)  # (B, t1): keys past the padding
+        causal = slots.unsqueeze(0) <= slots[t0:].unsqueeze(1)  # (T, t1)
+        # a padding slot attends to itself alone (no row of all -inf, no NaN); nothing reads it
+        own = slots.unsqueeze(0) == slots[t0:].unsqueeze(1)
+        mask = (causal.unsqueeze(0) & seen.unsqueeze(1)) | own.unsqueeze(0)
+        return pos, mask.unsqueeze(1)
 
     def _plan_deltas(self) -> dict:
         """Per LoRA-wrapped module: [(first row, end row, Aᵀ, weight·scale·Bᵀ)] for the rows' mixes.
@@ -189,7 +217,8 @@ class FastGPT2:
         if n == 1:
             return self._step_one(ids[:, 0])
         tr = self.tr
-        h = F.embedding(ids, tr.wte.weight) + tr.wpe.weight[t0:t1]  # (B, T, E)
+        pos, mask = self._positions_and_mask(t0, t1)
+        h = F.embedding(ids, tr.wte.weight) + tr.wpe.weight[pos]  # (B, T, E)
         head_dim = self.cfg.n_embd // self.n_head
         for i, block in enumerate(tr.h):
             a = F.layer_norm(h, (h.shape[-1],), block.ln_1.weight, block.ln_1.bias, self.eps)
@@ -200,7 +229,8 @@ class FastGPT2:
             # a prompt starts at 0, so its causal mask is the plain lower triangle; one new
             # token attends to everything before it (no mask)
             o = F.scaled_dot_product_attention(q, self.keys[i][:, :, :t1], self.values[i][:, :, :t1],
-                                               is_causal=n > 1, scale=1.0 / math.sqrt(head_dim))
+                                               attn_mask=mask, is_causal=mask is None and n > 1,
+                                               scale=1.0 / math.sqrt(head_dim))
             o = o.transpose(1, 2).reshape(h.shape)
             h = h + self._linear(block.attn.c_proj, o)
             m = F.layer_norm(h, (h.shape[-1],), block.ln_2.weight, block.ln_2.bias, self.eps)
@@ -217,14 +247,15 @@ class FastGPT2:
         tr, t0 = self.tr, self.length
         b, e, n_head = ids.shape[0], self.cfg.n_embd, self.n_head
         head_dim = e // n_head
-        h = F.embedding(ids, tr.wte.weight) + tr.wpe.weight[t0]  # (B, E)
+        pos, mask = self._positions_and_mask(t0, t0 + 1)
+        h = F.embedding(ids, tr.wte.weight) + tr.wpe.weight[t0 if mask is None else pos[:, 0]]  # (B, E)
         for i, block in enumerate(tr.h):
             a = F.layer_norm(h, (e,), block.ln_1.weight, block.ln_1.bias, self.eps)
             qkv = self._product(block.attn.c_attn, a, 1).view(b, 3, n_head, 1, head_dim)
             self.keys[i][:, :, t0:t0 + 1] = qkv[:, 1]
             self.values[i][:, :, t0:t0 + 1] = qkv[:, 2]
-            o = F.scaled_dot_product_attention(qkv[:, 0], self.keys[i][:, :, :t0 + 1],
-                                               self.values[i][:, :, :t0 + 1], scale=1.0 / math.sqrt(head_dim))
+            o = F.scaled_dot_product_attention(qkv[:, 0], self.keys[i][:, :, :t0 + 1], self.values[i][:, :, :t0 + 1],
+                                               attn_mask=mask, scale=1.0 / math.sqrt(head_dim))
             h = h + self._product(block.attn.c_proj, o.reshape(b, e), 1)
             m = F.layer_norm(h, (e,), block.ln_2.weight, block.ln_2.bias, self.eps)
             m = F.gelu(self._product(block.mlp.c_fc, m, 1), approximate=self.approx)

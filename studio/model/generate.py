@@ -1,7 +1,8 @@
 """Sampling MIDI from a base model or base + adapter: from the start token or continuing a prompt.
 
-The model's context (``n_positions``) bounds prompt + new tokens: max_new_tokens is clipped to
-what fits and a long prompt keeps its tail; every clip is reported in ``notes``.
+A long prompt keeps its tail (at most half the model's context, ``n_positions``); a piece longer
+than the context slides it (``studio.model.slide``), so max_new_tokens is not bounded by it (the
+Hugging Face path, for other architectures, still is). Every clip is reported in ``notes``.
 """
 
 from __future__ import annotations
@@ -59,10 +60,11 @@ class Generation:
 
 
 def fit_context(prompt: list[int], max_new: int, n_positions: int, bos_id: int) -> tuple[list[int], int, list[str]]:
-    """(prompt, max_new, notes) such that len(prompt) + max_new <= n_positions.
+    """(prompt, max_new, notes): a prompt that leaves room to continue it in the context.
 
-    A prompt keeps at most half the context (its tail, after a fresh BOS), so there is always
-    room to continue it; then max_new is clipped to the room left.
+    A prompt keeps at most half the context (its tail, after a fresh BOS) when prompt + max_new
+    would not fit; max_new is returned as asked, since decoding slides the window past the
+    context (``studio.model.slide``); ``clip_to_context`` bounds it where nothing slides.
     """
     notes = []
     if len(prompt) + max_new <= n_positions:
@@ -71,12 +73,16 @@ def fit_context(prompt: list[int], max_new: int, n_positions: int, bos_id: int) 
     if len(prompt) > keep:
         notes.append(f"prompt of {len(prompt)} tokens cut to its last {keep - 1} (+BOS) to fit the context")
         prompt = [bos_id, *prompt[len(prompt) - keep + 1 :]] if keep > 1 else [bos_id]
-    room = n_positions - len(prompt)
-    if max_new > room:
-        notes.append(f"max_new_tokens {max_new} clipped to {room} (the model's context is {n_positions} "
-                     f"tokens, {len(prompt)} used by the prompt)")
-        max_new = room
     return prompt, max_new, notes
+
+
+def clip_to_context(prompt: list[int], max_new: int, n_positions: int) -> tuple[int, list[str]]:
+    """(max_new, notes) for a decoder that cannot slide: prompt + max_new within the context."""
+    room = n_positions - len(prompt)
+    if max_new <= room:
+        return max_new, []
+    return room, [f"max_new_tokens {max_new} clipped to {room} (the model's context is {n_positions} tokens, "
+                  f"{len(prompt)} used by the prompt; only GPT-2 bases go past it)"]
 
 
 def prompt_ids(tok, prompt_midi: str | Path | None) -> list[int]:
@@ -89,8 +95,8 @@ def prompt_ids(tok, prompt_midi: str | Path | None) -> list[int]:
 
 
 def _fit(model, tok, prompt: list[int], sampling: SamplingConfig, seed: int | None):
-    """(prompt, sampling, notes): the prompt and max_new_tokens clipped to the context (which caps
-    min_tokens too), the prompt checked against the vocabulary, the seed drawn if None."""
+    """(prompt, sampling, notes): a long prompt cut to its tail (``fit_context``), checked against
+    the vocabulary; the seed drawn if None."""
     seed = random.randrange(2**31) if seed is None else int(seed)
     n_positions = int(getattr(model.config, "n_positions", 1024))
     prompt, max_new, notes = fit_context(list(prompt), sampling.max_new_tokens, n_positions, tok["BOS_None"])
@@ -100,8 +106,13 @@ def _fit(model, tok, prompt: list[int], sampling: SamplingConfig, seed: int | No
     return prompt, replace(sampling.sampling(), max_new_tokens=max_new, seed=seed), notes
 
 
-def _generation(tok, ids: list[int], prompt_len: int, seed: int, seconds: float, notes: list[str]) -> Generation:
+def _generation(tok, ids: list[int], prompt_len: int, seed: int, seconds: float, notes: list[str],
+                sampling: SamplingConfig | None = None) -> Generation:
     gen = Generation(ids, prompt_len, decode(tok, ids), seed, seconds, list(notes))
+    if sampling is not None and (sampling.seconds or sampling.bars) and gen.new_tokens >= sampling.max_new_tokens:
+        asked = f"{sampling.seconds:g} s" if sampling.seconds else f"{sampling.bars} bars"
+        gen.notes.append(f"stopped at max_new_tokens {sampling.max_new_tokens} before {asked}: "
+                         "raise max_new_tokens for the whole length")
     gen.new_notes = int(decode(tok, ids[prompt_len:]).note_num()) if prompt_len > 1 else gen.n_notes
     return gen
 
@@ -119,17 +130,20 @@ def sample(model, tok, prompt: list[int], sampling: SamplingConfig, seed: int | 
     (``studio.model.beat.adapter_time``: its grid and chord cap; None: the base's) while
     ``sampling.keep_time``; GPT-2 bases only.
     """
-    from studio.model import fast, grammar, sampler
+    from studio.model import fast, grammar, sampler, slide
 
     prompt, fitted, notes = _fit(model, tok, prompt, sampling, sampling.seed if seed is None else seed)
     start = time.perf_counter()
     if fast.supports(model):
         ids = sampler.decode(model, prompt, fitted, [fitted.seed], eos_id=tok["EOS_None"], on_step=on_step,
                              allowed=grammar.for_tokenizer(tok), penalized=_pitches(tok),
-                             clock=_clock(tok, fitted, [album])).rows[0]
+                             clock=_clock(tok, fitted, [album]), window=slide.for_tokenizer(tok)).rows[0]
     else:
-        ids = _hf_generate(model, tok, prompt, fitted)
-    return _generation(tok, ids, len(prompt), fitted.seed, time.perf_counter() - start, notes)
+        n_positions = int(getattr(model.config, "n_positions", 1024))
+        max_new, clipped = clip_to_context(prompt, fitted.max_new_tokens, n_positions)
+        notes = [*notes, *clipped]
+        ids = _hf_generate(model, tok, prompt, replace(fitted, max_new_tokens=max_new))
+    return _generation(tok, ids, len(prompt), fitted.seed, time.perf_counter() - start, notes, fitted)
 
 
 def _clock(tok, sampling: SamplingConfig, albums: list):
@@ -186,7 +200,7 @@ def sample_sides(model, tok, prompt: list[int], sides: list, sampling: SamplingC
     side. ``seed``: one for every side (default ``sampling.seed``) or one per side. Each side
     draws what it would draw alone with ``sample`` (up to float rounding of batched products).
     ``albums``: per side, the album time ``sample`` takes (default: the base's). GPT-2 only (``studio.model.fast.supports``)."""
-    from studio.model import fast, grammar, sampler
+    from studio.model import fast, grammar, sampler, slide
 
     if not fast.supports(model):
         raise ValueError("batched sides need a GPT-2 model; sample each side with sample()")
@@ -196,8 +210,9 @@ def sample_sides(model, tok, prompt: list[int], sides: list, sampling: SamplingC
     seeds = seeds or [fitted.seed] * len(sides)
     out = sampler.decode(model, prompt, fitted, seeds, eos_id=tok["EOS_None"], adapters=list(sides),
                          on_step=on_step, allowed=grammar.for_tokenizer(tok), penalized=_pitches(tok),
-                         clock=_clock(tok, fitted, list(albums) if albums else [None] * len(sides)))
-    return [_generation(tok, ids, len(prompt), s, out.seconds, notes) for ids, s in zip(out.rows, seeds)]
+                         clock=_clock(tok, fitted, list(albums) if albums else [None] * len(sides)),
+                         window=slide.for_tokenizer(tok))
+    return [_generation(tok, ids, len(prompt), s, out.seconds, notes, fitted) for ids, s in zip(out.rows, seeds)]
 
 
 def _load_for(cfg: GenerateConfig):

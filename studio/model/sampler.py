@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from studio.config import SamplingConfig
+from studio.model import slide
 from studio.model.fast import FastGPT2
 
 
@@ -87,6 +88,8 @@ class Decoded:
     rows: list[list[int]]  # prompt + new tokens, per row (ending at the row's EOS, if any)
     prompt_len: int
     seconds: float
+    slides: int = 0  # how many times a row's context was cut to its recent past (studio.model.slide)
+    contexts: list[list[int]] | None = None  # what the model saw last, per row (with a window)
 
     @property
     def new_tokens(self) -> int:
@@ -100,12 +103,14 @@ class Decoded:
 @torch.no_grad()
 def decode(model, prompt: list[int], sampling: SamplingConfig, seeds: list[int], eos_id: int | None = None,
            adapters: list[str | None] | None = None, on_step=None, allowed: torch.Tensor | None = None,
-           penalized: torch.Tensor | None = None, clock=None) -> Decoded:
+           penalized: torch.Tensor | None = None, clock=None, window=None) -> Decoded:
     """Sample ``len(seeds)`` rows continuing the same ``prompt`` with FastGPT2, drawn as ``sampling``
     says (its seed aside: row r draws from its own generator seeded with ``seeds[r]``).
 
-    ``sampling.max_new_tokens``: prompt + that must fit the model's context (see
-    ``studio.model.generate.fit_context``); ``sampling.min_tokens``: EOS cannot end a row before
+    ``sampling.max_new_tokens``: without a ``window``, prompt + that must fit the model's context
+    (``studio.model.generate.fit_context`` trims a prompt); with a ``studio.model.slide.Window``, a
+    row whose context is full goes on from its recent past, as long as asked, and a row also ends
+    at ``sampling.seconds`` or ``sampling.bars`` of new music; ``sampling.min_tokens``: EOS cannot end a row before
     that many tokens; ``sampling.precision``: the base's products in decoding steps
     (``studio.model.packed``). ``adapters``: per row, an adapter name, None for the base, or
     (name, weight) pairs for a strength or a blend (``fast.row_mix``); default: every row runs the
@@ -125,16 +130,23 @@ def decode(model, prompt: list[int], sampling: SamplingConfig, seeds: list[int],
     if len(adapters) != n_rows:
         raise ValueError(f"adapters has {len(adapters)} entries for {n_rows} rows")
     n_positions = int(engine.cfg.n_positions)
-    if not prompt or len(prompt) + max_new_tokens > n_positions:
+    fits = window is not None or len(prompt) + max_new_tokens <= n_positions
+    if not prompt or len(prompt) > n_positions or not fits:
         raise ValueError(f"prompt ({len(prompt)} tokens) + max_new_tokens ({max_new_tokens}) must be "
                          f"2..{n_positions} tokens (the model's context)")
+    span = None
+    if sampling.seconds or sampling.bars:
+        if window is None:
+            raise ValueError("seconds / bars: a length in time needs a vocabulary with bars (a window)")
+        span = slide.Span(window, prompt, n_rows, sampling.seconds, sampling.bars)
     device = engine.tr.wte.weight.device
     gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
     watch = None if penalized is None else set(penalized.nonzero().flatten().tolist())
     out = [list(prompt) for _ in range(n_rows)]
-    done = [False] * n_rows
+    contexts = [list(prompt) for _ in range(n_rows)] if window is not None else None
+    done, slides = [False] * n_rows, 0
     start = time.perf_counter()
-    engine.start(n_rows, len(prompt) + max_new_tokens, adapters)
+    engine.start(n_rows, min(len(prompt) + max_new_tokens, n_positions), adapters)
     logits = engine.step(torch.tensor([prompt] * n_rows, dtype=torch.long, device=device))
     if clock is not None:
         clock.feed([prompt] * n_rows)
@@ -150,17 +162,29 @@ def decode(model, prompt: list[int], sampling: SamplingConfig, seeds: list[int],
         probs, cand = filter_logits(logits, sampling.temperature, sampling.top_k, sampling.top_p)
         probs, cand = probs.cpu(), cand.cpu()
         picks = [int(cand[r, torch.multinomial(probs[r], 1, generator=gens[r])]) for r in range(n_rows)]
+        if span is not None:
+            span.update(picks)
         for r, pick in enumerate(picks):
             if not done[r]:
                 out[r].append(pick)
-                done[r] = eos_id is not None and pick == eos_id
+                done[r] = (eos_id is not None and pick == eos_id) or (span is not None and span.reached(r))
         if clock is not None:
             clock.update(torch.tensor(picks))
         stop = on_step is not None and on_step(out)
         if stop or all(done) or step + 1 == max_new_tokens:
             break
-        logits = engine.step(torch.tensor(picks, dtype=torch.long, device=device).unsqueeze(1))
-    return Decoded(out, len(prompt), time.perf_counter() - start)
+        fed = torch.tensor(picks, dtype=torch.long, device=device).unsqueeze(1)
+        if contexts is None:
+            logits = engine.step(fed)
+            continue
+        for r, pick in enumerate(picks):  # a row's context depends on its own tokens alone
+            contexts[r].append(pick)
+        full = [r for r, c in enumerate(contexts) if len(c) > n_positions]
+        for r in full:
+            contexts[r] = window.cut(contexts[r], n_positions)
+        slides += len(full)
+        logits = engine.refill(contexts) if full else engine.step(fed)
+    return Decoded(out, len(prompt), time.perf_counter() - start, slides, contexts)
 
 
 def _current_adapter(peft_model) -> str | None:
