@@ -143,10 +143,10 @@ class SamplingConfig(_Job):
     min_new_tokens: int = _help(384, "EOS is not allowed before this many new tokens (capped at max_new_tokens)",
                                 min=0, max=8192)
     # Lengths in music: decoding stops at whichever of tokens, seconds and bars comes first.
-    seconds: float = _help(0.0, "stop after this many seconds of new music (0 = no limit; max new tokens "
-                           "still caps it: a second of music takes about 25-130 tokens)", min=0.0, max=600.0)
-    bars: int = _help(0, "stop after this many 4/4 bars of new music (0 = no limit; max new tokens still "
-                      "caps it)", min=0, max=256)
+    seconds: float = _help(0.0, "play this many seconds of new music, no EOS before (0 = no limit; max new "
+                           "tokens still caps it: a second of music takes about 25-130 tokens)", min=0.0, max=600.0)
+    bars: int = _help(0, "play this many 4/4 bars of new music, no EOS before (0 = no limit; max new tokens "
+                      "still caps it)", min=0, max=256)
     temperature: float = _help(1.0, "sampling temperature: lower is safer, higher is wilder", min=0.1, max=2.0)
     top_p: float = _help(0.95, "nucleus sampling: keep the smallest set of tokens with this much probability",
                          min=0.05, max=1.0)

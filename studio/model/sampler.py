@@ -153,8 +153,8 @@ def decode(model, prompt: list[int], sampling: SamplingConfig, seeds: list[int],
     for step in range(max_new_tokens):
         if sampling.repetition_penalty != 1.0:  # 1 = off: not even a copy of the logits
             logits = penalize_repeats(logits, [recent_tokens(row, watch) for row in out], sampling.repetition_penalty)
-        if eos_id is not None and step < sampling.min_tokens:
-            logits[:, eos_id] = float("-inf")
+        if eos_id is not None and (step < sampling.min_tokens or span is not None):
+            logits[:, eos_id] = float("-inf")  # a length in music asked: it ends there, not at an EOS
         if allowed is not None:
             logits = logits.masked_fill(~allowed[[row[-1] for row in out]].to(logits.device), float("-inf"))
         if clock is not None:  # after the note grammar: a Pitch is never masked, so a row always goes on

@@ -33,9 +33,10 @@ def make_compare(settings: Settings):
     def compare(sides: list[str], seed: int = 0, max_new_tokens: int = 512, min_new_tokens: int = 384,
                 temperature: float = 1.0, top_p: float = 0.95, top_k: int = 50,
                 strengths: list[float] | None = None, variations: int = 1,
-                instrument: str = "as in the file") -> list[dict]:
+                instrument: str = "as in the file", seconds: float = 0.0, bars: int = 0) -> list[dict]:
         """Every side continues nothing (BOS) with the same seed: 'base alone' or an adapter name per
-        side, each at its strength (0-2). Returns per side and variation: label, seed, notes, copy
+        side, each at its strength (0-2), for max_new_tokens or ``seconds`` / ``bars`` of music
+        (0 = no limit), whichever comes first. Returns per side and variation: label, seed, notes, copy
         rate, texture next to the artist's, and the MIDI (and OGG when audio is on) as base64."""
         strengths = list(strengths or [1.0] * len(sides))
         if len(strengths) != len(sides):
@@ -47,7 +48,8 @@ def make_compare(settings: Settings):
         if instrument not in INSTRUMENTS:
             raise ValueError(f"instrument {instrument!r}: choose one of {list(INSTRUMENTS)}")
         knobs = Knobs(max_new_tokens=int(max_new_tokens), min_new_tokens=int(min_new_tokens),
-                      temperature=float(temperature), top_p=float(top_p), top_k=int(top_k))
+                      temperature=float(temperature), top_p=float(top_p), top_k=int(top_k),
+                      seconds=float(seconds), bars=int(bars))
         reference = next((n for n in sides if n and n != BASE), None)
         sound = {"variations": int(variations), "program": INSTRUMENTS[instrument], "soundfont": None}
         results, _ = generate_sides(settings.base, specs, None, knobs, int(seed), settings.audio, None,
