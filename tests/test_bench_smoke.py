@@ -1,5 +1,5 @@
 """The benchmarks keep working: ``python -m bench --smoke``, ``bench quality --smoke``,
-``bench.ceiling --smoke`` and ``python -m bench.gpu --device cpu --smoke`` run every figure at tiny
+``bench compose --smoke``, ``bench.ceiling --smoke`` and ``python -m bench.gpu --device cpu --smoke`` run every figure at tiny
 sizes and write their results outside the repository, each CPU kind's rows into RESULTS.md's
 question tables and the whole run into runs/<kind>.md (bench/results.py). Of the decided trials
 in docs/trials/ only base-size is run, since scripts/make_pocket.sh still calls it."""
@@ -178,6 +178,18 @@ def test_quality_bench_smoke_trains_evaluates_and_writes_its_table(tmp_path):
     assert 'preset "Artist style only"' in details
     assert "the album not augmented" in details and "'lora_r': 8" in res.stdout
     assert "Each kept epoch of smoke" in details and "\n- 1: " in details  # the one epoch, evaluated
+
+
+@pytest.mark.slow
+def test_compose_bench_smoke_makes_a_long_piece_and_writes_its_part(tmp_path):
+    out, kind = tmp_path / "RESULTS.md", cpu_kind()
+    out.write_text("# results\n\nkept text\n")
+    res = _run(["bench", "compose", "--smoke", "--results", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    text, details = out.read_text(), run_file(out, kind).read_text()
+    assert "kept text" in text and "<!-- table:compose-long:begin -->" in text and f"| {kind} | " in text
+    assert "tok/s long vs one window" in text and ("**met**" in text or "**missed" in text)
+    assert "<!-- compose:begin -->" in details and "### long" in details and "| 0 | " in details
 
 
 @pytest.mark.slow
