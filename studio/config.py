@@ -142,9 +142,10 @@ class SamplingConfig(_Job):
     # 10 seeded 512-token pocket samples reach 384 tokens (models/pocket-base/MODEL_CARD.md).
     min_new_tokens: int = _help(384, "EOS is not allowed before this many new tokens (capped at max_new_tokens)",
                                 min=0, max=8192)
-    # Lengths in music: decoding stops at whichever of tokens, seconds and bars comes first.
+    # Lengths in music: decoding stops at whichever of tokens, seconds and bars comes first. The
+    # slider stops at the Compare tab's audio cap (studio.service.compare.RENDER_MAX_SECONDS).
     seconds: float = _help(0.0, "play this many seconds of new music, no EOS before (0 = no limit; max new "
-                           "tokens still caps it: a second of music takes about 25-130 tokens)", min=0.0, max=600.0)
+                           "tokens still caps it: a second of music takes about 25-130 tokens)", min=0.0, max=180.0)
     bars: int = _help(0, "play this many 4/4 bars of new music, no EOS before (0 = no limit; max new tokens "
                       "still caps it)", min=0, max=256)
     temperature: float = _help(1.0, "sampling temperature: lower is safer, higher is wilder", min=0.1, max=2.0)
