@@ -106,6 +106,7 @@ class FastGPT2:
         self.values: list[torch.Tensor] = []
         self.length = 0
         self.pad: torch.Tensor | None = None  # per row, left-padding slots it never attends to (``refill``)
+        self.visible: torch.Tensor | None = None  # (B, capacity): the slots past each row's padding
         self.rows: list[str | None] = []
         self.spans: list[tuple[str, int, int]] = []
         self.deltas: dict[int, list[tuple[int, int, torch.Tensor, torch.Tensor]]] = {}
@@ -136,6 +137,8 @@ class FastGPT2:
         self.length = 0
         pad = torch.tensor([longest - len(c) for c in contexts], device=device)
         self.pad = pad if bool(pad.any()) else None  # no padding: the plain (unmasked) path
+        if self.pad is not None:  # which cache slots each row attends to, sliced per step (no work there)
+            self.visible = torch.arange(self.keys[0].shape[2], device=device).unsqueeze(0) >= pad.unsqueeze(1)
         return self.step(ids)
 
     def _positions_and_mask(self, t0: int, t1: int):
@@ -144,11 +147,10 @@ class FastGPT2:
             return slice(t0, t1), None
         slots = torch.arange(t1, device=self.pad.device)
         pos = (slots[t0:].unsqueeze(0) - self.pad.unsqueeze(1)).clamp(min=0)  # (B, T)
-        seen = slots.unsqueeze(0) >= self.pad.unsqueeze(1)  # (B, t1): keys past the padding
         causal = slots.unsqueeze(0) <= slots[t0:].unsqueeze(1)  # (T, t1)
         # a padding slot attends to itself alone (no row of all -inf, no NaN); nothing reads it
         own = slots.unsqueeze(0) == slots[t0:].unsqueeze(1)
-        mask = (causal.unsqueeze(0) & seen.unsqueeze(1)) | own.unsqueeze(0)
+        mask = (causal.unsqueeze(0) & self.visible[:, None, :t1]) | own.unsqueeze(0)
         return pos, mask.unsqueeze(1)
 
     def _plan_deltas(self) -> dict:
@@ -226,8 +228,9 @@ class FastGPT2:
             q = q.view(q.shape[0], n, self.n_head, head_dim).transpose(1, 2)  # (B, H, T, D)
             self.keys[i][:, :, t0:t1] = k.view(k.shape[0], n, self.n_head, head_dim).transpose(1, 2)
             self.values[i][:, :, t0:t1] = v.view(v.shape[0], n, self.n_head, head_dim).transpose(1, 2)
-            # a prompt starts at 0, so its causal mask is the plain lower triangle; one new
-            # token attends to everything before it (no mask)
+            # a prompt starts at 0, so its causal mask is the plain lower triangle (rows refilled
+            # with padding: that and no padding slot, ``_positions_and_mask``); one new token
+            # attends to everything before it
             o = F.scaled_dot_product_attention(q, self.keys[i][:, :, :t1], self.values[i][:, :, :t1],
                                                attn_mask=mask, is_causal=mask is None and n > 1,
                                                scale=1.0 / math.sqrt(head_dim))
@@ -247,8 +250,9 @@ class FastGPT2:
         tr, t0 = self.tr, self.length
         b, e, n_head = ids.shape[0], self.cfg.n_embd, self.n_head
         head_dim = e // n_head
-        pos, mask = self._positions_and_mask(t0, t0 + 1)
-        h = F.embedding(ids, tr.wte.weight) + tr.wpe.weight[t0 if mask is None else pos[:, 0]]  # (B, E)
+        # after a refill with padding: each row's own position, and no padding slot attended
+        pos, mask = (t0, None) if self.pad is None else (t0 - self.pad, self.visible[:, None, None, :t0 + 1])
+        h = F.embedding(ids, tr.wte.weight) + tr.wpe.weight[pos]  # (B, E)
         for i, block in enumerate(tr.h):
             a = F.layer_norm(h, (e,), block.ln_1.weight, block.ln_1.bias, self.eps)
             qkv = self._product(block.attn.c_attn, a, 1).view(b, 3, n_head, 1, head_dim)

@@ -103,16 +103,16 @@ class Decoded:
 @torch.no_grad()
 def decode(model, prompt: list[int], sampling: SamplingConfig, seeds: list[int], eos_id: int | None = None,
            adapters: list[str | None] | None = None, on_step=None, allowed: torch.Tensor | None = None,
-           penalized: torch.Tensor | None = None, clock=None, window=None) -> Decoded:
+           penalized: torch.Tensor | None = None, clock=None, window: slide.Window | None = None) -> Decoded:
     """Sample ``len(seeds)`` rows continuing the same ``prompt`` with FastGPT2, drawn as ``sampling``
     says (its seed aside: row r draws from its own generator seeded with ``seeds[r]``).
 
     ``sampling.max_new_tokens``: without a ``window``, prompt + that must fit the model's context
     (``studio.model.generate.fit_context`` trims a prompt); with a ``studio.model.slide.Window``, a
     row whose context is full goes on from its recent past, as long as asked, and a row also ends
-    at ``sampling.seconds`` or ``sampling.bars`` of new music; ``sampling.min_tokens``: EOS cannot end a row before
-    that many tokens; ``sampling.precision``: the base's products in decoding steps
-    (``studio.model.packed``). ``adapters``: per row, an adapter name, None for the base, or
+    at ``sampling.seconds`` or ``sampling.bars`` of new music (no EOS before);
+    ``sampling.min_tokens``: EOS cannot end a row before that many tokens; ``sampling.precision``:
+    the base's products in decoding steps (``studio.model.packed``). ``adapters``: per row, an adapter name, None for the base, or
     (name, weight) pairs for a strength or a blend (``fast.row_mix``); default: every row runs the
     model as it is now, i.e. its merged or active adapter. ``on_step(rows)``: called after each
     new token with the rows so far (a live view; return True to stop early). ``allowed[prev]``:
