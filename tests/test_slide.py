@@ -122,6 +122,7 @@ def test_a_row_alone_draws_what_it_draws_in_a_batch_across_slides(models, tok):
     sides = ["one", None, "two"]
     batch, _ = run(pm, tok, 3 * WINDOW, [7, 7, 9], adapters=sides)
     assert batch.slides >= 6
+    assert len({len(c) for c in batch.contexts}) > 1  # rows cut at other lengths: refilled with padding
     for r, side in enumerate(sides):
         alone, _ = run(pm, tok, 3 * WINDOW, [[7, 7, 9][r]], adapters=[side])
         assert alone.rows[0] == batch.rows[r], side
