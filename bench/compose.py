@@ -14,7 +14,7 @@ section of bench/runs/<kind>.md (bench/results.py). ``--only`` picks parts.
 
 ``--smoke`` runs every part on a tiny random base (64 positions) for a few seconds of music,
 writing outside the repository unless ``--results`` is given (CI: tests/test_bench_smoke.py).
-The full run (4 seeds, 2-minute pieces; about a minute of decoding per seed on 2 busy cores) is
+The full run (4 seeds, 2-minute pieces, each beside one window from the same seed) is
 ``python -m bench compose``; on a box shared with other jobs, ``OMP_NUM_THREADS=1`` keeps
 spinning threads from waiting for a core (studio.model.fast.intra_op_threads says why).
 
