@@ -159,3 +159,33 @@ def test_batch_config_and_product_paths(monkeypatch):
     monkeypatch.setenv("STUDIO_BATCH_ROWS", "many")
     with pytest.raises(ValueError, match="STUDIO_BATCH_ROWS"):
         BatchConfig.from_env()
+
+
+@pytest.mark.app
+def test_concurrent_api_calls_each_get_the_music_of_the_call_alone(tmp_path):
+    """Through the live app: /compare calls fired at once by separate gradio clients share decodes
+    and each returns the MIDI that the same call returns alone."""
+    import re
+
+    from gradio_client import Client
+
+    from test_space import REPO, app_env, running_app
+
+    # (seed, max new tokens, temperature, strengths, variations): three can share, one cannot
+    calls = [(1, 32, 1.0, [1.0, 1.0], 1), (2, 32, 1.0, [1.0, 0.5], 2), (3, 32, 1.0, None, 1), (4, 32, 0.9, None, 1)]
+    env = app_env(tmp_path / "data", STUDIO_BASE="pocket", STUDIO_BATCH_WINDOW_MS=300)
+
+    def compare(client, seed, tokens, temperature, strengths, variations):
+        out = client.predict(["base alone", "bach-chorales"], seed, tokens, tokens, temperature, 0.95, 50,
+                             strengths, variations, "as in the file", api_name="/compare")
+        return [(r["label"], r["variation"], r["midi_base64"]) for r in out]
+
+    log = tmp_path / "app.log"
+    with running_app(REPO, env, log, timeout=180) as url:
+        alone = [compare(Client(url, verbose=False), *c) for c in calls]
+        clients = [Client(url, verbose=False) for _ in calls]
+        together = at_once([lambda k=k: compare(clients[k], *calls[k]) for k in range(len(calls))], timeout=300)
+    assert together == alone
+    assert all(m for one in alone for _, _, m in one)  # every side has notes (else equal Nones prove nothing)
+    shared = [int(n) for n in re.findall(r"one decode for (\d+) calls", log.read_text())]
+    assert shared and max(shared) >= 2, log.read_text()[-3000:]
