@@ -119,14 +119,17 @@ class Batcher:
         self.cond = threading.Condition()
         self.pending: list[Request] = []
         self.worker: threading.Thread | None = None
+        self.worker_pid = 0
         self.batches: list[int] = []  # rows per decode so far (the tests' and the bench's view)
 
     def decode(self, request: Request) -> list:
         """Queue ``request``, wait for its batch; its Generations, one per row (or its error)."""
         with self.cond:
             self.pending.append(request)
-            if self.worker is None:
+            # a forked process (a ZeroGPU worker) inherits the attribute but not the thread
+            if self.worker is None or self.worker_pid != os.getpid():
                 self.worker = threading.Thread(target=self._loop, name="decode-batcher", daemon=True)
+                self.worker_pid = os.getpid()
                 self.worker.start()
             self.cond.notify_all()
         request.done.wait()
