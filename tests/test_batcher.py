@@ -67,10 +67,11 @@ def test_a_call_batched_with_others_gets_the_tokens_it_gets_alone(tok, tiny_base
     knobs, bos = Knobs(max_new_tokens=40, min_new_tokens=20), [tok["BOS_None"]]
     alone = comparer(tiny_base_dir, max_rows=0)  # no batcher: each call decodes by itself
     expected = [ids(alone.sample_all(sides, bos, knobs, seed, v)) for sides, seed, v in CALLS]
-    shared = comparer(tiny_base_dir, window_s=2.0, max_rows=16)  # a long window: all of them join
+    rows = sum(len(s) * v for s, _, v in CALLS)
+    # a batch exactly their size starts once all have arrived; the long window is a safety margin only
+    shared = comparer(tiny_base_dir, window_s=5.0, max_rows=rows)
     got = at_once([lambda c=c: ids(shared.sample_all(c[0], bos, knobs, c[1], c[2])) for c in CALLS])
     assert got == expected
-    rows = sum(len(s) * v for s, _, v in CALLS)
     assert shared.batcher.batches == [rows]  # one decode for all five calls
     assert len({tuple(r) for one in expected for r in flat(one)}) == rows - 1  # different music (one repeat: alpha, seed 5)
 
@@ -82,7 +83,7 @@ def test_calls_with_different_knobs_are_decoded_in_separate_batches(tok, tiny_ba
     calls = [(warm, 1), (cool, 2), (warm, 3), (short, 4), (cool, 5)]
     alone = comparer(tiny_base_dir, max_rows=0)
     expected = [ids(alone.sample_all([None, "alpha"], bos, k, s)) for k, s in calls]
-    shared = comparer(tiny_base_dir, window_s=2.0, max_rows=16)
+    shared = comparer(tiny_base_dir, window_s=1.0, max_rows=16)
     got = at_once([lambda k=k, s=s: ids(shared.sample_all([None, "alpha"], bos, k, s)) for k, s in calls])
     assert got == expected
     assert sorted(shared.batcher.batches) == [2, 4, 4]  # warm ×2, cool ×2, short alone
@@ -104,7 +105,7 @@ def test_one_failing_call_does_not_fail_the_others(tok, tiny_base_dir, adapters)
     bos, knobs = [tok["BOS_None"]], Knobs(max_new_tokens=24)
     alone = comparer(tiny_base_dir, max_rows=0)
     expected = ids(alone.sample_all([None, "alpha"], bos, knobs, 8))
-    shared = comparer(tiny_base_dir, window_s=2.0, max_rows=16)
+    shared = comparer(tiny_base_dir, window_s=5.0, max_rows=8)  # the five calls' rows: starts once all are in
 
     def broken_view(rows):
         raise RuntimeError("the live view broke")
@@ -130,7 +131,7 @@ def test_one_failing_call_does_not_fail_the_others(tok, tiny_base_dir, adapters)
 
 def test_the_live_view_sees_only_its_own_rows(tok, tiny_base_dir, adapters):
     bos, knobs = [tok["BOS_None"]], Knobs(max_new_tokens=24)
-    shared = comparer(tiny_base_dir, window_s=2.0, max_rows=16)
+    shared = comparer(tiny_base_dir, window_s=5.0, max_rows=6)  # both calls' rows: starts once both are in
     seen: dict[int, list] = {}
 
     def view(k):
