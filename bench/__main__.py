@@ -2,6 +2,7 @@
 
 ``python -m bench quality [--smoke]``: adapter quality with the default recipe (bench/quality.py).
 ``python -m bench compose [--smoke]``: pieces longer than the window (bench/compose.py).
+``python -m bench listeners [--smoke]``: eight API clients at once, batched or not (bench/listeners.py).
 
 The full run (~15–25 min on 2 cores) writes this CPU's rows of bench/RESULTS.md's tables and the
 whole run into bench/runs/<kind of CPU>.md (bench/results.py); ``--smoke`` runs every figure at
@@ -54,6 +55,10 @@ def main(argv=None) -> int:
         from bench import compose
 
         return compose.main(argv[1:])
+    if argv[:1] == ["listeners"]:  # python -m bench listeners [...]: many API clients at once
+        from bench import listeners
+
+        return listeners.main(argv[1:])
     args = parse(argv)
     from bench import fixtures
 

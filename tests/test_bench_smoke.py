@@ -1,5 +1,6 @@
 """The benchmarks keep working: ``python -m bench --smoke``, ``bench quality --smoke``,
-``bench compose --smoke``, ``bench.ceiling --smoke`` and ``python -m bench.gpu --device cpu --smoke`` run every figure at tiny
+``bench compose --smoke``, ``bench listeners --smoke``, ``bench.ceiling --smoke`` and
+``python -m bench.gpu --device cpu --smoke`` run every figure at tiny
 sizes and write their results outside the repository, each CPU kind's rows into RESULTS.md's
 question tables and the whole run into runs/<kind>.md (bench/results.py). Of the decided trials
 in docs/trials/ only base-size is run, since scripts/make_pocket.sh still calls it."""
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench.common import Figure, Stats, cpu_kind, interleaved
-from bench.results import put_rows, run_file, write_run
+from bench.results import cells, put_rows, run_file, write_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -178,6 +179,21 @@ def test_quality_bench_smoke_trains_evaluates_and_writes_its_table(tmp_path):
     assert 'preset "Artist style only"' in details
     assert "the album not augmented" in details and "'lora_r': 8" in res.stdout
     assert "Each kept epoch of smoke" in details and "\n- 1: " in details  # the one epoch, evaluated
+
+
+@pytest.mark.app
+def test_listeners_bench_smoke_serves_clients_at_once_in_both_modes(tmp_path):
+    out, kind = tmp_path / "RESULTS.md", cpu_kind()
+    out.write_text("# results\n\nkept text\n")
+    res = _run(["bench", "listeners", "--smoke", "--results", str(out)], timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    text, details = out.read_text(), run_file(out, kind).read_text()
+    block = text.split("<!-- table:listeners:begin -->")[1].split("<!-- table:listeners:end -->")[0]
+    assert "kept text" in text and f"| {kind} | off |" in block and f"| {kind} | batched |" in block
+    assert "<!-- listeners:begin -->" in details and "pairs/min" in details
+    batched = cells(next(line for line in block.splitlines() if f"| {kind} | batched |" in line))
+    # no errors, every seed the same MIDI with and without the batcher, and calls really shared decodes
+    assert batched[9] == "0" and batched[12] == "8/8" and int(batched[11]) >= 2
 
 
 @pytest.mark.slow

@@ -667,7 +667,8 @@ def test_start_holds_the_compute_slot_only_to_launch(settings):
     demo = blocks.build_demo(settings)
     fns = {f.name: (i, f) for i, f in demo.fns.items()}
     (start_id, start), (follow_id, follow) = fns["start_event"], fns["follow"]
-    assert start.concurrency_id == fns["generate"][1].concurrency_id == "compute"
+    assert start.concurrency_id == "compute" and fns["generate"][1].concurrency_id == "generate"
+    assert fns["generate"][1].concurrency_limit == settings.generate_limit  # callers share decodes (batcher)
     assert follow.concurrency_id == fns["attach"][1].concurrency_id == "watch"
     dep = next(d for d in demo.get_config_file()["dependencies"] if d["id"] == follow_id)
     assert dep["trigger_after"] == start_id and dep["trigger_only_on_success"]

@@ -5,8 +5,9 @@ model with peft's ``load_adapter``. On a GPT-2 base (the hub model, pocket) all 
 decoded together in one batch, each row with its own adapter's low-rank update and its own
 generator seeded with the same seed (``studio.model.generate.sample_sides``); otherwise a side is
 generated with ``set_adapter(name)``, the base side inside ``disable_adapter()``. A lock
-serialises model use, because adapters and the active adapter are model-wide state. Per side: MIDI, audio (OGG), piano roll (PNG), generation info, and how close
-the piece is to the compared adapter's training pieces (copy rate, style distance).
+serialises model use (adapters and the active adapter are model-wide state); concurrent calls on
+a GPT-2 base share decodes (``studio.service.batcher``). Per side: MIDI, audio (OGG), piano roll
+(PNG), generation info, and how close the piece is to the compared adapter's training pieces.
 
 Comparers are a process resource (a model each), kept in a small registry by base name; what a
 user picked stays in that user's session.
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio.service import library
+from studio.service.batcher import Batcher, Request
 from studio.config import SamplingConfig, renders_dir
 from studio.model.generate import prompt_ids, sample, sample_sides
 
@@ -94,6 +96,7 @@ class Comparer:
         self.lock = threading.RLock()
         self._adapters: OrderedDict[str, tuple[str, float]] = OrderedDict()  # name -> (weights dir, mtime)
         self._refs: dict[str, tuple[tuple[str, float], object, list]] = {}  # name -> (key, index, scores)
+        self.batcher = Batcher(self, max_adapters=MAX_ADAPTERS)  # concurrent calls decoded together
 
     # --- loading --------------------------------------------------------------------------
 
@@ -110,6 +113,10 @@ class Comparer:
 
     def loaded_adapters(self) -> list[str]:
         return list(self._adapters)
+
+    def ensure_adapter(self, name: str) -> None:
+        """Attach adapter ``name`` (or reload it when its folder changed); the caller holds the lock."""
+        self._ensure_adapter(name)
 
     def _ensure_adapter(self, name: str) -> None:
         """Attach adapter ``name`` (reloading it if its folder changed since) under the lock."""
@@ -184,14 +191,21 @@ class Comparer:
                    on_step=None):
         """Generations per side, same prompt; variation v of every side uses seed + v. A GPT-2 base
         decodes every (side, variation) row in one batch (adapters, strengths and blends as per-row
-        low-rank updates, ``studio.model.fast``); other models, one plain side at a time.
+        low-rank updates, ``studio.model.fast``), together with other callers' rows that arrive at
+        the same time (``studio.service.batcher``); other models, one plain side at a time.
         Returns one Generation per side (variations=1) or a list per side. ``on_step(rows)``: called
-        per new token with every row's ids so far (``studio.model.sampler.decode``)."""
+        per new token with this call's rows so far (``studio.model.sampler.decode``)."""
         from studio.model import fast
 
         self.load()
         mixes = [fast.row_mix(s) for s in sides]
-        with self.lock:
+        rows = [m for m in mixes for _ in range(variations)]
+        seeds = [seed + v for _ in mixes for v in range(variations)]
+        if self.batcher.config.enabled and fast.supports(self.model):  # with whoever else generates now
+            gens = self.batcher.decode(Request(rows, seeds, [self._album_time(m) for m in rows], tuple(prompt),
+                                               knobs.sampling(), on_step))
+            return gens if variations == 1 else [gens[i * variations:(i + 1) * variations] for i in range(len(mixes))]
+        with self.lock:  # no batching (STUDIO_BATCH_ROWS=0) or not a GPT-2: this call alone
             for mix in mixes:
                 for name, _ in mix or ():
                     self._ensure_adapter(name)
@@ -199,13 +213,9 @@ class Comparer:
                 if any(m and (len(m) > 1 or m[0][1] != 1.0) for m in mixes) or variations != 1:
                     raise ValueError("strengths, blends and variations need a GPT-2 base")
                 return [self.sample_side(m[0][0] if m else None, prompt, knobs, seed) for m in mixes]
-            rows = [m for m in mixes for _ in range(variations)]
-            seeds = [seed + v for _ in mixes for v in range(variations)]
             gens = sample_sides(self.model, self.tok, prompt, rows, knobs, seeds, on_step=on_step,
                                 albums=[self._album_time(m) for m in rows])
-            if variations == 1:
-                return gens
-            return [gens[i * variations:(i + 1) * variations] for i in range(len(mixes))]
+            return gens if variations == 1 else [gens[i * variations:(i + 1) * variations] for i in range(len(mixes))]
 
     def generate(self, sides: list, prompt_midi: str | Path | None, knobs: Knobs, seed: int,
                  audio: bool = True, out_dir: Path | None = None, reference: str | None = None,

@@ -97,7 +97,7 @@ def make_render(settings: Settings):
 
 def build(settings: Settings) -> None:
     """Register the endpoints on the Blocks being built (no components: API only)."""
-    gr.api(make_compare(settings), api_name="compare", concurrency_id="compute",
-           concurrency_limit=settings.compute_limit)
+    gr.api(make_compare(settings), api_name="compare", concurrency_id="generate",  # shares decodes: batcher
+           concurrency_limit=settings.generate_limit)
     gr.api(make_render(settings), api_name="render", concurrency_id="compute",
            concurrency_limit=settings.compute_limit)

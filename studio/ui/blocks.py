@@ -54,8 +54,10 @@ def make_settings(base: str | None = None) -> Settings:
 
     public = is_public()
     limit = int(os.environ.get("STUDIO_COMPUTE_LIMIT", "1" if public else "2"))
+    generate = int(os.environ.get("STUDIO_GENERATE_LIMIT", Settings.generate_limit))
     return Settings(base=chosen, base_note=note, bases=bases, audio=audio, audio_note="" if audio else audio_note,
-                    local=not public, compute_limit=max(1, limit), limits=studio_public.limits())
+                    local=not public, compute_limit=max(1, limit), generate_limit=max(1, generate),
+                    limits=studio_public.limits())
 
 
 def preload(settings: Settings) -> threading.Thread:

@@ -34,7 +34,11 @@ class Settings:
     audio: bool = True  # FluidSynth available
     audio_note: str = ""  # how to enable audio when it is not
     local: bool = True  # server folders may be browsed (never on a public Space)
-    compute_limit: int = 2  # training jobs + generations running at once
+    compute_limit: int = 2  # training starts and renders running at once
+    # Generate calls (page and /compare) in flight at once: they wait together in the decode
+    # batcher (studio.service.batcher), which decodes one batch at a time, so this bounds callers,
+    # not decoding work; 8 = a full batch of A/B pairs (16 rows)
+    generate_limit: int = 8
     limits: public.Limits = public.LOCAL  # upload and training limits (public mode: studio/service/public.py)
 
 

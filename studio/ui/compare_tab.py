@@ -349,8 +349,8 @@ def build(settings: Settings, ui: Registry) -> None:
         add("compare.reveal", gr.Markdown())
         add("compare.tally_view", gr.Markdown())
 
-    ui.on(go.click, make_generate(settings), generate_inputs(), GENERATE_OUTPUTS,
-          concurrency_id="compute", concurrency_limit=settings.compute_limit)
+    ui.on(go.click, make_generate(settings), generate_inputs(), GENERATE_OUTPUTS,  # with /compare's calls
+          concurrency_id="generate", concurrency_limit=settings.generate_limit)
     ui.on(go.click, lambda values: {"compare.reveal": ""}, (), ["compare.reveal"], queue=False)
     ui.on(dice.click, lambda values: {"compare.seed": random.randrange(100_000)}, (), ["compare.seed"], queue=False)
     ui.on(vote_btn.click, vote, ["compare.favourite", "compare.blind_state", "compare.tally"],
