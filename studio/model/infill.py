@@ -20,6 +20,7 @@ candidate's notes, all inside the span, are added as one more track.
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass, field, replace
 
@@ -278,7 +279,8 @@ def infill(model, tok, score: Score, cfg: InfillConfig, album: dict | None = Non
     notes += cut_notes
     t0 = st.clocks(prompt)[-1]  # where the prompt's clock is: ``s`` on the cut prompt's own clock
     offset = s - t0  # a multiple of the bar: a cut prompt starts at a Bar token
-    seeds = [(cfg.seed if cfg.seed is not None else 0) + k for k in range(cfg.candidates)]
+    first = random.randrange(2**31) if cfg.seed is None else int(cfg.seed)  # reported per candidate
+    seeds = [first + k for k in range(cfg.candidates)]
     fitted = replace(SamplingConfig.sampling(cfg), max_new_tokens=max_new, min_new_tokens=max_new, seed=seeds[0])
     on_step, ends, t_row = _stopper(st, t0, e - offset, len(seeds))
     rows = sampler.decode(model, prompt, fitted, seeds, eos_id=tok["EOS_None"],
@@ -305,3 +307,77 @@ def infill(model, tok, score: Score, cfg: InfillConfig, album: dict | None = Non
     secs = (beats_to_seconds(score, s / st.tpq), beats_to_seconds(score, e / st.tpq))
     return Infill(cands, lls[-1] if after else None, len(after), (s, e), secs, len(prompt),
                   time.perf_counter() - started, notes)
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def load(cfg: InfillConfig):
+    """(model, tok, album time) for ``cfg``: the adapter's own base and tokenizer unless a base is given
+    (as ``generate``); the adapter folded into the weights, since this process owns the model."""
+    from pathlib import Path
+
+    from studio.config import DEFAULT_BASE
+    from studio.layout import TOKENIZER
+    from studio.model.beat import adapter_time
+    from studio.model.models import attach_adapter, load_base, pick_device, read_adapter_meta
+    from studio.model.tokenizer import load_tokenizer
+
+    base, tok_file = cfg.model_name, None
+    if cfg.adapter_dir:
+        base = base or read_adapter_meta(cfg.adapter_dir).get("base")
+        tok_file = Path(cfg.adapter_dir) / TOKENIZER
+    tok = load_tokenizer(tok_file if tok_file and tok_file.is_file() else None)
+    base = base or DEFAULT_BASE
+    model, info = load_base(base, tok, pick_device(cfg.device), fallback=base == DEFAULT_BASE)
+    if cfg.adapter_dir:
+        model = attach_adapter(model, cfg.adapter_dir, "adapter", tok, info).merge_and_unload()
+    return model.eval(), tok, adapter_time(cfg.adapter_dir)
+
+
+def run(cfg: InfillConfig) -> tuple[Infill, list]:
+    """The CLI's ``infill``: candidate_1.mid (the best) … candidate_K.mid in ``cfg.output_dir``."""
+    from pathlib import Path
+
+    from studio.ingest.reader import safe_load
+
+    if not cfg.input or not Path(cfg.input).is_file():
+        raise FileNotFoundError(f"{cfg.input or '--input'}: MIDI file not found")
+    score = safe_load(cfg.input)
+    model, tok, album = load(cfg)
+    try:
+        result = infill(model, tok, score, cfg, album=album)
+    except ValueError as e:
+        raise ValueError(f"{cfg.input}: {e}") from None
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, cand in enumerate(result.candidates, 1):
+        paths.append(out / f"candidate_{k}.mid")
+        cand.piece.dump_midi(str(paths[-1]))
+    return result, paths
+
+
+def _handler(args) -> int:
+    from studio.config import config_from_args
+
+    cfg = config_from_args(InfillConfig, args)
+    result, paths = run(cfg)
+    for note in result.notes:
+        print(f"note: {note}")
+    s, e = result.span_seconds
+    orig = result.original_log_likelihood
+    print(f"span {cfg.start}..{cfg.end} {cfg.unit} ({s:.2f}-{e:.2f} s); scored on the next {result.after_tokens} "
+          f"tokens; the original passage: {'n/a' if orig is None else f'{orig:.2f}'} nats")
+    for k, (cand, path) in enumerate(zip(result.candidates, paths), 1):
+        print(f"{k}. {path}: log-likelihood {cand.log_likelihood:.2f} nats ({cand.per_token:.3f}/token), "
+              f"{cand.notes} notes, seed {cand.seed}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    from studio.config import add_config_flags
+
+    p = sub.add_parser("infill", help="regenerate a passage: K candidates for a span, ranked by what follows")
+    add_config_flags(p, InfillConfig, skip=("min_new_tokens",))
+    p.set_defaults(func=_handler)
