@@ -1,6 +1,7 @@
 """``python -m bench [--smoke] [--out FILE] [--work DIR] [--only NAMES]``: studio vs reference.
 
 ``python -m bench quality [--smoke]``: adapter quality with the default recipe (bench/quality.py).
+``python -m bench infill [--smoke]``: regenerating a passage, ranked by what follows (bench/infill.py).
 
 The full run (~15–25 min on 2 cores) writes this CPU's rows of bench/RESULTS.md's tables and the
 whole run into bench/runs/<kind of CPU>.md (bench/results.py); ``--smoke`` runs every figure at
@@ -49,6 +50,10 @@ def main(argv=None) -> int:
         from bench import quality
 
         return quality.main(argv[1:])
+    if argv[:1] == ["infill"]:  # python -m bench infill [...]: regenerating a passage (bench/infill.py)
+        from bench import infill
+
+        return infill.main(argv[1:])
     args = parse(argv)
     from bench import fixtures
 
