@@ -312,7 +312,7 @@ class GenerateConfig(SamplingConfig):
 class InfillConfig(SamplingConfig):
     """Regenerate a passage (studio.model.infill): K candidates for [start, end), ranked by what follows."""
     input: str = _help("", "the MIDI file holding the passage")
-    start: float = _help(0.0, "where the passage starts (in --unit, from the piece's start: 0 = its beginning)")
+    start: float = _help(0.0, "where the passage starts, in bars or seconds from the piece's beginning (0)")
     end: float = _help(1.0, "where it ends (excluded): start=8 end=12 in bars is the 9th to the 12th bar")
     unit: str = _help("bars", "bars (4-beat bars, as the tokenizer counts them) or seconds", choices=("bars", "seconds"))
     candidates: int = _help(4, "candidates sampled in one batch, ranked by the likelihood of what follows", min=1, max=8)
