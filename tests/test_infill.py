@@ -196,3 +196,19 @@ def test_cli_errors_name_the_file(tmp_path, tok, capsys, args, why):
     assert rc == 2 and why in err
     if why == "outside the piece":
         assert str(src) in err
+
+
+def test_infill_command_has_the_sampling_flags_and_its_own():
+    import argparse
+    from dataclasses import fields
+
+    from studio.__main__ import build_parser
+    from studio.config import SamplingConfig
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    flags = {a.dest: a for a in sub.choices["infill"]._actions}
+    for f in fields(SamplingConfig):
+        if f.name not in ("min_new_tokens", "max_new_tokens"):  # EOS never ends a passage; its own length cap
+            assert flags[f.name].help == SamplingConfig.help(f.name)
+    assert "min_new_tokens" not in flags and flags["unit"].choices == ("bars", "seconds")
+    assert flags["candidates"].default == 4 and flags["input"].help == InfillConfig.__dataclass_fields__["input"].metadata["help"]
