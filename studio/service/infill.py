@@ -13,6 +13,9 @@ from pathlib import Path
 
 from studio.config import InfillConfig, renders_dir
 from studio.service.compare import get_comparer, render_ogg
+from studio.service.zerogpu import gpu
+
+GPU_SECONDS = 60  # ZeroGPU: the longest one Regenerate may hold the GPU (8 candidates of a few bars + audio)
 
 
 @dataclass
@@ -26,6 +29,7 @@ class CandidateFiles:
     audio: Path | None
 
 
+@gpu(duration=GPU_SECONDS)  # picklable in and out: on ZeroGPU it runs in the GPU worker
 def regenerate(base: str, side, midi: str | Path, cfg: InfillConfig, audio: bool = True,
                out_dir: Path | None = None) -> tuple[list[CandidateFiles], dict]:
     """(candidates best first, summary) for ``cfg``'s span of the MIDI file ``midi`` (parsed in a worker:
