@@ -368,7 +368,7 @@ def _handler(args) -> int:
     s, e = result.span_seconds
     orig = result.original_log_likelihood
     print(f"span {cfg.start}..{cfg.end} {cfg.unit} ({s:.2f}-{e:.2f} s); scored on the next {result.after_tokens} "
-          f"tokens; the original passage: {'n/a' if orig is None else f'{orig:.2f}'} nats")
+          f"tokens; the original passage: {'n/a' if orig is None else f'{orig:.2f}'} nats; {result.seconds:.1f} s")
     for k, (cand, path) in enumerate(zip(result.candidates, paths), 1):
         print(f"{k}. {path}: log-likelihood {cand.log_likelihood:.2f} nats ({cand.per_token:.3f}/token), "
               f"{cand.notes} notes, seed {cand.seed}")
