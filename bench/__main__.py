@@ -3,6 +3,7 @@
 ``python -m bench quality [--smoke]``: adapter quality with the default recipe (bench/quality.py).
 ``python -m bench compose [--smoke]``: pieces longer than the window (bench/compose.py).
 ``python -m bench listeners [--smoke]``: eight API clients at once, batched or not (bench/listeners.py).
+``python -m bench infill [--smoke]``: regenerating a passage, ranked by what follows (bench/infill.py).
 
 The full run (~15–25 min on 2 cores) writes this CPU's rows of bench/RESULTS.md's tables and the
 whole run into bench/runs/<kind of CPU>.md (bench/results.py); ``--smoke`` runs every figure at
@@ -59,6 +60,10 @@ def main(argv=None) -> int:
         from bench import listeners
 
         return listeners.main(argv[1:])
+    if argv[:1] == ["infill"]:  # python -m bench infill [...]: regenerating a passage (bench/infill.py)
+        from bench import infill
+
+        return infill.main(argv[1:])
     args = parse(argv)
     from bench import fixtures
 

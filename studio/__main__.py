@@ -1,4 +1,4 @@
-"""``python -m studio <augment|train|generate|render|eval|pretrain-base>``: the guide's commands.
+"""``python -m studio <augment|train|generate|render|eval|pretrain-base|infill>``: the guide's commands.
 
 Flags and defaults follow ../shared/seed/LORA_TRAINING_GUIDE.md; each command fills the same
 dataclass the UI fills (studio/config.py). Errors print one line naming the file and the reason.
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that live in their own modules: each exposes add_parser(sub) setting func=.
 EXTRA_COMMANDS: dict[str, str] = {"pretrain-base": "studio.training.pretrain", "eval": "studio.evaluation.evaluate",
-                                  "base-report": "studio.evaluation.base_report"}
+                                  "base-report": "studio.evaluation.base_report", "infill": "studio.model.infill"}
 HANDLERS = {"augment": _augment, "train": _train, "generate": _generate, "render": _render}
 
 

@@ -319,6 +319,28 @@ class GenerateConfig(SamplingConfig):
     device: str = _help("auto", "where it runs: auto picks cuda, then mps, then cpu", choices=DEVICES)
 
 
+@dataclass
+class InfillConfig(SamplingConfig):
+    """Regenerate a passage (studio.model.infill): K candidates for [start, end), ranked by what follows."""
+    input: str = _help("", "the MIDI file holding the passage")
+    start: float = _help(0.0, "where the passage starts, in bars or seconds from the piece's beginning (0)")
+    end: float = _help(1.0, "where it ends (excluded): start=8 end=12 in bars is the 9th to the 12th bar")
+    unit: str = _help("bars", "bars (4-beat bars, as the tokenizer counts them) or seconds", choices=("bars", "seconds"))
+    candidates: int = _help(4, "candidates sampled in one batch, ranked by the likelihood of what follows", min=1, max=8)
+    adapter_dir: str | None = _help(None, "adapter folder (adapter-best); none: the base model alone")
+    model_name: str | None = _help(None, "base: a hub id, a folder or pocket; none: the adapter's own base")
+    output_dir: str = _help("infill", "where candidate_1.mid (the best) … candidate_K.mid are written")
+    max_new_tokens: int = _help(512, "at most this many tokens per candidate (its end stops it sooner)", min=16, max=1023)
+    device: str = _help("auto", "where it runs: auto picks cuda, then mps, then cpu", choices=DEVICES)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # sampling fields, unit and device choices
+        if not (math.isfinite(self.start) and math.isfinite(self.end) and 0 <= self.start < self.end):
+            raise ValueError(f"start, end: need 0 <= start < end, got start={self.start!r} end={self.end!r}")
+        if not isinstance(self.candidates, int) or not 1 <= self.candidates <= 8:  # the UI's and API's cap too
+            raise ValueError(f"candidates must be an integer 1..8, got {self.candidates!r}")
+
+
 # ---------------------------------------------------------------- command-line flags from the configs
 
 _TYPES = {"int": int, "float": float, "str": str, "int | None": int, "str | None": str, "float | None": float}

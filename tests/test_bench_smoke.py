@@ -209,6 +209,19 @@ def test_compose_bench_smoke_makes_a_long_piece_and_writes_its_part(tmp_path):
 
 
 @pytest.mark.slow
+def test_infill_bench_smoke_writes_its_table(tmp_path):
+    before = _committed()
+    out, kind = tmp_path / "RESULTS.md", cpu_kind()
+    out.write_text("# results\n\nkept text\n")
+    res = _run(["bench", "infill", "--smoke", "--results", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    text, details = out.read_text(), run_file(out, kind).read_text()
+    assert "kept text" in text and "<!-- table:infill:begin -->" in text and f"\n| {kind} | " in text
+    assert "<!-- infill:begin -->" in details and "the original bar" in details and "- smoke: bar " in details
+    assert _committed() == before  # the committed results are left alone
+
+
+@pytest.mark.slow
 def test_base_size_bench_smoke_measures_a_loss_curve_and_the_limits(tmp_path):
     out = tmp_path / "base_size.json"
     res = _run(["docs/trials/base-size/run.py", "--smoke", "--minutes", "0.05", "--every", "1", "--out", str(out)])

@@ -217,6 +217,17 @@ class Comparer:
                                 albums=[self._album_time(m) for m in rows])
             return gens if variations == 1 else [gens[i * variations:(i + 1) * variations] for i in range(len(mixes))]
 
+    def infill(self, side, score, cfg):
+        """``score``'s passage regenerated as ``side`` (studio.model.infill): the base or one adapter at strength 1."""
+        from studio.model import fast, infill
+
+        mix = fast.row_mix(side)
+        if mix and (len(mix) > 1 or mix[0][1] != 1.0):
+            raise ValueError("side: regenerate a passage with the base or one adapter at strength 1, not a blend")
+        self.load()
+        with self.lock, self._side(mix[0][0] if mix else None) as model:
+            return infill.infill(model, self.tok, score, cfg, album=self._album_time(mix))
+
     def generate(self, sides: list, prompt_midi: str | Path | None, knobs: Knobs, seed: int,
                  audio: bool = True, out_dir: Path | None = None, reference: str | None = None,
                  stems: list[str] | None = None, variations: int = 1, soundfont: str | None = None,

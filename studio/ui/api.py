@@ -1,5 +1,5 @@
-"""Scriptable endpoints: ``/compare`` (a comparison, as the Compare tab makes it) and ``/render``
-(a MIDI file to audio). Named with ``gr.api`` so ``gradio_client`` can call them (README).
+"""Scriptable endpoints: ``/compare`` (a comparison, as the Compare tab makes it), ``/render``
+(a MIDI file to audio) and ``/infill`` (a passage of a MIDI file regenerated). Named with ``gr.api`` so ``gradio_client`` can call them (README).
 
 Files travel as base64 text both ways, so a script needs nothing but ``Client.predict``. Public
 mode's limits apply: tokens per call (``Limits.check_compute``), the size of a MIDI sent in, the
@@ -95,9 +95,49 @@ def make_render(settings: Settings):
     return render
 
 
+def make_infill(settings: Settings):
+    @handler
+    def infill(midi_base64: str, start: float, end: float, unit: str = "bars", candidates: int = 4,
+               side: str = BASE, seed: int = 0, temperature: float = 1.0, top_p: float = 0.95,
+               top_k: int = 50) -> dict:
+        """Regenerate the span [start, end) (bars or seconds) of a MIDI file (base64) as 'base alone' or an
+        adapter: candidates best first, each the whole piece with it in place, with its log-likelihood of
+        what follows (nats), as MIDI (and OGG when audio is on) base64; the original passage's for scale."""
+        from studio.config import InfillConfig
+        from studio.service.infill import regenerate
+
+        cfg = InfillConfig(input="", start=float(start), end=float(end), unit=unit, candidates=int(candidates),
+                           seed=int(seed), temperature=float(temperature), top_p=float(top_p), top_k=int(top_k))
+        settings.limits.check_compute(cfg.candidates, 1, cfg.max_new_tokens)  # one row per candidate
+        data = _midi_bytes(midi_base64)
+        with tempfile.TemporaryDirectory(prefix="api-infill-") as tmp:
+            src = Path(tmp) / "in.mid"
+            src.write_bytes(data)
+            files, summary = regenerate(settings.base, side_spec(side or BASE, 1.0), src, cfg, settings.audio,
+                                        Path(tmp) / "out")
+            return {**summary, "candidates": [{"rank": c.rank, "seed": c.seed, "log_likelihood": c.log_likelihood,
+                                               "per_token": c.per_token, "notes": c.notes,
+                                               "midi_base64": _b64(c.midi), "ogg_base64": _b64(c.audio)}
+                                              for c in files]}
+
+    return infill
+
+
+def _midi_bytes(midi_base64: str) -> bytes:
+    try:
+        data = base64.b64decode(midi_base64 or "", validate=True)
+    except ValueError:
+        raise ValueError("midi_base64: not base64 text") from None
+    if not data or len(data) > MAX_API_MIDI_BYTES:
+        raise ValueError(f"midi_base64: {len(data)} bytes (1..{MAX_API_MIDI_BYTES} allowed)")
+    return data
+
+
 def build(settings: Settings) -> None:
     """Register the endpoints on the Blocks being built (no components: API only)."""
     gr.api(make_compare(settings), api_name="compare", concurrency_id="generate",  # shares decodes: batcher
            concurrency_limit=settings.generate_limit)
     gr.api(make_render(settings), api_name="render", concurrency_id="compute",
+           concurrency_limit=settings.compute_limit)
+    gr.api(make_infill(settings), api_name="infill", concurrency_id="compute",
            concurrency_limit=settings.compute_limit)

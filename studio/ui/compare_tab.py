@@ -18,7 +18,7 @@ from studio.service.compare import Knobs, first_adapter, get_comparer, side_labe
 from studio.service.live import LiveRolls
 from studio.config import renders_dir
 from studio.service.zerogpu import gpu, on_zerogpu
-from studio.ui import fields
+from studio.ui import compare_passage, fields
 from studio.ui.common import Settings, base_choices, datasets_root, handler, user_message
 from studio.ui.compare_sides import (BASE, N_SIDES, N_VARIATION_PLAYERS, NONE, SIDE_PARTS, SIDES,  # noqa: F401
                                      adapter_names, blend_choices, choice_values, copied_updates, info_md,
@@ -348,6 +348,7 @@ def build(settings: Settings, ui: Registry) -> None:
             vote_btn = gr.Button("Vote and reveal", scale=0)
         add("compare.reveal", gr.Markdown())
         add("compare.tally_view", gr.Markdown())
+    compare_passage.build(settings, ui)  # "Regenerate a passage", under the results
 
     ui.on(go.click, make_generate(settings), generate_inputs(), GENERATE_OUTPUTS,  # with /compare's calls
           concurrency_id="generate", concurrency_limit=settings.generate_limit)
