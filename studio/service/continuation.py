@@ -83,6 +83,8 @@ class History:
     reference: str | None = None  # the adapter every side is measured against
     sound: tuple | None = None  # (soundfont, program) for the audio, None for no audio
     steps: list[dict] = field(default_factory=list)  # {"ids": [ids per row], "shown": the page's values}
+    base: str = ""  # the base model the rows were drawn with
+    blind: bool = False  # blind mode: the page names the rows "Side 1", "Side 2", …
 
     @property
     def continuations(self) -> int:
@@ -102,7 +104,7 @@ class History:
 
 
 def start_history(tok, rows: list[Row], midis: list, knobs, reference: str | None = None,
-                  sound: tuple | None = None, shown=None) -> History:
+                  sound: tuple | None = None, shown=None, base: str = "", blind: bool = False) -> History:
     """A History whose step 0 is the generated files ``midis`` (one per row, None for a side that
     drew no notes: it starts again from BOS). Each row keeps the program its file plays."""
     from symusic import Score
@@ -113,7 +115,7 @@ def start_history(tok, rows: list[Row], midis: list, knobs, reference: str | Non
         if midi and row.program is None:
             tracks = [t for t in Score(str(midi)).tracks if not t.is_drum]  # our own file: no worker needed
             row.program = int(tracks[0].program) if tracks else None
-    history = History(rows, knobs, reference, sound)
+    history = History(rows, knobs, reference, sound, base=base, blind=blind)
     history.push([prompt_ids(tok, m) if m else [tok["BOS_None"]] for m in midis], shown)
     return history
 

@@ -1,0 +1,87 @@
+"""The Compare tab's Continue / Undo and comparison.mid, through the handlers by id on the real
+engine with a tiny base (fixtures of test_ui_wiring: the page's default values, two adapters)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import gradio as gr
+import pytest
+from symusic import Score
+
+from studio.ui import compare_continue as cc
+from studio.ui import compare_tab
+from studio.ui.compare_sides import COMPARISON_MIDI, out_id
+from test_ui_wiring import adapters, compare, last, settings, uploads  # noqa: F401 (fixtures)
+
+
+def ticks(path) -> list[tuple]:
+    return sorted((n.time, n.duration, n.pitch, n.velocity) for t in Score(str(path)).tracks for n in t.notes)
+
+
+def page_values(out: dict, pending, history=None) -> dict:
+    """What Continue/Undo read, as the page holds it after ``out`` (a handler's return)."""
+    return {cc.PENDING: pending, cc.HISTORY: history, "compare.seed": out.get("compare.seed"),
+            "compare.blind_state": out.get("compare.blind_state"), **{i: cc.plain(out.get(i)) for i in cc.SHOWN}}
+
+
+def test_generate_offers_every_side_in_one_midi_file(settings, compare):
+    out = last(compare_tab.make_generate(settings))(compare(side_a=compare_tab.BASE, side_b="alpha", variations=2,
+                                                            max_new_tokens=24, seed=5))
+    score = Score(out[COMPARISON_MIDI])
+    assert Path(out[COMPARISON_MIDI]).name == "comparison.mid"
+    assert [t.name for t in score.tracks] == ["A: base", "A: base v2", "B: alpha", "B: alpha v2"]
+    blind = last(compare_tab.make_generate(settings))(compare(side_a=compare_tab.BASE, side_b="alpha",
+                                                              max_new_tokens=24, seed=5, blind=True))
+    assert [t.name for t in Score(blind[COMPARISON_MIDI]).tracks] == ["Side 1", "Side 2"]  # names no side
+
+
+def test_continue_then_undo(settings, compare):
+    values = compare(side_a=compare_tab.BASE, side_b="alpha", strength_b=0.5, max_new_tokens=24, seed=9)
+    pending = cc.make_snapshot(settings, compare_tab.knobs_from, compare_tab.soundfont_path)(values)[cc.PENDING]
+    assert pending["seed"] == 9 and pending["labels"] == ["base", "alpha ×0.5"]
+    gen = last(compare_tab.make_generate(settings))(values)
+    cont, undo = cc.make_continue(settings), cc.undo
+    with pytest.raises(gr.Error, match="press Generate first"):
+        cont(page_values(gen, None))
+    one = cont(page_values(gen, pending))
+    history = one[cc.HISTORY]
+    assert history.continuations == 1 and "Continued **1** time" in one[cc.STATUS]
+    assert "alpha ×0.5: 1009" in one[cc.STATUS]  # the seed rule, said on the page
+    for k in range(2):
+        before, after = ticks(gen[out_id(k, "midi")]), ticks(one[out_id(k, "midi")])
+        assert not Counter(before) - Counter(after) and len(after) > len(before)  # the old part, then more
+        assert "Continued 1×" in one[out_id(k, "info")]
+    assert [t.name for t in Score(one[COMPARISON_MIDI]).tracks] == ["A: base", "B: alpha ×0.5"]
+    two = cont(page_values(one, pending, history))
+    assert two[cc.HISTORY].continuations == 2  # the same history grew: no new Generate in between
+    assert len(ticks(two[out_id(1, "midi")])) >= len(ticks(one[out_id(1, "midi")]))
+    back = undo({cc.HISTORY: two[cc.HISTORY]})
+    assert back[cc.HISTORY].continuations == 1
+    assert [back[out_id(k, "midi")] for k in range(2)] == [one[out_id(k, "midi")] for k in range(2)]
+    assert back[COMPARISON_MIDI] == one[COMPARISON_MIDI] and back[out_id(1, "svg")] == one[out_id(1, "svg")]
+    first = undo({cc.HISTORY: back[cc.HISTORY]})
+    assert [first[out_id(k, "midi")] for k in range(2)] == [gen[out_id(k, "midi")] for k in range(2)]
+    assert first[out_id(0, "info")] == gen[out_id(0, "info")] and "as generated" in first[cc.STATUS]
+    with pytest.raises(gr.Error, match="nothing to undo"):
+        undo({cc.HISTORY: first[cc.HISTORY]})
+    # the same clicks again give the same music
+    again = cont(page_values(first, pending, first[cc.HISTORY]))
+    assert [ticks(again[out_id(k, "midi")]) for k in range(2)] == [ticks(one[out_id(k, "midi")]) for k in range(2)]
+    # a new Generate starts a new history, with its own sides
+    new_values = compare(side_a=compare_tab.BASE, side_b="beta", max_new_tokens=24, seed=9)
+    pending2 = cc.make_snapshot(settings, compare_tab.knobs_from, compare_tab.soundfont_path)(new_values)[cc.PENDING]
+    gen2 = last(compare_tab.make_generate(settings))(new_values)
+    fresh = cont(page_values(gen2, pending2, again[cc.HISTORY]))
+    assert fresh[cc.HISTORY].continuations == 1 and [r.label for r in fresh[cc.HISTORY].rows] == ["base", "beta"]
+
+
+def test_public_limits_apply_to_continue(settings, compare):
+    values = compare(side_a=compare_tab.BASE, side_b="alpha", max_new_tokens=64, seed=2)
+    pending = cc.make_snapshot(settings, compare_tab.knobs_from, compare_tab.soundfont_path)(values)[cc.PENDING]
+    gen = last(compare_tab.make_generate(settings))(values)
+    settings.limits = replace(settings.limits, max_generate_tokens=100)  # 2 sides x 64 tokens
+    with pytest.raises(gr.Error, match="at most 100 tokens"):
+        cc.make_continue(settings)(page_values(gen, pending))
