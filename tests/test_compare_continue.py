@@ -3,7 +3,6 @@ engine with a tiny base (fixtures of test_ui_wiring: the page's default values, 
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,11 +13,13 @@ from symusic import Score
 from studio.ui import compare_continue as cc
 from studio.ui import compare_tab
 from studio.ui.compare_sides import COMPARISON_MIDI, out_id
+from test_continuation import kept
 from test_ui_wiring import adapters, compare, last, settings, uploads  # noqa: F401 (fixtures)
 
 
 def ticks(path) -> list[tuple]:
-    return sorted((n.time, n.duration, n.pitch, n.velocity) for t in Score(str(path)).tracks for n in t.notes)
+    """(start, end, pitch, velocity) in ticks of every note of a MIDI file."""
+    return sorted((n.time, n.end, n.pitch, n.velocity) for t in Score(str(path)).tracks for n in t.notes)
 
 
 def page_values(out: dict, pending, history=None) -> dict:
@@ -52,7 +53,7 @@ def test_continue_then_undo(settings, compare):
     assert "alpha ×0.5: 1009" in one[cc.STATUS]  # the seed rule, said on the page
     for k in range(2):
         before, after = ticks(gen[out_id(k, "midi")]), ticks(one[out_id(k, "midi")])
-        assert not Counter(before) - Counter(after) and len(after) > len(before)  # the old part, then more
+        assert kept(before, after) and len(after) > len(before)  # the old part, then more
         assert "Continued 1×" in one[out_id(k, "info")]
     assert [t.name for t in Score(one[COMPARISON_MIDI]).tracks] == ["A: base", "B: alpha ×0.5"]
     two = cont(page_values(one, pending, history))
@@ -85,3 +86,37 @@ def test_public_limits_apply_to_continue(settings, compare):
     settings.limits = replace(settings.limits, max_generate_tokens=100)  # 2 sides x 64 tokens
     with pytest.raises(gr.Error, match="at most 100 tokens"):
         cc.make_continue(settings)(page_values(gen, pending))
+
+
+def test_api_continue_and_the_comparison_file_of_compare(settings, compare):
+    """/continue and /compare's comparison_midi_base64, called in-process (tests/test_api.py calls
+    them over HTTP on the live app)."""
+    import base64
+
+    from studio.ui import api
+
+    out = api.make_compare(settings)(["base alone", "alpha"], 4, 24, 24, strengths=[1.0, 0.5])
+    both = Score.from_midi(base64.b64decode(out[0]["comparison_midi_base64"]))
+    assert [t.name for t in both.tracks] == ["A: base", "B: alpha ×0.5"]
+    assert len({r["comparison_midi_base64"] for r in out}) == 1  # the same file on every entry
+    piece = out[1]["midi_base64"]
+    cont = api.make_continue(settings)
+    one = cont("alpha", piece, 0.5, 4, 1, 24, 24)
+    assert one["label"] == "alpha ×0.5" and one["seed"] == 1004 and one["continuation"] == 1
+    before = Score.from_midi(base64.b64decode(piece))
+    after = Score.from_midi(base64.b64decode(one["midi_base64"]))
+    notes = [sorted((n.time, n.end, n.pitch, n.velocity) for t in s.tracks for n in t.notes) for s in (before, after)]
+    assert kept(*notes) and len(notes[1]) > len(notes[0])
+    assert after.tracks[0].program == before.tracks[0].program  # the side's instrument is kept
+    assert cont("alpha", piece, 0.5, 4, 1, 24, 24)["midi_base64"] == one["midi_base64"]  # same seed, same music
+    two = cont("alpha", one["midi_base64"], 0.5, 4, 2, 24, 24)
+    assert two["seed"] == 2004 and two["notes"] >= one["notes"]
+    with pytest.raises(gr.Error, match="bytes"):
+        cont("alpha", "", 0.5, 4, 1, 24, 24)
+    with pytest.raises(gr.Error, match="not base64"):
+        cont("alpha", "%%%", 0.5, 4, 1, 24, 24)
+    with pytest.raises(gr.Error, match="continuation 0"):
+        cont("alpha", piece, 0.5, 4, 0, 24, 24)
+    settings.limits = replace(settings.limits, max_generate_tokens=16)
+    with pytest.raises(gr.Error, match="at most 16 tokens"):
+        cont("alpha", piece, 0.5, 4, 1, 24, 24)

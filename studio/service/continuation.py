@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from studio.model.generate import Generation, prompt_ids
-from studio.model.tokenizer import decode
+from studio.model.generate import Generation
+from studio.model.tokenizer import decode, encode
 
 CONTINUE_SEED_STEP = 1000  # continuation n draws with seed + 1000·n (variations use seed + 1..3)
 MAX_CONTINUATIONS = 20  # per Generate: a piece grows by up to max_new_tokens each time
@@ -106,30 +106,38 @@ class History:
 def start_history(tok, rows: list[Row], midis: list, knobs, reference: str | None = None,
                   sound: tuple | None = None, shown=None, base: str = "", blind: bool = False) -> History:
     """A History whose step 0 is the generated files ``midis`` (one per row, None for a side that
-    drew no notes: it starts again from BOS). Each row keeps the program its file plays."""
-    from symusic import Score
+    drew no notes: it starts again from BOS). Each row keeps the program its file plays. The
+    files come back from the page, so they are parsed as untrusted (in a worker, with limits)."""
+    from studio.ingest.reader import safe_load
 
     if len(midis) != len(rows):
         raise ValueError(f"history: {len(midis)} files for {len(rows)} rows")
+    pieces = []
     for row, midi in zip(rows, midis):
-        if midi and row.program is None:
-            tracks = [t for t in Score(str(midi)).tracks if not t.is_drum]  # our own file: no worker needed
-            row.program = int(tracks[0].program) if tracks else None
+        if not midi:
+            pieces.append([tok["BOS_None"]])
+            continue
+        score = safe_load(midi)
+        pieces.append(encode(tok, score)[:-1])  # no EOS: the piece goes on
+        pitched = [t for t in score.tracks if not t.is_drum]
+        if row.program is None and pitched:
+            row.program = int(pitched[0].program)
     history = History(rows, knobs, reference, sound, base=base, blind=blind)
-    history.push([prompt_ids(tok, m) if m else [tok["BOS_None"]] for m in midis], shown)
+    history.push(pieces, shown)
     return history
 
 
-def continue_all(comparer, history: History, out_dir: Path) -> list:
-    """Continue every row of ``history`` once (continuation n = history.continuations + 1) and
-    push the new step (``shown`` left None for the page to fill). Returns a SideResult per row
+def continue_all(comparer, history: History, out_dir: Path, n: int | None = None) -> list:
+    """Continue every row of ``history`` once and push the new step (``shown`` left None for the
+    page to fill). ``n``: the continuation's number, for its seed (default: history.continuations
+    + 1; a script that keeps the piece itself names it). Returns a SideResult per row
     (``studio.service.compare``): the whole piece's MIDI, roll, audio, info, closeness."""
     from studio.audio.render import with_program
     from studio.service.compare import first_adapter, safe_stem
 
-    n = history.continuations + 1
-    if n > MAX_CONTINUATIONS:
-        raise ValueError(f"{MAX_CONTINUATIONS} continuations already: undo, or press Generate for a new piece")
+    n = history.continuations + 1 if n is None else int(n)
+    if not 1 <= n <= MAX_CONTINUATIONS:
+        raise ValueError(f"continuation {n}: 1..{MAX_CONTINUATIONS} allowed (undo, or press Generate for a new piece)")
     comparer.load()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -95,10 +95,10 @@ def new_history(values: dict):
 
 
 @gpu(duration=GPU_SECONDS)
-def continue_sides(base: str, history, out_dir: Path):
+def continue_sides(base: str, history, out_dir: Path, n: int | None = None):
     """The model work of one Continue (a ZeroGPU worker on Spaces: plain values in and out, the
-    history given back because the worker's copy is the one that grew)."""
-    results = continue_all(get_comparer(base), history, out_dir)
+    history given back because the worker's copy is the one that grew). ``n``: see ``continue_all``."""
+    results = continue_all(get_comparer(base), history, out_dir, n)
     return results, history
 
 
