@@ -66,6 +66,7 @@ def test_continue_then_undo_in_the_browser(page, app_url):
     page.locator("#undo-btn").click()
     expect(status).to_contain_text("as generated", timeout=30_000)
     expect(page.locator(".side-midi a[href*='-c1']")).to_have_count(0, timeout=30_000)
+    expect(page.locator(".side-midi a[href]")).to_have_count(2, timeout=30_000)
     assert side_midi_names(page) == generated
     shorter = [Score.from_midi(fetch(page, page.locator(".side-midi a[href]").nth(k).get_attribute("href")))
                for k in range(2)]
