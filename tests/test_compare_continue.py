@@ -34,9 +34,15 @@ def test_generate_offers_every_side_in_one_midi_file(settings, compare):
     score = Score(out[COMPARISON_MIDI])
     assert Path(out[COMPARISON_MIDI]).name == "comparison.mid"
     assert [t.name for t in score.tracks] == ["A: base", "A: base v2", "B: alpha", "B: alpha v2"]
-    blind = last(compare_tab.make_generate(settings))(compare(side_a=compare_tab.BASE, side_b="alpha",
-                                                              max_new_tokens=24, seed=5, blind=True))
+    values = compare(side_a=compare_tab.BASE, side_b="alpha", max_new_tokens=24, seed=5, blind=True)
+    pending = cc.make_snapshot(settings, compare_tab.knobs_from, compare_tab.soundfont_path)(values)[cc.PENDING]
+    blind = last(compare_tab.make_generate(settings))(values)
     assert [t.name for t in Score(blind[COMPARISON_MIDI]).tracks] == ["Side 1", "Side 2"]  # names no side
+    more = cc.make_continue(settings)(page_values(blind, pending))  # blind, continued: still no name given away
+    assert [r.label for r in more[cc.HISTORY].rows] == blind["compare.blind_state"]["labels"]  # shuffled order kept
+    assert [t.name for t in Score(more[COMPARISON_MIDI]).tracks] == ["Side 1", "Side 2"]
+    assert "alpha" not in more[cc.STATUS] and all("alpha" not in Path(more[out_id(k, p)]).name
+                                                   for k in range(2) for p in ("midi", "roll"))
 
 
 def test_continue_then_undo(settings, compare):
