@@ -41,6 +41,33 @@ def test_compare_endpoint_returns_each_side_with_its_midi_and_texture(app_url):
             assert base64.b64decode(r["ogg_base64"])[:4] == b"OggS"
 
 
+def test_continue_endpoint_and_the_comparison_file(app_url):
+    """/compare's comparison_midi_base64 (every side as a named track), then /continue extends
+    side B's piece from its end: the same notes first, more after, the seed rule seed + 1000·n."""
+    from collections import Counter
+
+    from gradio_client import Client
+
+    client = Client(app_url, verbose=False)
+    out = client.predict(["base alone", "bach-chorales"], 11, 48, 48, 1.0, 0.95, 50, None, 1, "as in the file",
+                         api_name="/compare")
+    both = Score.from_midi(base64.b64decode(out[0]["comparison_midi_base64"]))
+    assert [t.name for t in both.tracks] == ["A: base", "B: bach-chorales"]
+    assert out[1]["comparison_midi_base64"] == out[0]["comparison_midi_base64"]
+    piece = out[1]["midi_base64"]
+    res = client.predict("bach-chorales", piece, 1.0, 11, 1, 48, 48, 1.0, 0.95, 50, "as in the file",
+                         api_name="/continue")
+    assert res["label"] == "bach-chorales" and res["seed"] == 1011 and res["continuation"] == 1
+    assert res["new_tokens"] == 48 and "artist_texture" in res
+    before, after = (Score.from_midi(base64.b64decode(b)) for b in (piece, res["midi_base64"]))
+    onsets = [Counter((n.time, n.pitch, n.velocity) for t in s.tracks for n in t.notes) for s in (before, after)]
+    assert not onsets[0] - onsets[1] and after.note_num() > before.note_num()
+    if AUDIO:
+        assert base64.b64decode(res["ogg_base64"])[:4] == b"OggS"
+    with pytest.raises(Exception, match="not base64|bytes"):
+        client.predict("bach-chorales", "%%%", api_name="/continue")
+
+
 @pytest.mark.skipif(not AUDIO, reason="FluidSynth library not installed")
 def test_render_endpoint_renders_a_midi_file_with_the_instrument_asked(app_url):
     import soundfile as sf
@@ -65,3 +92,8 @@ def test_public_mode_limits_apply_to_the_api(tmp_path):
         with pytest.raises(Exception, match="at most 3072 tokens per Generate"):
             client.predict(["base alone", "bach-chorales"], 1, 1023, 0, 1.0, 0.95, 50, None, 2, "Piano",
                            api_name="/compare")
+        piece = base64.b64encode(make_piece(1, n_notes=8).dumps_midi()).decode()
+        with pytest.raises(Exception, match="at most 3072 tokens per Generate"):
+            client.predict("bach-chorales", piece, 1.0, 1, 1, 4000, api_name="/continue")
+        with pytest.raises(Exception, match="bytes"):  # MAX_API_MIDI_BYTES
+            client.predict("bach-chorales", base64.b64encode(b"MThd" + bytes(3 * 2**20)).decode(), api_name="/continue")

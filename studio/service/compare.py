@@ -304,6 +304,8 @@ class Comparer:
                                                        stem.with_name(stem.name + "-copied.ogg"), sound)
         return res
 
+    side_files = _side_files  # public too: a continued side's files are written the same way
+
     # --- closeness to the training pieces ---------------------------------------------------
 
     def _references(self, name: str):

@@ -111,6 +111,7 @@ def info_md(r, shown_label: str) -> str:
 
 
 SIDE_PARTS = ("column", "title", "audio", "svg", "roll", "midi", "info")  # what each side shows
+COMPARISON_MIDI = "compare.comparison_midi"  # every side in one multi-track file (laid out by compare_continue)
 
 
 def out_id(k: int, part: str) -> str:
@@ -120,8 +121,9 @@ def out_id(k: int, part: str) -> str:
 
 def result_ids() -> list[str]:
     """Every id Generate may fill for the sides: their parts, variation players and copied passage."""
-    return [out_id(k, part) for k in range(N_SIDES)
-            for part in (*SIDE_PARTS, *(f"variation{v + 2}" for v in range(N_VARIATION_PLAYERS)), "copied")]
+    return [*(out_id(k, part) for k in range(N_SIDES)
+              for part in (*SIDE_PARTS, *(f"variation{v + 2}" for v in range(N_VARIATION_PLAYERS)), "copied")),
+            COMPARISON_MIDI]
 
 
 def side_updates(results, titles) -> dict:
@@ -135,7 +137,23 @@ def side_updates(results, titles) -> dict:
                          audio=str(r.audio) if r.audio else None, svg=r.roll_html, roll=str(r.roll) if r.roll else None,
                          midi=str(r.midi) if r.midi else None, info=info_md(r, title))
         out.update({out_id(k, part): v for part, v in shown.items()})
+    out[COMPARISON_MIDI] = comparison_file(results, titles)
     return out
+
+
+def comparison_file(results, titles) -> str | None:
+    """comparison.mid beside the sides' files: a track per side and variation, named "A: base"
+    (blind mode: "Side 1", which names no side), or None when no side has notes."""
+    from pathlib import Path
+
+    from studio.audio.multitrack import comparison_midi
+
+    first = next((one.midi for r in results for one in [r, *r.variations] if one.midi), None)
+    if first is None:
+        return None
+    path = comparison_midi(results, titles, Path(first).parent / "comparison.mid",
+                           letters=list(titles) == [r.label for r in results])
+    return str(path) if path else None
 
 
 def copied_updates(results) -> dict:

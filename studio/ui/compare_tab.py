@@ -25,6 +25,7 @@ from studio.ui.compare_sides import (BASE, N_SIDES, N_VARIATION_PLAYERS, NONE, S
                                      out_id, pairing, result_ids, shuffled, side_choices, side_updates,
                                      sides_from, tally_md, variation_updates)
 from studio.ui.registry import Registry
+from studio.ui import compare_continue
 
 NO_PROMPT = "(no prompt)"
 LIVE_POLL_S = 0.25  # how often the live roll is redrawn while a comparison decodes
@@ -350,6 +351,7 @@ def build(settings: Settings, ui: Registry) -> None:
         add("compare.tally_view", gr.Markdown())
     compare_passage.build(settings, ui)  # "Regenerate a passage", under the results
 
+    compare_continue.build(settings, ui, go, generate_inputs(), knobs_from, soundfont_path)  # Continue, Undo, all-in-one
     ui.on(go.click, make_generate(settings), generate_inputs(), GENERATE_OUTPUTS,  # with /compare's calls
           concurrency_id="generate", concurrency_limit=settings.generate_limit)
     ui.on(go.click, lambda values: {"compare.reveal": ""}, (), ["compare.reveal"], queue=False)
