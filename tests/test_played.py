@@ -8,7 +8,8 @@ import json
 import pytest
 from symusic import Score
 
-from studio.ingest.played import MAX_BARS, MAX_NOTES, TPQ, parse_notes, played_score, write_played
+from studio.ingest.played import (MAX_BARS, MAX_NOTES, TPQ, parse_notes, parse_take, played_score,
+                                  write_played)
 
 
 def note(onset, duration, pitch, velocity=90):
@@ -73,3 +74,12 @@ def test_bad_takes_say_why(raw, match, tmp_path):
 def test_tempo_and_length_limits(bpm, bars, match):
     with pytest.raises(ValueError, match=match):
         played_score(parse_notes(TAKE), bpm, bars)
+
+
+def test_a_take_from_the_page_carries_its_tempo_and_bars(tmp_path):
+    notes, bpm, bars = parse_take(json.dumps({"bpm": 72, "bars": 3, "notes": TAKE}))
+    assert (bpm, bars, len(notes)) == (72.0, 3, len(TAKE)) and notes[3].pitch == 72
+    for raw, match in [("[]", "expected an object"), ('{"bpm": 90, "notes": []}', "no bars"),
+                       ('{"bpm": "fast", "bars": 2}', "must be numbers"), ('{"bpm": 90, "bars": 99}', "bars 99")]:
+        with pytest.raises(ValueError, match=match):
+            parse_take(raw)

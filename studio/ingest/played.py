@@ -109,6 +109,26 @@ def played_score(notes: list[PlayedNote], bpm: float, bars: int) -> Score:
     return score
 
 
+def parse_take(raw) -> tuple[list[PlayedNote], float, int]:
+    """(notes, bpm, bars) from the page's take: {"bpm": .., "bars": .., "notes": [...]} as JSON;
+    the tempo and length are the ones the count-in and click ran at."""
+    if isinstance(raw, (str, bytes)):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"recorded take: not JSON ({e.msg})") from None
+    if not isinstance(raw, dict):
+        raise ValueError("recorded take: expected an object with bpm, bars and notes")
+    try:
+        bpm, bars = float(raw["bpm"]), int(raw["bars"])
+    except KeyError as e:
+        raise ValueError(f"recorded take: no {e.args[0]}") from None
+    except (TypeError, ValueError):
+        raise ValueError("recorded take: bpm and bars must be numbers") from None
+    check_tempo(bpm, bars)
+    return parse_notes(raw.get("notes")), bpm, bars
+
+
 def write_played(raw, bpm: float, bars: int, folder: Path) -> Path:
     """Parse, build and write the take as ``folder``/played-<hash>.mid (same take, same file)."""
     score = played_score(parse_notes(raw), float(bpm), int(bars))
