@@ -85,11 +85,11 @@ def build(settings: Settings, ui: Registry) -> None:
     add = ui.add
     with gr.Accordion("Play it in: record a prompt from a MIDI keyboard or the keys below", open=True,
                       elem_id="keys-box"):
-        with gr.Row():
+        with gr.Row():  # read by the page (keys.js), not by an event: interactive must be said
             add("compare.keys.bpm", gr.Number(100, label="Tempo (BPM)", minimum=MIN_BPM, maximum=MAX_BPM,
-                                              info="the click's tempo and the prompt's"))
+                                              interactive=True, info="the click's tempo and the prompt's"))
             add("compare.keys.bars", gr.Number(4, label="Bars", minimum=1, maximum=MAX_BARS, precision=0,
-                                               info="recorded after a one-bar count-in (4/4)"))
+                                               interactive=True, info="recorded after a one-bar count-in (4/4)"))
         add("compare.keys.pad", gr.HTML("", html_template=PAD, css_template=CSS, js_on_load=KEYS_JS))
         add("compare.keys.status", gr.Markdown(""))
     ui.on(ui["compare.keys.pad"].change, take, ["compare.keys.pad"], ["compare.upload", "compare.keys.status"])
