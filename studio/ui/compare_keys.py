@@ -1,7 +1,7 @@
 """"Play it in" on the Compare tab's prompt accordion: record a prompt from a Web MIDI keyboard or
 the on-screen keys (a one-bar count-in and a click at the chosen tempo), and make it the prompt.
 
-The page (keys.js, run by a gr.HTML) sends the take as JSON; ``take`` writes it as a MIDI file
+The page (keys.js, run by a gr.HTML) sends the take as JSON; ``record_take`` writes it as a MIDI file
 (studio.ingest.played) and puts that file in the "compare.upload" gr.File, so the prompt preview
 and Generate use it exactly as an uploaded prompt. Components: "compare.keys.*".
 """
@@ -26,7 +26,8 @@ NAMES = ["C", "C♯", "D", "D♯", "E", "F", "F♯", "G", "G♯", "A", "A♯", "
 CSS = f"""
 .keys-bar {{ display: flex; gap: 8px; align-items: center; flex-wrap: wrap; margin-bottom: 6px; }}
 .keys-bar button {{ padding: 4px 12px; border-radius: 6px; border: 1px solid #999; cursor: pointer; }}
-.keys-pad[data-state=count-in] .keys-record, .keys-pad[data-state=recording] .keys-record {{ background: #d33; color: #fff; }}
+.keys-pad[data-state=count-in] .keys-record,
+.keys-pad[data-state=recording] .keys-record {{ background: #d33; color: #fff; }}
 .keys-beat {{ font-variant-numeric: tabular-nums; min-width: 16em; }}
 .keys-inputs {{ font-size: 0.9em; opacity: 0.8; margin-bottom: 6px; }}
 .keys-board {{ position: relative; height: 110px; user-select: none; touch-action: none; }}
@@ -35,7 +36,8 @@ CSS = f"""
 .keys-board .black {{ position: absolute; top: 0; width: {BLACK_PX}px; height: 68px; background: #222; z-index: 1;
   border-radius: 0 0 3px 3px; }}
 .keys-board .down {{ background: #e69b2e !important; }}
-.keys-board .white span {{ position: absolute; bottom: 3px; width: 100%; text-align: center; font-size: 10px; color: #666; }}
+.keys-board .white span {{ position: absolute; bottom: 3px; width: 100%; text-align: center; font-size: 10px;
+  color: #666; }}
 """
 
 
@@ -49,7 +51,8 @@ def keyboard_html(low: int = LOWEST, high: int = HIGHEST) -> str:
             keys.append(f'<div class="black" data-pitch="{pitch}" title="{name}" style="left:{left}px"></div>')
         else:
             label = f"<span>{name}</span>" if pitch % 12 == 0 else ""
-            keys.append(f'<div class="white" data-pitch="{pitch}" title="{name}" style="left:{x * WHITE_PX}px">{label}</div>')
+            keys.append(f'<div class="white" data-pitch="{pitch}" title="{name}" '
+                        f'style="left:{x * WHITE_PX}px">{label}</div>')
             x += 1
     return f'<div class="keys-board" style="width:{x * WHITE_PX}px">{"".join(keys)}</div>'
 
@@ -59,11 +62,12 @@ PAD = f"""<div class="keys-pad" data-state="idle" data-take="0">
 <button type="button" class="keys-connect">Connect MIDI keyboard</button>
 <label><input type="checkbox" class="keys-monitor" checked> Hear the notes</label>
 <span class="keys-beat"></span></div>
-<div class="keys-inputs">Connect a MIDI keyboard, or play the keys below (or a w s e d f … on the computer keyboard).</div>
+<div class="keys-inputs">Connect a MIDI keyboard, or play the keys below
+(or a w s e d f … on the computer keyboard).</div>
 {keyboard_html()}</div>"""
 
 
-def take(values: dict) -> dict:
+def record_take(values: dict) -> dict:
     """The page's take -> a MIDI file in the prompt's upload box (the preview and Generate follow
     it). A take that cannot be a prompt leaves the upload as it was and says why."""
     raw = values.get("compare.keys.pad")
@@ -92,4 +96,4 @@ def build(settings: Settings, ui: Registry) -> None:
                                                interactive=True, info="recorded after a one-bar count-in (4/4)"))
         add("compare.keys.pad", gr.HTML("", html_template=PAD, css_template=CSS, js_on_load=KEYS_JS))
         add("compare.keys.status", gr.Markdown(""))
-    ui.on(ui["compare.keys.pad"].change, take, ["compare.keys.pad"], ["compare.upload", "compare.keys.status"])
+    ui.on(ui["compare.keys.pad"].change, record_take, ["compare.keys.pad"], ["compare.upload", "compare.keys.status"])

@@ -2,7 +2,8 @@
 // so `element` (the pad), `props` and `trigger` are gradio's. Notes come from every Web MIDI input
 // port and from the on-screen keys (pointer or computer keys a w s e d ...). Record: a one-bar
 // count-in, then the chosen bars, with a WebAudio click on every beat (the downbeat accented). The
-// take goes to Python as JSON in props.value: onset/duration in beats from the end of the count-in.
+// take goes to Python as JSON in props.value (setting it fires the pad's change event once):
+// onset/duration in beats from the end of the count-in.
 // Times are the events' own timestamps (performance.now()'s clock), so a busy page does not move
 // notes; the click is scheduled ahead on the audio clock and only guides the player.
 (() => {
@@ -13,7 +14,8 @@
   const q = (sel) => element.querySelector(sel);
   const st = {
     state: "idle", held: new Map(), notes: [], start: 0, end: 0, beat: 500, bpm: 100, bars: 4,
-    take: 0, inputs: "", clicks: [], timer: null, ctx: null, voices: new Map(), sustain: false, deferred: new Set(),
+    take: 0, inputs: "", monitor: true, clicks: [], timer: null, ctx: null, voices: new Map(),
+    sustain: false, deferred: new Set(),
   };
 
   function numberOf(id, fallback, lo, hi) {  // a gradio Number beside the pad, by its elem_id
@@ -44,8 +46,7 @@
 
   function sound(pitch, velocity, on) {  // the keys' own quiet tone, when "Hear the notes" is on
     const ctx = st.ctx;
-    const box = q(".keys-monitor");
-    if (on && ctx && (!box || box.checked)) {
+    if (on && ctx && st.monitor) {
       const osc = ctx.createOscillator(), gain = ctx.createGain();
       osc.type = "triangle";
       osc.frequency.value = 440 * Math.pow(2, (pitch - 69) / 12);
@@ -143,9 +144,11 @@
       beat.textContent = `Count-in ${Math.floor((now - st.start) / st.beat) + BEATS_PER_BAR + 1}`;
     } else {
       const b = Math.floor((now - st.start) / st.beat);
-      beat.textContent = `Recording: bar ${Math.floor(b / BEATS_PER_BAR) + 1} of ${st.bars}, beat ${(b % BEATS_PER_BAR) + 1}`;
+      const bar = Math.floor(b / BEATS_PER_BAR) + 1;
+      beat.textContent = `Recording: bar ${bar} of ${st.bars}, beat ${(b % BEATS_PER_BAR) + 1}`;
     }
     if (st.inputs && q(".keys-inputs")) q(".keys-inputs").textContent = st.inputs;
+    if (q(".keys-monitor")) q(".keys-monitor").checked = st.monitor;  // kept if the template re-renders
   }
 
   function record() {
@@ -181,8 +184,7 @@
     st.state = "idle";
     st.take += 1;
     st.sent = st.notes.length;
-    props.value = JSON.stringify({ bpm: st.bpm, bars: st.bars, notes: st.notes, take: st.take });
-    trigger("change");
+    props.value = JSON.stringify({ bpm: st.bpm, bars: st.bars, notes: st.notes, take: st.take });  // -> change
     show();
     setTimeout(show, 300);  // the template may re-render after the value changes
   }
@@ -213,7 +215,8 @@
   const typing = (ev) => ev.target.closest && ev.target.closest("input, textarea, select, [contenteditable]");
   const keyPitch = (ev) => {
     const i = COMPUTER_KEYS.indexOf(ev.key.toLowerCase());
-    return i < 0 || ev.ctrlKey || ev.metaKey || ev.altKey || typing(ev) || !pad() || !pad().offsetParent ? null : KEY_BASE + i;
+    const off = ev.ctrlKey || ev.metaKey || ev.altKey || typing(ev) || !pad() || !pad().offsetParent;  // hidden pad
+    return i < 0 || off ? null : KEY_BASE + i;
   };
   const keyDown = (ev) => {
     const pitch = keyPitch(ev);
@@ -225,18 +228,22 @@
     const pitch = keyPitch(ev);
     if (pitch !== null) noteOff(pitch, ev.timeStamp || performance.now());
   };
+  const toggle = (ev) => { if (ev.target.closest(".keys-monitor")) st.monitor = ev.target.checked; };
   element.addEventListener("pointerdown", down);
+  element.addEventListener("change", toggle);
   window.addEventListener("pointerup", up);
   window.addEventListener("pointercancel", up);
   window.addEventListener("keydown", keyDown);
   window.addEventListener("keyup", keyUp);
   window.studioKeysOff = () => {
     element.removeEventListener("pointerdown", down);
+    element.removeEventListener("change", toggle);
     window.removeEventListener("pointerup", up);
     window.removeEventListener("pointercancel", up);
     window.removeEventListener("keydown", keyDown);
     window.removeEventListener("keyup", keyUp);
   };
-  window.studioKeys = { connect, state: () => st.state };  // for scripts and the browser tests
+  // For scripts and the browser tests: the state, and when the take's beat 0 is (performance.now() ms).
+  window.studioKeys = { connect, state: () => st.state, clock: () => ({ start: st.start, beat: st.beat }) };
   show();
 })();

@@ -11,6 +11,7 @@ with the played notes, since a side's MIDI holds the prompt it continues).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from unittest import mock
 
@@ -18,12 +19,13 @@ import pytest
 from symusic import Score
 
 from test_browser import ARGS, CHROMIUM, SHOTS, fetch, pick, set_number
-from test_space import app_env, running_app
+from test_space import app_env, free_port, running_app
 
 REPO = Path(__file__).resolve().parents[2]
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Chromium is not installed (.ci/run installs it)")]
+              pytest.mark.skipif(not Path(CHROMIUM).is_file(),
+                                 reason="Chromium is not installed (.ci/run installs it)")]
 
 # One input port whose messages the test sends (window.__play), as a USB keyboard's would arrive.
 FAKE_MIDI = """(() => {
@@ -31,7 +33,8 @@ FAKE_MIDI = """(() => {
                 state: "connected", connection: "open", onmidimessage: null};
   const access = {inputs: new Map([[port.id, port]]), outputs: new Map(), sysexEnabled: false, onstatechange: null};
   Object.defineProperty(navigator, "requestMIDIAccess", {configurable: true, value: () => Promise.resolve(access)});
-  window.__play = (bytes) => port.onmidimessage && port.onmidimessage({data: new Uint8Array(bytes), timeStamp: performance.now()});
+  window.__play = (bytes) => port.onmidimessage &&
+    port.onmidimessage({data: new Uint8Array(bytes), timeStamp: performance.now()});
 })();"""
 PAD = "#compare-keys-pad .keys-pad"
 
@@ -43,7 +46,9 @@ def keys_url(tmp_path_factory, tok, tiny_base_dir):
     data = tmp_path_factory.mktemp("keys-data")
     with mock.patch.dict(os.environ, {"STUDIO_DATA_DIR": str(data)}):
         make_adapter(tok, tiny_base_dir, "keys-lora", 3)
-    with running_app(REPO, app_env(data), data / "app.log", args=["--base", tiny_base_dir]) as url:
+    # any free port, not 7860 (free_port's first choice): apps of other test runs on this machine race for it
+    env = app_env(data, GRADIO_SERVER_PORT=free_port(preferred=0))
+    with running_app(REPO, env, data / "app.log", args=["--base", tiny_base_dir]) as url:
         yield url
 
 
@@ -63,7 +68,7 @@ def open_keys(page, url: str, bpm: int, bars: int) -> None:
     page.goto(url)
     page.get_by_role("tab", name="Listen & Compare").click()
     page.locator("#prompt-box").get_by_text("Prompt (optional)").click()
-    expect(page.locator(PAD)).to_be_visible()
+    expect(page.locator(PAD)).to_be_visible(timeout=30_000)  # mounted when its accordion opens
     set_number(page, "compare-keys-bpm", bpm)
     set_number(page, "compare-keys-bars", bars)
 
@@ -73,8 +78,9 @@ def record(page) -> None:
     from playwright.sync_api import expect
 
     page.locator(f"{PAD} .keys-record").click()
-    expect(page.locator(PAD)).to_have_attribute("data-state", "count-in")
-    expect(page.locator(PAD)).to_have_attribute("data-state", "recording", timeout=10_000)
+    expect(page.locator(PAD)).to_have_attribute("data-state", re.compile("count-in|recording"))  # a busy
+    expect(page.locator(PAD)).to_have_attribute("data-state", "recording", timeout=10_000)  # page may be late
+    expect(page.locator(f"{PAD} .keys-record")).to_have_text("■ Stop")
 
 
 def take_ends(page, n_notes: int) -> Path:
@@ -105,10 +111,12 @@ def test_a_scripted_midi_keyboard_records_the_prompt_that_generate_continues(bro
     expect(page.locator(f"{PAD} .keys-inputs")).to_contain_text("MIDI in: Scripted Keys")
     record(page)
     played = [60, 62, 64, 65, 67, 69]
-    # on every beat from the recording's start, held 0.35 s: fired by the page's timers, in real time
+    # on every beat of the take (0.1 s after it), held 0.35 s: fired by the page's timers in real time
     script = [(i * 500 + 100, [0x90, p, 100]) for i, p in enumerate(played)]
     script += [(i * 500 + 450, [0x80, p, 0]) for i, p in enumerate(played)]
-    page.evaluate("(s) => s.forEach(([t, b]) => setTimeout(() => window.__play(b), t))", script)
+    page.evaluate("""(s) => { const start = window.studioKeys.clock().start;
+        s.forEach(([t, b]) => setTimeout(() => window.__play(b), Math.max(0, start + t - performance.now()))); }""",
+                  script)
     prompt = notes_of(take_ends(page, len(played)), tmp_path, "prompt.mid")
     assert [p for _, p in prompt] == played
     beats = [t / 480 for t, _ in prompt]
@@ -133,7 +141,7 @@ def test_the_on_screen_keys_record_a_prompt(browser, keys_url, tmp_path):
 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(30_000)
-    open_keys(page, keys_url, bpm=90, bars=2)  # 2.7 s of count-in, then 5.3 s to play in
+    open_keys(page, keys_url, bpm=90, bars=4)  # 2.7 s of count-in, then up to 10.7 s (Stop ends it)
     record(page)
     for pitch in (60, 64, 67):  # C E G with the pointer, each held a moment
         page.locator(f'{PAD} [data-pitch="{pitch}"]').hover()
@@ -145,6 +153,7 @@ def test_the_on_screen_keys_record_a_prompt(browser, keys_url, tmp_path):
     page.keyboard.down("k")  # the computer keyboard: k is the C an octave above "a" (middle C)
     page.wait_for_timeout(250)
     page.keyboard.up("k")
+    page.locator(f"{PAD} .keys-record").click()  # Stop: the take ends now
     prompt = notes_of(take_ends(page, 4), tmp_path, "prompt.mid")
     assert [p for _, p in prompt] == [60, 64, 67, 72]
     assert all(d > 0 for d in (b[0] - a[0] for a, b in zip(prompt, prompt[1:])))
