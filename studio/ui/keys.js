@@ -163,7 +163,11 @@
     st.state = "count-in";
     const ctx = audio();
     if (ctx) {
-      const a0 = ctx.currentTime + lead / 1000;
+      // Beat 0 of the count-in on the audio clock, lined up with performance.now()'s t0 where the
+      // context says when its output is heard (so the click sounds on the beats the notes are timed by).
+      const out = ctx.getOutputTimestamp ? ctx.getOutputTimestamp() : {};
+      const a0 = out.performanceTime > 0 ? out.contextTime + (t0 - out.performanceTime) / 1000
+                                         : ctx.currentTime + lead / 1000;
       const total = (1 + st.bars) * BEATS_PER_BAR;
       for (let i = 0; i < total; i++) click(a0 + (i * st.beat) / 1000, i % BEATS_PER_BAR === 0);
     }

@@ -33,6 +33,13 @@ FAKE_MIDI = """(() => {
                 state: "connected", connection: "open", onmidimessage: null};
   const access = {inputs: new Map([[port.id, port]]), outputs: new Map(), sysexEnabled: false, onstatechange: null};
   Object.defineProperty(navigator, "requestMIDIAccess", {configurable: true, value: () => Promise.resolve(access)});
+  const make = AudioContext.prototype.createOscillator;  // the clicks: every sine oscillator made
+  window.__oscillators = [];
+  AudioContext.prototype.createOscillator = function () {
+    const osc = make.call(this);
+    window.__oscillators.push(osc);
+    return osc;
+  };
   window.__play = (bytes) => port.onmidimessage &&
     port.onmidimessage({data: new Uint8Array(bytes), timeStamp: performance.now()});
 })();"""
@@ -73,11 +80,17 @@ def open_keys(page, url: str, bpm: int, bars: int) -> None:
     set_number(page, "compare-keys-bars", bars)
 
 
-def record(page) -> None:
-    """Record: the count-in runs (its state is on the pad), then the take is recording."""
+def record(page, script=()) -> None:
+    """Record: the count-in runs (its state is on the pad), then the take is recording. ``script``:
+    (ms after the take's beat 0, MIDI bytes) for the scripted keyboard, set going during the count-in
+    (as a player waits for the click), fired by the page's timers in real time."""
     from playwright.sync_api import expect
 
     page.locator(f"{PAD} .keys-record").click()
+    if script:
+        page.evaluate("""(s) => { const start = window.studioKeys.clock().start;
+            s.forEach(([t, b]) => setTimeout(() => window.__play(b), start + t - performance.now())); }""",
+                      list(script))
     expect(page.locator(PAD)).to_have_attribute("data-state", re.compile("count-in|recording"))  # a busy
     expect(page.locator(PAD)).to_have_attribute("data-state", "recording", timeout=10_000)  # page may be late
     expect(page.locator(f"{PAD} .keys-record")).to_have_text("■ Stop")
@@ -109,16 +122,15 @@ def test_a_scripted_midi_keyboard_records_the_prompt_that_generate_continues(bro
     open_keys(page, keys_url, bpm=120, bars=2)  # a beat is 0.5 s: 4 s recorded after a 2 s count-in
     page.locator(f"{PAD} .keys-connect").click()
     expect(page.locator(f"{PAD} .keys-inputs")).to_contain_text("MIDI in: Scripted Keys")
-    record(page)
     played = [60, 62, 64, 65, 67, 69]
-    # on every beat of the take (0.1 s after it), held 0.35 s: fired by the page's timers in real time
+    # on every beat of the take (0.1 s after it), held 0.35 s
     script = [(i * 500 + 100, [0x90, p, 100]) for i, p in enumerate(played)]
-    script += [(i * 500 + 450, [0x80, p, 0]) for i, p in enumerate(played)]
-    page.evaluate("""(s) => { const start = window.studioKeys.clock().start;
-        s.forEach(([t, b]) => setTimeout(() => window.__play(b), Math.max(0, start + t - performance.now()))); }""",
-                  script)
+    record(page, script + [(i * 500 + 450, [0x80, p, 0]) for i, p in enumerate(played)])
     prompt = notes_of(take_ends(page, len(played)), tmp_path, "prompt.mid")
     assert [p for _, p in prompt] == played
+    # the click: one a beat over the count-in bar and the two recorded bars, each bar's downbeat higher
+    clicks = page.evaluate("window.__oscillators.filter((o) => o.type === 'sine').map((o) => o.frequency.value)")
+    assert clicks == [1600, 1000, 1000, 1000] * 3, clicks
     beats = [t / 480 for t, _ in prompt]
     assert all(b - a > 0.5 for a, b in zip(beats, beats[1:])) and beats[-1] < 8, beats  # one a beat, in the 2 bars
 
