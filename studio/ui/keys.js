@@ -105,27 +105,37 @@
     if (box) box.textContent = text;
   }
 
+  // The access is the page's (window.studioMidi), asked for on a click: Chrome asks the user before a
+  // page may read MIDI. A pad mounted again (its accordion re-opened) takes the ports over at once.
   let access = null;
-  function connect() {  // asked on a click: Chrome asks the user before a page may read MIDI
+  function connect() {
     if (access) return Promise.resolve(access);
+    if (window.studioMidi) return window.studioMidi.then(use);
     if (!navigator.requestMIDIAccess) {
       showInputs("This browser has no Web MIDI: play the keys below (or a w s e d f … on the computer keyboard).");
       return Promise.resolve(null);
     }
-    return navigator.requestMIDIAccess().then((a) => {
-      access = a;
-      const attach = () => {
-        const names = [];
-        for (const input of access.inputs.values()) {
-          input.onmidimessage = onMidi;
-          if (input.state !== "disconnected") names.push(input.name || input.id);
-        }
-        showInputs(names.length ? `MIDI in: ${names.join(", ")}` : "No MIDI input connected: play the keys below.");
-      };
-      access.onstatechange = attach;
-      attach();
-      return access;
-    }, (e) => { showInputs(`MIDI not allowed (${e.name || e}): play the keys below.`); return null; });
+    window.studioMidi = navigator.requestMIDIAccess();
+    return window.studioMidi.then(use, (e) => {
+      window.studioMidi = null;  // asked again on the next click
+      showInputs(`MIDI not allowed (${e.name || e}): play the keys below.`);
+      return null;
+    });
+  }
+
+  function use(a) {  // every input port, now and as ports come and go, plays into this pad
+    access = a;
+    const attach = () => {
+      const names = [];
+      for (const input of access.inputs.values()) {
+        input.onmidimessage = onMidi;
+        if (input.state !== "disconnected") names.push(input.name || input.id);
+      }
+      showInputs(names.length ? `MIDI in: ${names.join(", ")}` : "No MIDI input connected: play the keys below.");
+    };
+    access.onstatechange = attach;
+    attach();
+    return access;
   }
 
   function show() {  // the button, the beat counter and the state the tests read
@@ -249,5 +259,6 @@
   };
   // For scripts and the browser tests: the state, and when the take's beat 0 is (performance.now() ms).
   window.studioKeys = { connect, state: () => st.state, clock: () => ({ start: st.start, beat: st.beat }) };
+  if (window.studioMidi) connect();
   show();
 })();
