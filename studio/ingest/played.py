@@ -131,7 +131,11 @@ def parse_take(raw) -> tuple[list[PlayedNote], float, int]:
 
 def write_played(raw, bpm: float, bars: int, folder: Path) -> Path:
     """Parse, build and write the take as ``folder``/played-<hash>.mid (same take, same file)."""
-    score = played_score(parse_notes(raw), float(bpm), int(bars))
+    return write_score(played_score(parse_notes(raw), float(bpm), int(bars)), folder)
+
+
+def write_score(score: Score, folder: Path) -> Path:
+    """``score`` as ``folder``/played-<hash of its bytes>.mid, written whole (a temp file, then renamed)."""
     data = score.dumps_midi()
     out = Path(folder) / f"played-{hashlib.sha256(data).hexdigest()[:16]}.mid"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import gradio as gr
 
 from studio.config import renders_dir
-from studio.ingest.played import MAX_BARS, MAX_BPM, MIN_BPM, parse_take, played_score, write_played
+from studio.ingest.played import MAX_BARS, MAX_BPM, MIN_BPM, parse_take, played_score, write_score
 from studio.ui.common import Settings, user_message
 from studio.ui.registry import Registry
 
@@ -75,8 +75,7 @@ def record_take(values: dict) -> dict:
         return {}
     try:
         notes, bpm, bars = parse_take(raw)
-        played_score(notes, bpm, bars)  # the reason, before anything is written
-        path = write_played(raw, bpm, bars, renders_dir() / "prompts")
+        path = write_score(played_score(notes, bpm, bars), renders_dir() / "prompts")
     except ValueError as e:
         return {"compare.keys.status": f"⚠ Not used as the prompt: {user_message(e)}"}
     return {"compare.upload": str(path),
