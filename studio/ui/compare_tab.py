@@ -18,14 +18,13 @@ from studio.service.compare import Knobs, first_adapter, get_comparer, side_labe
 from studio.service.live import LiveRolls
 from studio.config import renders_dir
 from studio.service.zerogpu import gpu, on_zerogpu
-from studio.ui import compare_passage, fields
+from studio.ui import compare_continue, compare_keys, compare_passage, fields
 from studio.ui.common import Settings, base_choices, datasets_root, handler, user_message
 from studio.ui.compare_sides import (BASE, N_SIDES, N_VARIATION_PLAYERS, NONE, SIDE_PARTS, SIDES,  # noqa: F401
                                      adapter_names, blend_choices, choice_values, copied_updates, info_md,
                                      out_id, pairing, result_ids, shuffled, side_choices, side_updates,
                                      sides_from, tally_md, variation_updates)
 from studio.ui.registry import Registry
-from studio.ui import compare_continue
 
 NO_PROMPT = "(no prompt)"
 LIVE_POLL_S = 0.25  # how often the live roll is redrawn while a comparison decodes
@@ -300,6 +299,7 @@ def build(settings: Settings, ui: Registry) -> None:
                                                  visible=settings.audio))
             add("compare.prompt_roll", gr.Image(label="Prompt piano roll", type="filepath", interactive=False,
                                                 height=160))
+        compare_keys.build(settings, ui)  # "Play it in": a keyboard's take becomes the uploaded prompt
     sampling = sampling_fields()
     with gr.Row():  # the sampling sliders, one per ranged SamplingConfig field
         fields.add_controls(ui, Knobs, "compare", [n for n in sampling if fields.is_ranged(Knobs, n)], shown=SHOWN)
