@@ -11,7 +11,7 @@ came within 2 % of its best. It writes a row per artist into bench/RESULTS.md's 
 (for this kind of CPU), the whole run into bench/runs/<kind>.md (bench/results.py) and the raw
 results to bench/out/quality.json.
 
-``--preset artist|flavor`` measures one of the app's presets instead (studio.config.TRAIN_PRESETS:
+``--preset artist|flavor`` measures one of the app's presets instead (studio.training.presets.TRAIN_PRESETS:
 its overrides, and the album augmented or not), in its own section; ``--set FIELD=VALUE`` overrides
 a TrainConfig default (to try a recipe); ``--smoke`` runs a tiny version (two short pieces, a tiny
 base, one epoch) for CI.
@@ -27,7 +27,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from studio.config import TRAIN_PRESETS
+from studio.training.presets import TRAIN_PRESETS
 from studio.ingest.eval_sets import BAND_SETS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -143,7 +143,7 @@ class SamplingConfig(_Job):
     min_new_tokens: int = _help(384, "EOS is not allowed before this many new tokens (capped at max_new_tokens)",
                                 min=0, max=8192)
     # Lengths in music: decoding stops at whichever of tokens, seconds and bars comes first. The
-    # slider stops at the Compare tab's audio cap (studio.service.compare.RENDER_MAX_SECONDS).
+    # slider stops at the Compare tab's audio cap (studio.audio.ogg.RENDER_MAX_SECONDS).
     seconds: float = _help(0.0, "play this many seconds of new music, no EOS before (0 = no limit; max new "
                            "tokens still caps it: a second of music takes about 25-130 tokens)", min=0.0, max=180.0)
     bars: int = _help(0, "play this many 4/4 bars of new music, no EOS before (0 = no limit; max new tokens "
@@ -284,28 +284,6 @@ class TrainConfig(_Job):
         if not 0 <= self.copy_threshold <= 1:
             raise ValueError(f"copy_threshold must be in [0, 1], got {self.copy_threshold}")
         self.check_choices()  # device, variants, precision
-
-
-@dataclass(frozen=True)
-class TrainPreset:
-    """One of the guide's two recipes as the app offers them: TrainConfig overrides, and whether the
-    album is augmented first. The Train tab shows them; ``python -m bench quality --preset`` measures them."""
-
-    label: str
-    augment: bool
-    overrides: dict
-
-
-TRAIN_PRESETS = {
-    # the guide: artist-style only = the album alone, fewer epochs, smaller rank, more dropout.
-    # Patience 2, not 1: one or two held-out pieces swing by ~2 % between epochs (docs/RECIPE.md).
-    "artist": TrainPreset("Artist style only", False,
-                          dict(epochs=4, lora_r=8, lora_alpha=16, lora_dropout=0.1, patience=2)),
-    # flavor = augmentation (and optionally base-corpus pieces), more epochs, more capacity: the default
-    # recipe itself (6 epochs, not the guide's example of 8: 8 epochs of a 16-movement album take ~17 min
-    # on 2 cores, docs/RECIPE.md), so bench quality's default table is its measurement.
-    "flavor": TrainPreset("Style flavor", True, {}),
-}
 
 
 @dataclass

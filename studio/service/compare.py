@@ -24,6 +24,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from studio.audio.ogg import RENDER_MAX_SECONDS, render_ogg  # noqa: F401 (RENDER_MAX_SECONDS: re-exported)
 from studio.service import library
 from studio.service.batcher import Batcher, Request
 from studio.config import SamplingConfig, renders_dir
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 BASE_SIDE = None  # a side with no adapter: the base alone
 MAX_ADAPTERS = 6  # adapters kept loaded on one base; the least recently used is dropped
 MAX_BASES = 2  # Comparers (base models) kept in memory
-RENDER_MAX_SECONDS = 180.0  # cap on rendered audio per side
 MAX_VARIATIONS = 4  # seeded samples per side in one Generate
 PROVENANCE_NOTES = 8  # a copy this long (notes) gets its source passage played beside it
 
@@ -270,13 +270,13 @@ class Comparer:
             label = side_label(side)
             stem = stems[i] if stems else f"{i}-{safe_stem(label)}"
             sound = (soundfont, program) if audio else None
-            files = [self._side_files(g, label, first_adapter(side), out_dir / (stem + (f"-v{v + 1}" if v else "")),
+            files = [self.side_files(g, label, first_adapter(side), out_dir / (stem + (f"-v{v + 1}" if v else "")),
                                       sound, reference) for v, g in enumerate(gens)]
             files[0].variations = files[1:]
             results.append(files[0])
         return results
 
-    def _side_files(self, gen, label: str, adapter: str | None, stem: Path, sound: tuple | None,
+    def side_files(self, gen, label: str, adapter: str | None, stem: Path, sound: tuple | None,
                     reference: str | None) -> SideResult:
         """MIDI, piano roll, audio (``sound``: (soundfont, program), None for no audio), closeness."""
         from studio.audio.pianoroll import piano_roll_png
@@ -303,8 +303,6 @@ class Comparer:
                 res.copied_audio = self.copied_passage(reference, res.info["copied_passage"],
                                                        stem.with_name(stem.name + "-copied.ogg"), sound)
         return res
-
-    side_files = _side_files  # public too: a continued side's files are written the same way
 
     # --- closeness to the training pieces ---------------------------------------------------
 
@@ -370,20 +368,6 @@ class Comparer:
         source = scores[index.names.index(passage["source"])]
         path, _why = render_ogg(cut(source, *passage["source_seconds"]), out, *sound)
         return path
-
-
-def render_ogg(score, out_path: Path, soundfont: str | Path | None = None,
-               program: int | None = None) -> tuple[Path | None, str]:
-    """(path, "") or (None, why): audio is optional, a failed render never fails a comparison."""
-    from studio.audio.render import fluidsynth_status, render_score
-
-    ok, why = fluidsynth_status()
-    if not ok:
-        return None, why
-    try:
-        return render_score(score, out_path, soundfont, max_seconds=RENDER_MAX_SECONDS, program=program).path, ""
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
-        return None, f"no audio: {e}"
 
 
 # --- the registry: one Comparer per base, shared by every session -----------------------------

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio.config import InfillConfig, renders_dir
-from studio.service.compare import get_comparer, render_ogg
+from studio.audio.ogg import render_ogg
+from studio.service.compare import get_comparer
 from studio.service.zerogpu import gpu
 
 GPU_SECONDS = 60  # ZeroGPU: the longest one Regenerate may hold the GPU (8 candidates of a few bars + audio)

@@ -17,7 +17,8 @@ from pathlib import Path
 import gradio as gr
 
 from studio.audio.render import INSTRUMENTS
-from studio.service.compare import RENDER_MAX_SECONDS, Knobs, first_adapter, side_label
+from studio.audio.ogg import RENDER_MAX_SECONDS
+from studio.service.compare import Knobs, first_adapter, side_label
 from studio.ui.common import Settings, handler
 from studio.ui.compare_sides import BASE, comparison_file, side_spec
 

@@ -154,7 +154,7 @@ def import_folder(values: dict) -> dict:
 
 def preview_files(midi_path: str | Path, audio: bool) -> tuple[str | None, str | None, str]:
     """(ogg, png, caption) for one MIDI file; cached by content, parsed in a worker process."""
-    from studio.service.compare import render_ogg
+    from studio.audio.ogg import render_ogg
     from studio.ingest.reader import safe_load
     from studio.audio.pianoroll import piano_roll_png
 

@@ -15,7 +15,8 @@ import gradio as gr
 
 from studio.service import jobs, library, public
 from studio.ingest.augment import augment_dir, source_of
-from studio.config import TRAIN_PRESETS, AugmentConfig, TrainConfig, adapters_dir
+from studio.config import AugmentConfig, TrainConfig, adapters_dir
+from studio.training.presets import TRAIN_PRESETS
 from studio.service.zerogpu import on_zerogpu
 from studio.ui.train_plots import loss_figure
 from studio.ui import fields

@@ -83,7 +83,7 @@ def pretty_line(line: str) -> str:
 
 def epoch_sample(view: jobs.RunView, audio: bool) -> tuple[str | None, str | None, str]:
     """(ogg, mid, label) of the newest epoch that wrote a sample, rendered once per run."""
-    from studio.service.compare import render_ogg
+    from studio.audio.ogg import render_ogg
     from studio.ingest.midi import load_score
 
     for e in reversed(view.of_type("epoch")):
