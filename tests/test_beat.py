@@ -116,3 +116,64 @@ def test_chord_cap_stops_notes_piling_up_at_one_instant(tok):
     assert mask[0, tok["TimeShift_0.160.320"]]  # moving on is allowed
     clock.update(torch.tensor([tok["TimeShift_0.160.320"]] * 2))
     assert clock.mask()[0, tok["Pitch_67"]]  # a new instant, a new chord
+
+
+def test_bias_steers_a_row_back_to_its_albums_share_per_position(tok, monkeypatch):
+    monkeypatch.setattr(beat, "REPEAT_STRENGTH", 0.0)  # the proportions alone (the bar memory: below)
+    tt = beat.TimeTables(tok.vocab)
+    album = [0.5, 0, 0, 0, 0.5, 0, 0, 0]  # half on the beat, half on the "and"
+    clock = beat.Clock(tt, [[0, 4], [0, 4]], profiles=[album, None])
+    note = [tok["Pitch_60"], tok["Velocity_95"], tok["Duration_0.160.320"]]
+    # twenty notes, every one on the "and": the row over-uses position 4
+    clock.feed([[tok["BOS_None"], *[t for _ in range(20) for t in (tok["TimeShift_0.160.320"], *note, tok["TimeShift_0.160.320"])]]] * 2)
+    assert int(clock.t[0]) % 320 == 0  # now on a beat
+    bias = clock.bias()
+    to_and, to_beat = tok["TimeShift_0.160.320"], tok["TimeShift_1.0.320"]
+    assert bias[0, to_and] < 0 < bias[0, to_beat]  # the "and" is made less likely, the beat more
+    assert bias[0, tok["Pitch_60"]] == 0 and bias[0, tok["Bar_None"]] > 0  # Bar lands on a beat too
+    assert (bias[1] == 0).all()  # a row with no profile (the base) is left alone
+    assert beat.Clock(tt, [None]).bias() is None
+
+
+def test_decoding_with_a_profile_keeps_the_albums_proportions(tok):
+    """An untrained model on the grid {0, ½} puts its onsets anywhere on it; with the album's
+    profile (nine in ten on the beat) the clock brings its rows near that share. One note at a
+    time (chord cap 1), so every note is an onset."""
+    from studio.config import SamplingConfig
+    from studio.model import grammar, sampler
+    from tests.conftest import tiny_gpt2
+
+    model = tiny_gpt2(tok, n_positions=512).eval()
+    tt = beat.TimeTables(tok.vocab)
+    sampling = SamplingConfig(max_new_tokens=400, min_new_tokens=400, seed=0)
+    kw = dict(eos_id=tok["EOS_None"], allowed=grammar.for_tokenizer(tok))
+    album = [0.9, 0, 0, 0, 0.1, 0, 0, 0]
+
+    def on_beat(clock) -> float:
+        rows = sampler.decode(model, [tok["BOS_None"]], sampling, [0, 1, 2], clock=clock, **kw).rows
+        onsets = [n.time for r in rows for t in decode(tok, r).tracks for n in t.notes]
+        return float(np.mean([t % 320 == 0 for t in onsets]))
+
+    kw_clock = dict(grids=[[0, 4]] * 3, chords=[1] * 3)
+    free, steered = on_beat(beat.Clock(tt, **kw_clock)), on_beat(beat.Clock(tt, **kw_clock, profiles=[album] * 3))
+    assert steered > free + 0.1 and abs(steered - 0.9) < abs(free - 0.9)
+
+
+def test_steer_prefers_the_last_bars_positions_and_keeps_the_chance_of_moving_on(tok, monkeypatch):
+    monkeypatch.setattr(beat, "PROFILE_STRENGTH", 0.0)  # the bar memory alone
+    tt = beat.TimeTables(tok.vocab)
+    clock = beat.Clock(tt, [None], profiles=[[0.5, 0, 0, 0, 0.5, 0, 0, 0]])
+    note = [tok["Pitch_60"], tok["Velocity_95"], tok["Duration_0.160.320"]]
+    # a bar with onsets on beats 1, 2 and the "and" of 2 (slots 0, 8, 12 of 32), then the next bar's downbeat
+    clock.feed([[tok["BOS_None"], *note, tok["TimeShift_1.0.320"], *note, tok["TimeShift_0.160.320"], *note,
+                 tok["Bar_None"], *note]])
+    bias = clock.bias()[0]
+    assert bias[tok["TimeShift_1.0.320"]] > 0  # to beat 2: the bar before had an onset there
+    assert bias[tok["TimeShift_0.160.320"]] == 0  # the "and" of 1: it had none
+    logits = torch.randn(1, len(tok.vocab))
+    steered = clock.steer(logits)
+    time = tt.is_shift | tt.is_bar
+    assert torch.equal(steered[0, ~time], logits[0, ~time])  # notes untouched
+    mass = lambda x: torch.softmax(x[0], 0)[time].sum()  # noqa: E731
+    assert float(mass(steered)) == pytest.approx(float(mass(logits)), rel=1e-5)  # as likely to move on
+    assert not torch.equal(steered, logits)

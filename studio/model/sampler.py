@@ -159,6 +159,7 @@ def decode(model, prompt: list[int], sampling: SamplingConfig, seeds: list[int],
             logits = logits.masked_fill(~allowed[[row[-1] for row in out]].to(logits.device), float("-inf"))
         if clock is not None:  # after the note grammar: a Pitch is never masked, so a row always goes on
             logits = logits.masked_fill(~clock.mask().to(logits.device), float("-inf"))
+            logits = clock.steer(logits)  # towards the album's onsets per position in the beat
         probs, cand = filter_logits(logits, sampling.temperature, sampling.top_k, sampling.top_p)
         probs, cand = probs.cpu(), cand.cpu()
         picks = [int(cand[r, torch.multinomial(probs[r], 1, generator=gens[r])]) for r in range(n_rows)]
