@@ -125,6 +125,8 @@ SHOWN = {
     "top_k": dict(label="Top-k (0 = off)"),
     "precision": dict(label="Decoding precision", elem_id="decode-precision"),
     "keep_time": dict(label="Keep time"),
+    "seconds": dict(label="Seconds (0 = by tokens)", elem_id="length-seconds"),
+    "bars": dict(label="Bars (0 = by tokens)", elem_id="length-bars"),
 }
 LABELS = {name: opts["label"] for name, opts in SHOWN.items() if "label" in opts}
 
