@@ -33,6 +33,8 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 
+import torch
+
 from studio.config import SamplingConfig
 from studio.model import packed
 
@@ -140,6 +142,12 @@ class Batcher:
     # --- the worker -------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        # One intra-op thread here. Each thread that runs torch gets its own OpenMP team, and on a
+        # 2-core box two teams (this worker's and the threads that loaded the model or decoded
+        # before) spin against each other: one A/B pair of 256 tokens took 3.2 s instead of 0.9 s,
+        # and every decode after it stayed that slow. With one thread it takes 1.15 s, and the
+        # other threads keep their speed (2 cores, AMX Xeon).
+        torch.set_num_threads(1)
         while True:
             batch = self._next_batch()
             if batch is None:
