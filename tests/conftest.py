@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -127,3 +128,21 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def eos_first(model, tok):
+    """``model`` (a GPT-2) made to want EOS most at every position, then restored: every final hidden
+    state becomes e0, and EOS gets by far the largest weight on it."""
+    eos = tok["EOS_None"]
+    ln_f, wte = model.transformer.ln_f, model.transformer.wte.weight
+    saved = ln_f.weight.data.clone(), ln_f.bias.data.clone(), wte.data[eos].clone()
+    ln_f.weight.data.zero_()
+    ln_f.bias.data.zero_()
+    ln_f.bias.data[0] = 1.0
+    wte.data[eos, 0] = wte.data[:, 0].abs().max() + 50.0
+    try:
+        yield eos
+    finally:
+        ln_f.weight.data, ln_f.bias.data = saved[0], saved[1]
+        wte.data[eos] = saved[2]

@@ -11,7 +11,7 @@ import torch
 from studio.config import SamplingConfig
 from studio.model.fast import FastGPT2, merged, unsupported
 from studio.model.sampler import decode, filter_logits
-from conftest import tiny_gpt2
+from conftest import eos_first, tiny_gpt2
 
 
 def tokens(n: int, min_new: int = 0, **kw) -> SamplingConfig:
@@ -118,20 +118,9 @@ def test_pair_rows_draw_what_each_side_draws_alone(models, tok):
 @torch.no_grad()
 def test_eos_ends_a_row_and_min_new_tokens_holds_it_off(models, tok):
     base, _ = models
-    eos = tok["EOS_None"]
-    ln_f, wte = base.transformer.ln_f, base.transformer.wte.weight
-    saved = ln_f.weight.data.clone(), ln_f.bias.data.clone(), wte.data[eos].clone()
-    # every position's final hidden state becomes e0, and EOS has by far the largest logit
-    ln_f.weight.data.zero_()
-    ln_f.bias.data.zero_()
-    ln_f.bias.data[0] = 1.0
-    wte.data[eos, 0] = wte.data[:, 0].abs().max() + 50.0
-    try:
+    with eos_first(base, tok) as eos:  # a model that wants to stop at every position
         short = decode(base, [tok["BOS_None"]], tokens(20), [0, 1], eos_id=eos)
         held = decode(base, [tok["BOS_None"]], tokens(20, 5), [0], eos_id=eos)
-    finally:
-        ln_f.weight.data, ln_f.bias.data = saved[0], saved[1]
-        wte.data[eos] = saved[2]
     assert [r[-1] for r in short.rows] == [eos, eos] and all(len(r) == 2 for r in short.rows)
     assert eos not in held.rows[0][1:6] and held.rows[0][-1] == eos
 

@@ -9,7 +9,7 @@ import copy
 import pytest
 import torch
 
-from conftest import tiny_gpt2
+from conftest import eos_first, tiny_gpt2
 from studio.config import SamplingConfig
 from studio.model import beat, grammar, slide
 from studio.model.fast import FastGPT2
@@ -165,21 +165,10 @@ def test_sample_goes_past_the_window_and_says_when_tokens_ran_out(models, tok):
 
 def test_a_length_in_music_holds_eos_off_until_it_is_played(models, tok):
     base, _ = models
-    eos = tok["EOS_None"]
-    ln_f, wte = base.transformer.ln_f, base.transformer.wte.weight
-    saved = ln_f.weight.data.clone(), ln_f.bias.data.clone(), wte.data[eos].clone()
-    # every position's final hidden state becomes e0, and EOS has by far the largest logit
-    ln_f.weight.data.zero_()
-    ln_f.bias.data.zero_()
-    ln_f.bias.data[0] = 1.0
-    wte.data[eos, 0] = wte.data[:, 0].abs().max() + 50.0
-    try:
+    with eos_first(base, tok) as eos:
         eager = sample(base, tok, [tok["BOS_None"]], SamplingConfig(2 * WINDOW, min_new_tokens=0, precision="fp32"),
                        seed=0)
         timed = sample(base, tok, [tok["BOS_None"]], SamplingConfig(2 * WINDOW, min_new_tokens=0, precision="fp32",
                                                                     bars=2), seed=0)
-    finally:
-        ln_f.weight.data, ln_f.bias.data = saved[0], saved[1]
-        wte.data[eos] = saved[2]
     assert eager.ids[-1] == eos and eager.new_tokens < 2 * WINDOW  # this model stops when it may
     assert eos not in timed.ids and (timed.new_tokens == 2 * WINDOW or "before" not in " ".join(timed.notes))

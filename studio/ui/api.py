@@ -85,12 +85,7 @@ def make_render(settings: Settings):
             raise ValueError("audio is off on this studio (no FluidSynth library)")
         if instrument not in INSTRUMENTS:
             raise ValueError(f"instrument {instrument!r}: choose one of {list(INSTRUMENTS)}")
-        try:
-            data = base64.b64decode(midi_base64 or "", validate=True)
-        except ValueError:
-            raise ValueError("midi_base64: not base64 text") from None
-        if not data or len(data) > MAX_API_MIDI_BYTES:
-            raise ValueError(f"midi_base64: {len(data)} bytes (1..{MAX_API_MIDI_BYTES} allowed)")
+        data = _midi_bytes(midi_base64)
         with tempfile.TemporaryDirectory(prefix="api-render-") as tmp:
             src = Path(tmp) / "in.mid"
             src.write_bytes(data)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_piece
-from test_browser import ARGS, CHROMIUM, PLAYABLE, REPO, SHOTS, fetch, set_number
+from test_browser import CHROMIUM, PLAYABLE, REPO, SHOTS, fetch, page, set_number  # noqa: F401 (page: a fixture)
 from test_space import app_env, running_app
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -21,18 +21,6 @@ def app_url(tmp_path_factory, tiny_base_dir):
     data = tmp_path_factory.mktemp("passage-data")
     with running_app(REPO, app_env(data), data / "app.log", args=["--base", tiny_base_dir]) as url:
         yield url
-
-
-@pytest.fixture()
-def page(app_url):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.set_default_timeout(30_000)
-        yield pg
-        browser.close()
 
 
 def test_regenerate_a_bar_of_an_uploaded_piece(page, app_url, tmp_path):
