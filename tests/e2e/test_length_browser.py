@@ -40,7 +40,9 @@ def test_a_length_in_music_ends_each_side_there(page, app_url, control, value): 
         if control == "length-seconds":
             starts = score.to("second")
             last = max(n.time for t in starts.tracks for n in t.notes)
-            assert value - 3 <= last <= value + 0.5, last  # onsets run up to the asked length
+            # onsets run up to the asked length; the stop reads seconds off the stream's Tempo tokens
+            # as it decodes, which a random base changes every few notes, so allow a second over
+            assert value - 3 <= last <= value + 1.0, last
         else:
             bar = 4 * score.ticks_per_quarter
             assert max(n.time for n in notes) // bar == value - 1  # the last note starts in the last bar asked for
