@@ -111,6 +111,12 @@ def same_products(prompt_len: int, alone: int, batched: int) -> bool:
     return (alone * prompt_len <= cap) == (batched * prompt_len <= cap) and (alone <= cap) == (batched <= cap)
 
 
+# Intra-op threads of every decode the studio serves, batched or not (the worker below; Comparer
+# without batching), so a seed gives the same music either way: sums over one thread round
+# otherwise than over two (13 of 60 seeds alike when the unbatched path kept two).
+DECODE_THREADS = 1
+
+
 class Batcher:
     """Gathers a Comparer's concurrent decodes into shared batches (see the module's docstring)."""
 
@@ -147,7 +153,7 @@ class Batcher:
         # before) spin against each other: one A/B pair of 256 tokens took 3.2 s instead of 0.9 s,
         # and every decode after it stayed that slow. With one thread it takes 1.15 s, and the
         # other threads keep their speed (2 cores, AMX Xeon).
-        torch.set_num_threads(1)
+        torch.set_num_threads(DECODE_THREADS)
         while True:
             batch = self._next_batch()
             if batch is None:

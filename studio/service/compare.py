@@ -26,7 +26,7 @@ from pathlib import Path
 
 from studio.audio.ogg import RENDER_MAX_SECONDS, render_ogg  # noqa: F401 (RENDER_MAX_SECONDS: re-exported)
 from studio.service import library
-from studio.service.batcher import Batcher, Request
+from studio.service.batcher import DECODE_THREADS, Batcher, Request
 from studio.config import SamplingConfig, renders_dir
 from studio.model.generate import prompt_ids, sample, sample_sides
 
@@ -213,8 +213,9 @@ class Comparer:
                 if any(m and (len(m) > 1 or m[0][1] != 1.0) for m in mixes) or variations != 1:
                     raise ValueError("strengths, blends and variations need a GPT-2 base")
                 return [self.sample_side(m[0][0] if m else None, prompt, knobs, seed) for m in mixes]
-            gens = sample_sides(self.model, self.tok, prompt, rows, knobs, seeds, on_step=on_step,
-                                albums=[self._album_time(m) for m in rows])
+            with fast.intra_op_threads(DECODE_THREADS):  # the batcher's, so its music is the same
+                gens = sample_sides(self.model, self.tok, prompt, rows, knobs, seeds, on_step=on_step,
+                                    albums=[self._album_time(m) for m in rows])
             return gens if variations == 1 else [gens[i * variations:(i + 1) * variations] for i in range(len(mixes))]
 
     def infill(self, side, score, cfg):
