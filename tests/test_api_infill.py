@@ -9,19 +9,10 @@ import pytest
 from symusic import Score
 
 from conftest import make_piece
+from test_api import AUDIO, app_url  # noqa: F401 (app_url: the same live app fixture)
 from test_space import REPO, running_app
 
 pytestmark = pytest.mark.app
-
-AUDIO = __import__("studio.audio.render", fromlist=["fluidsynth_status"]).fluidsynth_status()[0]
-
-
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    data = tmp_path_factory.mktemp("api-infill-data")
-    env = {**os.environ, "STUDIO_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1", "STUDIO_BASE": "pocket"}
-    with running_app(REPO, env, data / "app.log", timeout=180) as url:
-        yield url
 
 
 def test_infill_endpoint_returns_ranked_candidates_in_place(app_url):
