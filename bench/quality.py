@@ -88,6 +88,7 @@ def run_artist(artist: str, files: list[Path], work: Path, base: str, overrides:
     from studio.ingest.augment import augment_dir
     from studio.config import AugmentConfig, SamplingConfig, TrainConfig
     from studio.evaluation.evaluate import evaluate_adapter
+    from studio.training.estimate import estimate
     from studio.training.train import train
 
     album, data, out = work / artist / "album", work / artist / "augmented", work / artist / "adapter"
@@ -102,6 +103,9 @@ def run_artist(artist: str, files: list[Path], work: Path, base: str, overrides:
         data = album
     cfg = TrainConfig(str(data), str(out), model_name=base, **overrides)
     print(f"[quality] {artist}: overrides {overrides or 'none'}, album {'augmented' if augment else 'as it is'}", flush=True)
+    # what `train --dry-run` says before Start, held against the run it predicts (issue 34: within 25 %)
+    guess = estimate(cfg)
+    print(f"[quality] {artist}: estimate {guess.total_s / 60:.2f} min in all, {guess.epoch_s:.0f} s an epoch", flush=True)
     started = time.time()
     meta = train(cfg, lambda e: print(f"[quality] {artist}: {_line(e)}", flush=True) if e["type"] != "step" else None)
     wall = time.time() - started
@@ -113,6 +117,8 @@ def run_artist(artist: str, files: list[Path], work: Path, base: str, overrides:
         "artist": artist, "pieces": len(files), "augmented": augment, "config": cfg.to_dict(), "history": meta["history"],
         "best_epoch": best, "stop_reason": meta["stop_reason"],
         "train_minutes": round(meta["timings"]["train_seconds"] / 60, 2), "wall_minutes": round(wall / 60, 2),
+        "estimate": {"total_minutes": round(guess.total_s / 60, 2), "loop_minutes": round(guess.loop_s / 60, 2),
+                     "epoch_s": round(guess.epoch_s, 1), "probed": guess.probed},
         "minutes_to_within_2pct": minutes_to_within(meta["history"]),
         "base_loss": round(b["held_out_loss"], 4), "adapter_loss": round(a["held_out_loss"], 4),
         "loss_ratio": round(a["held_out_loss"] / b["held_out_loss"], 4),
@@ -218,6 +224,7 @@ def table(results: list[dict], context: str, preset: str | None = None) -> list[
                      f"{r['adapter_copy_rate']:.3f} | {r['train_minutes']:.1f} | {r['minutes_to_within_2pct']} | "
                      f"{r['best_epoch']} | {verdict(r)} |")
     lines += groove_table(results)
+    lines += estimate_lines(results)
     lines += ["", "Texture (notes/s, voices at once, pitch span; docs/METRICS.md), artist / base / adapter:", ""]
     for r in results:
         lines.append(f"- {r['artist']}: {tex(r['reference_texture'])} / {tex(r['base_texture'])} / "
@@ -236,6 +243,20 @@ def table(results: list[dict], context: str, preset: str | None = None) -> list[
             lines += [f"- {e['epoch']}: {e['val_loss']:.4f}, {e['held_out_loss']:.4f}, {e['training_texture_gap']} → "
                       f"{e['texture_gap']:.2f}, {tex(e['texture'])}; groove distance "
                       f"{_f(e.get('training_groove_distance'))} → {_f(e.get('groove_distance'))}" for e in r["per_epoch"]]
+    return lines
+
+
+def estimate_lines(results: list[dict]) -> list[str]:
+    """The estimate `train --dry-run` gave before each run against the run (target: within 25 %)."""
+    done = [r for r in results if r.get("estimate")]
+    if not done:
+        return []
+    lines = ["", "Time estimate before training (`train --dry-run`, the Train tab's Estimate time) against the run "
+             "(`train` from start to its last save): estimate / real minutes, real ÷ estimate (target 0.75–1.25).", ""]
+    for r in done:
+        est, real = r["estimate"]["total_minutes"], r["wall_minutes"]
+        lines.append(f"- {r['artist']}: {est:.2f} / {real:.2f} min, {real / max(est, 1e-9):.2f}× "
+                     f"({r['stop_reason'] or 'every epoch'}; {r['estimate']['epoch_s']:.0f} s an epoch estimated)")
     return lines
 
 
