@@ -243,6 +243,8 @@ class TrainConfig(_Job):
     copy_threshold: float = _help(0.5, "stop when the epoch's samples copy the training pieces above this rate; 0 = off")
     samples_per_epoch: int = _help(2, "seeded samples after each epoch (copy rate, texture gap; to hear it evolve)")
     sample_tokens: int = _help(256, "tokens per epoch sample")
+    calibrate_rows: int = _help(8, "after training, samples per bar-memory strength tried to fit the sampler's "
+                                "bar memory to the album's groove (studio/training/calibrate.py); 0 = the fixed one")
     # The epoch samples are drawn like any other (the train command's --sample-* flags); their
     # length and seeds are sample_tokens and seed, seed+1, ... so runs stay comparable.
     sampling: SamplingConfig = _help(text="how the epoch samples are drawn (max_new_tokens and seed: "

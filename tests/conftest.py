@@ -86,7 +86,7 @@ def tiny_train_config(data_dir, out, base, **kw):
     from studio.config import TrainConfig
 
     args = dict(model_name=str(base), max_seq_len=64, batch_size=4, grad_accum_steps=1, epochs=2, lr=3e-3,
-                warmup_steps=2, val_split=0.25, samples_per_epoch=0, lora_r=4, lora_alpha=8)
+                warmup_steps=2, val_split=0.25, samples_per_epoch=0, calibrate_rows=0, lora_r=4, lora_alpha=8)
     return TrainConfig(str(data_dir), str(out), **{**args, **kw})
 
 

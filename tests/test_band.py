@@ -16,7 +16,7 @@ from studio.audio.render import fluidsynth_status, render_to_array, with_program
 from studio.audio.render_instrument import PIANO, adapter_instruments, default_program
 from studio.config import TrainConfig, adapters_dir
 from studio.ingest.album import album_from_scores, album_report
-from studio.model.tokenizer import decode, encode
+from studio.model.tokenizer import decode, encode, load_tokenizer
 from studio.service import library
 from studio.service.compare import Comparer, Knobs
 from studio.training.train import train
@@ -102,7 +102,7 @@ def band_adapter(tmp_path, tiny_base_dir):
     events = []
     cfg = TrainConfig(str(tmp_path / "aug"), str(adapters_dir() / "band"), model_name=str(tiny_base_dir),
                       max_seq_len=64, batch_size=4, epochs=1, val_split=0.25, samples_per_epoch=0, lora_r=4,
-                      lora_alpha=8)
+                      lora_alpha=8, calibrate_rows=2)
     meta = train(cfg, events.append)
     return pieces, meta, events
 
@@ -130,6 +130,26 @@ def test_training_records_the_album_and_its_training_instruments(band_adapter):
     assert meta["main_program"] == expected[0][0]
     saved = json.loads((adapters_dir() / "band" / "training_meta.json").read_text())
     assert saved["instruments"] == meta["instruments"] and saved["main_program"] == meta["main_program"]
+
+
+def test_training_fits_the_bar_memory_to_the_album_and_the_sampler_uses_it(band_adapter):
+    """After training, adapter-best is sampled at every bar-memory strength; the one nearest the
+    album's training pieces in groove is kept with the adapter and read back by the sampler."""
+    from studio.model import beat
+
+    _, meta, events = band_adapter
+    found = meta["time_calibration"]
+    assert set(found["tried"]) == {str(s) for s in beat.REPEAT_CHOICES}
+    for v in found["tried"].values():
+        assert 0 <= v["distance"] <= 1 and v["score"] >= v["distance"]
+    best = min(v["score"] for v in found["tried"].values())
+    assert found["tried"][str(meta["time"]["repeat"])]["score"] <= best + 0.015
+    said = [e["message"] for e in events if e["type"] == "info" and e["message"].startswith("bar memory fitted")]
+    assert len(said) == 1 and f": {meta['time']['repeat']:g} (" in said[0]
+    assert beat.adapter_time(adapters_dir() / "band" / "adapter-best")["repeat"] == meta["time"]["repeat"]
+    tok = load_tokenizer(adapters_dir() / "band" / "tokenizer.json")
+    clock = beat.clock_rows(tok, [beat.adapter_time(adapters_dir() / "band" / "adapter-best"), None])
+    assert clock.repeat.tolist() == [meta["time"]["repeat"], beat.REPEAT_STRENGTH]
 
 
 def test_an_adapter_side_plays_its_albums_instrument_and_the_base_piano(band_adapter, tiny_base_dir, tmp_path):

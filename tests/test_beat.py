@@ -179,43 +179,18 @@ def test_steer_prefers_the_last_bars_positions_and_keeps_the_chance_of_moving_on
     assert not torch.equal(steered, logits)
 
 
-def test_album_grid_records_its_bar_consistency_as_groove_measures_it(tok):
-    """The same bar over and over agrees everywhere (1.0), as the groove measure finds; bars that
-    change their pattern agree less."""
-    from studio.evaluation.groove import groove
-
-    same = eighths(bars=6)
-    changing = Score(480)
-    track = Track("riff", 0, False)
-    for b in range(6):  # bar b: onsets on b + 1 of its sixteenths, so no two bars agree everywhere
-        for k in range(b + 1):
-            track.notes.append(Note(b * 1920 + k * 120, 100, 60, 90))
-    changing.tracks.append(track)
-    a = beat.album_grid(tok.vocab, [encode(tok, same)])["consistency"]
-    b = beat.album_grid(tok.vocab, [encode(tok, changing)])["consistency"]
-    assert a == pytest.approx(1.0) == groove(same).consistency
-    assert b == pytest.approx(groove(changing).consistency, abs=1e-3) and b < 0.99
-
-
-def test_bar_memory_pushes_only_while_the_row_repeats_less_than_its_album(tok):
-    """With the album's consistency recorded the bar memory follows the row: full strength while
-    its bars agree less than the album's, none once they agree as much; an album that recorded
-    none gets the fixed REPEAT_STRENGTH."""
+def test_each_row_keeps_its_own_adapters_bar_memory(tok):
+    """An adapter's fitted bar memory (``time.repeat``) is its rows' strength; a row whose album
+    recorded none gets REPEAT_STRENGTH. Same notes, same profile: the shift back to where the bar
+    before had its note differs by the strengths alone."""
     tt = beat.TimeTables(tok.vocab)
     note = [tok["Pitch_60"], tok["Velocity_95"], tok["Duration_0.160.320"]]
-    # two bars: the first with notes on beats 1 and 3, the second with one on beat 2 only
-    changing = [tok["BOS_None"], *note, tok["TimeShift_2.0.320"], *note, tok["Bar_None"], tok["TimeShift_1.0.320"],
-                *note, tok["Bar_None"], *note]
-    repeating = [tok["BOS_None"], *note, tok["TimeShift_2.0.320"], *note, tok["Bar_None"], *note,
-                 tok["TimeShift_2.0.320"], *note, tok["Bar_None"], *note]
-    clock = beat.Clock(tt, [None] * 3, profiles=[[1 / 8] * 8] * 3, consistencies=[1.0, 1.0, None])
-    clock.feed([changing, repeating, changing])
-    assert int(clock.pairs[0]) == 1 and float(clock.agree[0]) < 0.95  # the pair of bars disagrees
-    strength = clock.repeat_strength()
-    assert float(strength[0]) == pytest.approx(beat.REPEAT_MAX)  # pushed
-    assert float(strength[1]) == 0.0  # already repeats as much as the album
-    assert float(strength[2]) == beat.REPEAT_STRENGTH  # nothing recorded: fixed
-    # rows 0 and 2 played the same: the shift back to beat 2, where the bar before had its note,
-    # differs between them by the strengths alone
-    bias, to_beat_2 = clock.bias(), tok["TimeShift_1.0.320"]
-    assert float(bias[0, to_beat_2] - bias[2, to_beat_2]) == pytest.approx(beat.REPEAT_MAX - beat.REPEAT_STRENGTH)
+    played = [tok["BOS_None"], *note, tok["Bar_None"], tok["TimeShift_1.0.320"], *note, tok["Bar_None"], *note]
+    albums = [{"grid": [0, 4], "chord": None, "profile": [1 / 8] * 8, "repeat": r} for r in (5.0, 0.0, None)]
+    clock = beat.clock_rows(tok, albums)
+    assert clock.repeat.tolist() == [5.0, 0.0, beat.REPEAT_STRENGTH]
+    clock.feed([played] * 3)
+    bias, to_beat_2 = clock.bias(), tok["TimeShift_1.0.320"]  # the bar before had its note on beat 2
+    assert float(bias[0, to_beat_2] - bias[1, to_beat_2]) == pytest.approx(5.0)
+    assert float(bias[2, to_beat_2] - bias[1, to_beat_2]) == pytest.approx(beat.REPEAT_STRENGTH)
+    assert beat.blend_time(albums[:2])["repeat"] == 2.5 and beat.blend_time(albums)["repeat"] is None

@@ -47,9 +47,10 @@ import numpy as np
 from symusic import Score
 
 # beats a bar, and beats a note counts as sounding at most (empty-beat rate): the sampler's own
-from studio.model.beat import BAR_SLOTS, SLOTS_PER_BEAT, SOUND_CAP_BEATS, bar_consistency, slot_of
+from studio.model.beat import BAR_BEATS, SOUND_CAP_BEATS
 
-BINS = SLOTS_PER_BEAT  # 12 slots a beat: sixteenths (3), triplets (4) and swung eighths (8) all fall on one
+BINS = 12  # slots a beat: sixteenths (3), triplets (4) and swung eighths (8) all fall on one
+BAR_SLOTS = BINS * BAR_BEATS  # 48: 4-beat bars, as the tokenizer writes them (no time signature)
 OFF_GRID_BELOW = 0.02  # a bin holding under this share of the artist's onsets is off the grid
 STRAIGHT_BIN, SWUNG_BIN = 6, 8  # the off-beat eighth, straight and on the triplet
 
@@ -85,7 +86,7 @@ def _pitched(score: Score) -> tuple[int, np.ndarray, np.ndarray]:
 def onset_slots(onset: np.ndarray, tpq: int) -> np.ndarray:
     """Distinct onset slots (12ths of a beat from tick 0), sorted: a chord is one slot."""
     # floor(x + ½) rather than np.round: half-way ticks go the same way in every beat
-    return np.unique(slot_of(onset.astype(np.int64), tpq))
+    return np.unique(np.floor(BINS * onset.astype(np.float64) / tpq + 0.5).astype(np.int64))
 
 
 def profile_of(slots: np.ndarray) -> np.ndarray:
@@ -116,7 +117,19 @@ def empty_beat_rate(onset: np.ndarray, duration: np.ndarray, tpq: int,
 
 def groove_consistency(slots: np.ndarray) -> float | None:
     """Mean share of the 48 slots on which consecutive 4-beat bars agree (pairs of empty bars skipped)."""
-    return bar_consistency(slots)
+    if not len(slots):
+        return None
+    bars = slots // BAR_SLOTS
+    first, n = int(bars.min()), int(bars.max() - bars.min()) + 1
+    if n < 2:
+        return None
+    grid = np.zeros((n, BAR_SLOTS), bool)  # (bars, 48) onset present
+    grid[bars - first, slots % BAR_SLOTS] = True
+    a, b = grid[:-1], grid[1:]
+    keep = a.any(1) | b.any(1)
+    if not keep.any():
+        return None
+    return float((a[keep] == b[keep]).mean(1).mean())
 
 
 def groove(score: Score) -> Groove:

@@ -38,10 +38,6 @@ BAR_BEATS = 4  # PerTok without time-signature tokens writes 4/4 bars (miditok T
 # A note counts as sounding for at most this long, here and in studio.evaluation.groove's
 # empty-beat rate: the sampler keeps to what the measure hears.
 SOUND_CAP_BEATS = 2
-# The groove measures' slots (studio.evaluation.groove): 12 a beat holds sixteenths, triplets and
-# swung eighths alike; bar consistency compares 4-beat bars slot by slot.
-SLOTS_PER_BEAT = 12
-BAR_SLOTS = SLOTS_PER_BEAT * BAR_BEATS
 # A position in the beat is on the album's grid when it holds >= 5 % of its onsets: rarer ones are
 # ornaments (a grace note, a humanised onset); let the sampler use them and it puts notes there as
 # often as the model guesses, which on the OpenMSX set put 9-10 % of an adapter's onsets where the
@@ -58,15 +54,11 @@ GRID_MIN_SHARE = 0.05
 PROFILE_STRENGTH = 3.0
 PROFILE_PRIOR = 16
 REPEAT_STRENGTH = 3.0
-# The bar memory of an album that recorded its bar-to-bar consistency (``time.consistency``) follows
-# the row instead of a fixed strength: up to REPEAT_MAX while the row's bars agree less than the
-# album's, by REPEAT_SPAN of agreement for the whole of it, nothing once they agree as much. A fixed 3
-# pulled Beethoven's movements off their profile (groove distance 0.22 -> 0.34) while Planet Blupi's
-# game loops needed 5 to repeat as they do. REPEAT_PRIOR: bar pairs at the album's consistency the
-# row's count starts from.
-REPEAT_MAX = 8.0
-REPEAT_SPAN = 0.02
-REPEAT_PRIOR = 2
+# An adapter's own bar memory, chosen after its training (``time.repeat``, studio.training.calibrate)
+# from these: the strength whose samples come nearest the album's training pieces in groove. No one
+# strength fits every album: 3 pulled Beethoven's movements off their profile (groove distance 0.22
+# -> 0.34), Planet Blupi's game loops need 5 to repeat as they do, OpenMSX and Haydn do best at 3.
+REPEAT_CHOICES = (0.0, 1.5, 3.0, 5.0, 8.0)
 
 
 def _ticks(value: str) -> int:
@@ -118,12 +110,11 @@ def _tables(items: tuple) -> TimeTables | None:
 
 
 def clock_for(tok, grids: list[list[int] | None], chords: list[int | None] | None = None,
-              profiles: list | None = None, consistencies: list[float | None] | None = None) -> Clock | None:
-    """A Clock for rows with these grids (chord caps, onset profiles, bar consistencies), or None
-    when ``tok``'s vocabulary keeps no bars."""
+              profiles: list | None = None, repeats: list[float | None] | None = None) -> Clock | None:
+    """A Clock for rows with these grids (chord caps, onset profiles, bar memories), or None when
+    ``tok``'s vocabulary keeps no bars."""
     tables = _tables(tuple(sorted(tok.vocab.items())))
-    return None if tables is None else Clock(tables, grids, chords=chords, profiles=profiles,
-                                             consistencies=consistencies)
+    return None if tables is None else Clock(tables, grids, chords=chords, profiles=profiles, repeats=repeats)
 
 
 def supports(vocab: dict[str, int]) -> bool:
@@ -139,7 +130,7 @@ class Clock:
 
     def __init__(self, tables: TimeTables, grids: list[list[int] | None], guard_beats: float = 1.0,
                  chords: list[int | None] | None = None, profiles: list | None = None,
-                 consistencies: list[float | None] | None = None):
+                 repeats: list[float | None] | None = None):
         self.tt = tables
         rows = len(grids)
         self.t = torch.zeros(rows, dtype=torch.long)  # the clock (decoder's current_tick)
@@ -168,15 +159,8 @@ class Clock:
         slots = tables.bar // tables.step
         self.this_bar = torch.zeros(rows, slots)  # onsets of the row in the bar it is in, per slot
         self.last_bar = torch.zeros(rows, slots)  # ... and in the bar before
-        # the album's bar-to-bar consistency per row (NaN: not recorded, a fixed REPEAT_STRENGTH),
-        # and the row's own so far: agreeing share summed over its bar pairs, and how many
-        self.consistency = torch.tensor([float(c) if c is not None else float("nan")
-                                         for c in (consistencies or [None] * rows)])
-        self.heard = torch.zeros(rows, BAR_SLOTS, dtype=torch.bool)  # this bar's onsets in the measure's slots
-        self.heard_before = torch.zeros(rows, BAR_SLOTS, dtype=torch.bool)  # ... and the bar before's
-        self.agree = torch.zeros(rows)
-        self.pairs = torch.zeros(rows)
-        self.bars = torch.zeros(rows, dtype=torch.long)  # bars the row has finished
+        # the bar memory's strength per row: its adapter's own (``time.repeat``) or REPEAT_STRENGTH
+        self.repeat = torch.tensor([float(x) if x is not None else REPEAT_STRENGTH for x in (repeats or [None] * rows)])
 
     def feed(self, rows: list[list[int]]) -> None:
         """Follow tokens already in the rows (a prompt), one position at a time."""
@@ -203,15 +187,6 @@ class Clock:
         rows = torch.arange(len(t))
         self.onsets[rows, phase] += onset.float()
         moved = (t // tt.bar) != (self.t_bar)
-        # the bar just finished against the one before it, counted as the groove measure counts
-        a, b = self.heard_before, self.heard
-        pair = moved & (self.bars > 0) & (a.any(1) | b.any(1))
-        self.agree += torch.where(pair, (a == b).float().mean(1), torch.zeros_like(self.agree))
-        self.pairs += pair.float()
-        self.bars += (moved & ((self.bars > 0) | b.any(1))).long()  # from the first bar with a note
-        self.heard_before = torch.where(moved.unsqueeze(1), b, a)
-        self.heard = torch.where(moved.unsqueeze(1), torch.zeros_like(b), b)
-        self.heard[rows, slot_of(t % tt.bar, tt.tpq).clamp(max=BAR_SLOTS - 1)] |= onset
         self.last_bar = torch.where(moved.unsqueeze(1), self.this_bar, self.last_bar)
         self.this_bar = torch.where(moved.unsqueeze(1), torch.zeros_like(self.this_bar), self.this_bar)
         self.this_bar[rows, (t % tt.bar) // tt.step] += onset.float()
@@ -239,7 +214,7 @@ class Clock:
         gain = torch.where(self.steered.unsqueeze(1), gain, torch.zeros_like(gain))  # (rows, phases)
         phase = ((self.t.unsqueeze(1) + tt.shift.unsqueeze(0)) % tt.tpq) // tt.step  # (rows, vocab)
         out = torch.gather(gain, 1, phase.clamp(max=tt.phases - 1))
-        strength = self.repeat_strength()
+        strength = self.repeat
         if bool((strength > 0).any()):
             slot = (((self.t % tt.bar).unsqueeze(1) + tt.shift.unsqueeze(0)) // tt.step).clamp(max=self.last_bar.shape[1] - 1)
             again = (torch.gather(self.last_bar, 1, slot) > 0) & self.steered.unsqueeze(1)
@@ -247,16 +222,6 @@ class Clock:
         out = torch.where(tt.is_shift.unsqueeze(0), out, torch.zeros_like(out))
         # Bar starts the next bar on the beat: its notes land on position 0
         return torch.where(tt.is_bar.unsqueeze(0), gain[:, :1], out)
-
-    def repeat_strength(self) -> torch.Tensor:
-        """(rows,) the bar memory's logit: REPEAT_STRENGTH where the album recorded no consistency,
-        else as far as the row's bars agree less than the album's (see REPEAT_SPAN)."""
-        c = self.consistency
-        known = ~torch.isnan(c)
-        target = torch.where(known, c, torch.zeros_like(c))
-        row = (self.agree + REPEAT_PRIOR * target) / (self.pairs + REPEAT_PRIOR)
-        follow = REPEAT_MAX * ((target - row) / REPEAT_SPAN).clamp(0, 1)
-        return torch.where(known, follow, torch.full_like(c, REPEAT_STRENGTH))
 
     def steer(self, logits: torch.Tensor) -> torch.Tensor:
         """``logits`` with :meth:`bias` added to the time tokens (shifts and Bar) and the sum of their
@@ -301,19 +266,17 @@ class Clock:
 CHORD_PERCENTILE = 90
 
 
-def onsets(tables: TimeTables, streams) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float]]:
-    """(note onsets per position in the beat (``phases`` bins), notes per distinct onset, per
-    stream its distinct onsets per position: (streams, phases), and the bar-to-bar consistency of
-    each stream with two bars or more) over whole token streams, walked as
-    miditok decodes them."""
+def onsets(tables: TimeTables, streams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(note onsets per position in the beat (``phases`` bins), notes per distinct onset, and per
+    stream its distinct onsets per position: (streams, phases)) over whole token streams, walked
+    as miditok decodes them."""
     shift, is_bar, is_pitch = tables.shift.tolist(), tables.is_bar.tolist(), tables.is_pitch.tolist()
     counts = np.zeros(tables.phases, dtype=np.int64)
     chords: list[int] = []
-    distinct, agree = [], []
+    distinct = []
     for ids in streams:
         t, last = 0, -1
         mine = np.zeros(tables.phases, dtype=np.int64)
-        slots: list[int] = []
         for tok in np.asarray(ids, dtype=np.int64).tolist():  # plain ints: ~1 s per million tokens
             if is_bar[tok]:
                 t = (t // tables.bar + 1) * tables.bar
@@ -324,39 +287,11 @@ def onsets(tables: TimeTables, streams) -> tuple[np.ndarray, np.ndarray, np.ndar
                 else:
                     chords.append(1)
                     mine[(t % tables.tpq) // tables.step] += 1
-                    slots.append(t)
                     last = t
             else:
                 t += shift[tok]
         distinct.append(mine)
-        c = bar_consistency(np.unique(slot_of(np.asarray(slots, dtype=np.int64), tables.tpq)))
-        if c is not None:
-            agree.append(c)
-    return (counts, np.asarray(chords, dtype=np.int64),
-            np.asarray(distinct, dtype=np.int64).reshape(-1, tables.phases), agree)
-
-
-def slot_of(ticks, tpq: int):
-    """The 12th of a beat from tick 0 an onset at ``ticks`` counts in (floor(x + ½), so half-way
-    ticks go the same way in every beat), for numpy arrays and torch tensors of ints alike."""
-    return (2 * SLOTS_PER_BEAT * ticks + tpq) // (2 * tpq)
-
-
-def bar_consistency(slots: np.ndarray) -> float | None:
-    """Mean share of the 48 slots of a 4-beat bar on which consecutive bars agree (onset or none),
-    from the first onset's bar, pairs of empty bars skipped: the groove measure's consistency
-    (studio.evaluation.groove), which the bar memory keeps the album's."""
-    if not len(slots):
-        return None
-    bars = slots // BAR_SLOTS
-    first, n = int(bars.min()), int(bars.max() - bars.min()) + 1
-    if n < 2:
-        return None
-    grid = np.zeros((n, BAR_SLOTS), bool)
-    grid[bars - first, slots % BAR_SLOTS] = True
-    a, b = grid[:-1], grid[1:]
-    keep = a.any(1) | b.any(1)
-    return float((a[keep] == b[keep]).mean(1).mean()) if keep.any() else None
+    return counts, np.asarray(chords, dtype=np.int64), np.asarray(distinct, dtype=np.int64).reshape(-1, tables.phases)
 
 
 def album_grid(vocab: dict[str, int], streams) -> dict:
@@ -365,7 +300,7 @@ def album_grid(vocab: dict[str, int], streams) -> dict:
     pieces' shares as studio.evaluation.groove counts (what Clock.bias keeps); ``grid``, the positions holding at least ``GRID_MIN_SHARE`` of the notes;
     and ``chord``: the most notes the album starts together, bar the rarest 10 % of its onsets."""
     tables = TimeTables(vocab)
-    counts, chords, distinct, agree = onsets(tables, streams)
+    counts, chords, distinct = onsets(tables, streams)
     total = max(int(counts.sum()), 1)
     share = [round(float(c) / total, 4) for c in counts]
     # each piece weighs the same, as the artist's groove does (studio.evaluation.groove.mean_groove):
@@ -376,8 +311,7 @@ def album_grid(vocab: dict[str, int], streams) -> dict:
     profile = [round(float(x), 4) for x in mean]
     chord = int(np.ceil(np.percentile(chords, CHORD_PERCENTILE))) if len(chords) else None
     return {"ticks_per_beat": tables.tpq, "step": tables.step, "share": share, "profile": profile,
-            "grid": [p for p, s in enumerate(share) if s >= GRID_MIN_SHARE], "chord": chord,
-            "consistency": round(float(np.mean(agree)), 4) if agree else None}
+            "grid": [p for p, s in enumerate(share) if s >= GRID_MIN_SHARE], "chord": chord}
 
 
 def adapter_time(folder) -> dict | None:
@@ -399,10 +333,9 @@ def adapter_time(folder) -> dict | None:
         return None
     chord, profile = time.get("chord"), time.get("profile") or time.get("share")  # share: recorded before profile
     profile = [float(x) for x in profile] if isinstance(profile, list) and profile else None
-    consistency = time.get("consistency")
+    repeat = time.get("repeat")
     return {"grid": [int(p) for p in time["grid"]], "chord": int(chord) if isinstance(chord, int) and chord > 0 else None,
-            "profile": profile,
-            "consistency": float(consistency) if isinstance(consistency, (int, float)) else None}
+            "profile": profile, "repeat": float(repeat) if isinstance(repeat, (int, float)) else None}
 
 
 def blend_time(times: list[dict | None]) -> dict | None:
@@ -413,15 +346,15 @@ def blend_time(times: list[dict | None]) -> dict | None:
     chords = [t.get("chord") for t in times]
     profiles = [t.get("profile") for t in times]
     same = profiles[0] is not None and all(p is not None and len(p) == len(profiles[0]) for p in profiles)
-    agree = [t.get("consistency") for t in times]
+    repeats = [t.get("repeat") for t in times]
     return {"grid": sorted(set().union(*[t["grid"] for t in times])),
             "chord": None if None in chords else max(chords),
             "profile": [float(np.mean(x)) for x in zip(*profiles)] if same else None,
-            "consistency": None if None in agree else float(np.mean(agree))}
+            "repeat": None if None in repeats else float(np.mean(repeats))}
 
 
 def clock_rows(tok, albums: list[dict | None]):
     """A Clock for rows keeping these albums' time (None: the base's, any 32nd and no chord cap)."""
     return clock_for(tok, [a["grid"] if a else None for a in albums], [a.get("chord") if a else None for a in albums],
                      [a.get("profile") if a else None for a in albums],
-                     [a.get("consistency") if a else None for a in albums])
+                     [a.get("repeat") if a else None for a in albums])

@@ -29,6 +29,7 @@ from studio.config import DEFAULT_BASE, TrainConfig
 from studio.ingest.augment import VARIANT_SEP
 from studio.model.data import prepare
 from studio.training.album import album_meta, album_of, album_time
+from studio.training.calibrate import fit_bar_memory
 from studio.training.distributed import Dist
 from studio.training.fused_lora import use_fused_lora
 from studio.training.dropout import use_fast_lora_dropout
@@ -308,6 +309,8 @@ def train(cfg: TrainConfig, on_event: Callable[[dict], None] | None = None,
         on_event({"type": "info", "message": f"resumed at epoch {state.epoch + 1}, step {state.global_step}"})
     state = loop.run(dist.wrap(model), prepared.train_windows, prepared.val_windows, lcfg, device, hooks,
                      on_event, should_stop, state, optimizer, scheduler, dist)
+    if dist.is_main and cfg.calibrate_rows and meta.get("time") and (out / ADAPTER_BEST).is_dir():
+        fit_bar_memory(cfg, model, tok, list(hooks.references.values()), meta, out / ADAPTER_BEST, on_event)
     meta.update(history=state.history, stop_reason=state.stop_reason, best_epoch=state.best_epoch,
                 best_val_loss=state.best_val if state.best_epoch else None, tokens_seen=state.tokens_seen,
                 fallback_best_epoch=state.fallback_best or None, best_step=state.best_step or None,

@@ -1,13 +1,12 @@
 """Adapter-only samples under several Clock.steer strengths: groove and texture against the album.
 
-    python docs/trials/keep-time/steer.py ADAPTER_DIR/adapter-best 0:0,3:0,3:3,3:5:0.05 [samples]
+    python docs/trials/keep-time/steer.py ADAPTER_DIR/adapter-best 0:0,3:0,3:3 [samples]
 
-Each ``P:R`` sets studio.model.beat.PROFILE_STRENGTH = P and a fixed bar memory REPEAT_STRENGTH = R;
-``P:M:S`` a bar memory that follows the row's consistency (REPEAT_MAX = M, REPEAT_SPAN = S); then draws
+Each ``P:R`` sets studio.model.beat.PROFILE_STRENGTH = P and the bar memory (``time.repeat``) R, then draws
 ``samples`` (8) seeded samples of 512 tokens (seeds 0..) with Keep time on and prints the groove
 (against the run's held-out pieces, training_meta ``reference_groove``) and texture (against its
-training pieces) as ``eval`` computes them. The album's profile and consistency are recomputed from one
-training file per source, as training records them now, so older adapters work.
+training pieces) as ``eval`` computes them. The album's profile is recomputed from one training
+file per source, as training records it now, so adapters trained before ``time.profile`` work.
 """
 
 import json
@@ -39,17 +38,11 @@ def main(argv) -> int:
     one: dict[str, str] = {}
     for f in meta["train_files"]:
         one.setdefault(Path(f).name.split("__")[0], f)
-    now = beat.album_grid(tok.vocab, [encode(tok, Score(f)) for f in one.values()])
-    print("album consistency (clock slots):", now["consistency"])
+    album["profile"] = beat.album_grid(tok.vocab, [encode(tok, Score(f)) for f in one.values()])["profile"]
     base, info = load_base(meta.get("base") or "pocket", tok, pick_device("cpu"))
     model = attach_adapter(base, adapter, "adapter", tok, info).eval()
-    for setting in settings:
-        profile, repeat = setting[:2]
-        follow = len(setting) == 3
-        beat.PROFILE_STRENGTH, beat.REPEAT_STRENGTH = profile, repeat
-        if follow:
-            beat.REPEAT_MAX, beat.REPEAT_SPAN = repeat, setting[2]
-        album.update(profile=now["profile"], consistency=now["consistency"] if follow else None)
+    for profile, repeat in settings:
+        beat.PROFILE_STRENGTH, album["repeat"] = profile, repeat
         started, scores = time.time(), []
         for seed in range(n):
             gen = sample(model, tok, [tok["BOS_None"]], SamplingConfig(512), seed, album=album)
@@ -57,7 +50,7 @@ def main(argv) -> int:
                 scores.append(gen.score)
         g = side_groove(scores, meta["reference_groove"])
         tex = mean_texture(scores)
-        print(f"profile {profile}, repeat {repeat}{f' following, span {setting[2]}' if follow else ''}: groove {g['groove_distance']:.4f}, empty beats "
+        print(f"profile {profile}, repeat {repeat}: groove {g['groove_distance']:.4f}, empty beats "
               f"{g['groove']['empty_beats']}, consistency {g['groove']['consistency']}, off-grid "
               f"{g['groove']['off_grid']}, texture gap {texture_gap(tex, meta['reference_texture']):.3f}, "
               f"{tex['notes_per_s']:.1f} notes/s, {tex['voices']:.2f} voices ({time.time() - started:.0f} s)")
