@@ -61,10 +61,11 @@ def test_a_piece_of_three_windows_slides_at_bar_lines_and_keeps_the_grammar(mode
     for row, ctx in zip(out.rows, out.contexts):
         assert len(row) == 1 + 3 * WINDOW
         assert grammatical(tok, row)  # nothing the cut did shows in the output
-        assert ctx[:2] == [tok["BOS_None"], tok["Bar_None"]] and len(ctx) <= WINDOW
+        opening = w.opening(row, WINDOW)  # the piece's first whole bars, kept in every slid context
+        assert ctx[:len(opening) + 2] == [tok["BOS_None"], *opening, tok["Bar_None"]] and len(ctx) <= WINDOW
         # what the model saw last (all but the last draw) is the row's own recent past, after the
         # head the cut wrote (a Tempo, shifts to a place in the bar)
-        seen, body = row[:-1], ctx[2:]
+        seen, body = row[:-1], ctx[len(opening) + 2:]
         tail = next(k for k in range(len(body)) if seen[len(seen) - len(body) + k:] == body[k:])
         assert all(i in w.qpm or w.tt.is_shift[i] for i in body[:tail]) and len(body) - tail >= WINDOW // 4
     assert out.slides >= 2 * 2  # each row slid at least twice (3 windows from one)
@@ -94,6 +95,31 @@ def test_the_cut_keeps_each_tokens_place_in_the_bar_and_the_tempo(tok, dense):
         assert any(w.tt.is_shift[i] for i in head)  # shifts put the first kept note back in place
     else:
         assert ids[len(ids) - body_len - 1] == tok["Bar_None"]  # cut right after a bar line
+
+
+def test_the_cut_keeps_the_pieces_opening_bars_before_its_recent_past(tok):
+    """With the whole piece given, the slid context starts with the piece's opening bars (as many
+    as fit in ANCHOR of the window), then a Bar, then the recent past as before; the total kept
+    stays about KEEP of the window."""
+    w = slide.for_tokenizer(tok)
+    note = [tok["Pitch_60"], tok["Velocity_79"], tok["Duration_0.160.320"]]
+    opening_bar = [tok["Tempo_100.97"], *note, tok["TimeShift_2.0.320"], *note]  # 8 tokens, then its Bar
+    ids = [tok["BOS_None"], *opening_bar, tok["Bar_None"]]
+    while len(ids) < 8 * WINDOW:
+        ids += (note + [tok["TimeShift_1.0.320"]]) * 3 + note + [tok["Bar_None"]]
+    n_positions = 4 * WINDOW  # ANCHOR of it: 32 tokens reach the Bar after the first three bars
+    kept = w.cut(ids, n_positions, piece=ids)
+    opening = w.opening(ids, n_positions)
+    assert opening[:len(opening_bar) + 1] == [*opening_bar, tok["Bar_None"]]
+    assert ids[len(opening) + 1] == tok["Bar_None"] and len(opening) + 1 <= int(n_positions * slide.ANCHOR) + 1
+    assert kept[:len(opening) + 2] == [tok["BOS_None"], *opening, tok["Bar_None"]]
+    body = kept[len(opening) + 2:]
+    while body and body[0] in w.qpm:  # the tempo carried after the Bar, when the body has none
+        body = body[1:]
+    assert body == ids[len(ids) - len(body):] and len(kept) <= int(n_positions * slide.KEEP) + 3
+    assert _positions(w, kept)[len(kept) - len(body):] == _positions(w, ids)[len(ids) - len(body):]
+    plain = w.cut(ids, n_positions)  # without the piece: no opening, and more of the recent past
+    assert plain[:2] == [tok["BOS_None"], tok["Bar_None"]] and len(plain) > len(body) + len(opening) // 2
 
 
 def test_refill_left_pads_rows_so_each_sees_only_itself(models, tok):

@@ -182,7 +182,7 @@ def decode(model, prompt: list[int], sampling: SamplingConfig, seeds: list[int],
             contexts[r].append(pick)
         full = [r for r, c in enumerate(contexts) if len(c) > n_positions]
         for r in full:
-            contexts[r] = window.cut(contexts[r], n_positions)
+            contexts[r] = window.cut(contexts[r], n_positions, out[r])
         slides += len(full)
         logits = engine.refill(contexts) if full else engine.step(fed)
     return Decoded(out, len(prompt), time.perf_counter() - start, slides, contexts)

@@ -4,7 +4,8 @@ GPT-2 sees ``n_positions`` tokens (pocket: 1,024, roughly 8 to 40 seconds of mus
 ``studio.model.sampler.decode`` keeps each row's *context* (what the model sees) apart from its
 output (the whole piece). When a row's context is full, :meth:`Window.cut` keeps its recent past,
 about ``KEEP`` of the window, and the KV cache is refilled from the kept contexts
-(``FastGPT2.refill``). The kept context reads as a piece does:
+(``FastGPT2.refill``), after the piece's opening bars (``ANCHOR`` of the window). The kept
+context reads as a piece does:
 
 * it starts with a fresh ``BOS`` and then a ``Bar``: the cut is made at a bar line, so the
   position in the beat of everything kept is what it was (PerTok's time is relative, and a
@@ -34,6 +35,9 @@ from studio.model.beat import TimeTables
 # half window of new tokens (prefill is batched, so a few percent of the decoding time), and the
 # model still sees several bars of the recent past. (3/4 keeps more, at twice as many slides.)
 KEEP = 0.5
+# The share of the window the piece's opening bars take in every slid context (inside KEEP): the
+# model goes on hearing how the piece began, so its texture does not drift away from it.
+ANCHOR = 0.125
 # Below this share of KEEP, the bar line found is too late (too little would be kept): cut inside
 # the bar instead, before a note, with time shifts to put it back at its position.
 MIN_KEPT = 0.5
@@ -43,9 +47,9 @@ DEFAULT_QPM = 120.0  # miditok / symusic's tempo when a stream has no Tempo toke
 class Window:
     """What a slide needs of a PerTok vocabulary: its BOS, Bar, Tempo and TimeShift tokens."""
 
-    def __init__(self, vocab: dict[str, int], keep: float = KEEP):
+    def __init__(self, vocab: dict[str, int], keep: float = KEEP, anchor: float = ANCHOR):
         self.tt = TimeTables(vocab)  # ValueError when it keeps no bars: no window to slide
-        self.keep = keep
+        self.keep, self.anchor = keep, anchor
         self.bos = vocab["BOS_None"]
         self.bar = next(i for n, i in vocab.items() if n.startswith("Bar"))
         self.qpm = {i: float(n.split("_")[1]) for n, i in vocab.items() if n.startswith("Tempo_")}
@@ -73,9 +77,19 @@ class Window:
                 ticks -= size
         return out
 
-    def cut(self, context: list[int], n_positions: int) -> list[int]:
-        """The context to go on from: [BOS, Bar, (Tempo), (shifts)] + the recent past of ``context``."""
-        keep = max(8, int(n_positions * self.keep))
+    def opening(self, piece: list[int], n_positions: int) -> list[int]:
+        """The whole bars at the start of ``piece`` (after its BOS) that fit in ``ANCHOR`` of the
+        window, up to the Bar token that ends the last of them; [] when no bar ends in reach."""
+        reach = min(len(piece) - 1, 1 + int(n_positions * self.anchor))
+        end = next((k for k in range(reach, 0, -1) if self.is_bar[piece[k]]), None)
+        return piece[1:end] if end else []
+
+    def cut(self, context: list[int], n_positions: int, piece: list[int] | None = None) -> list[int]:
+        """The context to go on from: [BOS, (the piece's opening bars), Bar, (Tempo), (shifts)] + the
+        recent past of ``context``. ``piece``: the row's whole stream from its start (its opening
+        is kept when the window has an ``anchor``)."""
+        opening = self.opening(piece, n_positions) if piece and self.anchor else []
+        keep = max(8, int(n_positions * self.keep) - len(opening))
         first = max(1, len(context) - keep)  # the earliest token that may be kept (never the BOS)
         latest = len(context) - int(keep * MIN_KEPT)
         bar_at = next((k for k in range(first, latest) if context[k] == self.bar), None)
@@ -85,7 +99,7 @@ class Window:
             start = next((k for k in range(first, len(context)) if context[k] not in self.mid_note), len(context))
             place = self.to_position(self.clock_after(context[:start]) % self.tt.bar)
         body = context[start:]
-        head = [self.bos, self.bar]
+        head = [self.bos, *opening, self.bar]
         tempo = self.tempo_before(context, start)
         if tempo is not None and not self._tempo_leads(body):
             head.append(tempo)
