@@ -101,8 +101,11 @@ def test_the_estimate_against_a_real_tiny_run(augmented, tmp_path, tiny_base_dir
     the 25 % target is for a quiet machine, measured by the integrator on a real album)."""
     from studio.training.train import train
 
-    cfg = config(augmented, tmp_path / "run", tiny_base_dir, samples_per_epoch=1, sample_tokens=32)
+    cfg = config(augmented, tmp_path / "run", tiny_base_dir, samples_per_epoch=1, sample_tokens=32, calibrate_rows=1)
     est = estimate(cfg)  # the default probe, as the CLI and the Train tab run it
+    # the bar memory's fit after the last epoch is probed and counted, and said
+    assert est.calibration_s > 0 and est.total_s == pytest.approx(est.startup_s + est.loop_s + est.calibration_s)
+    assert "then the bar memory fitted to the album's groove" in est.describe()
     events = []
     meta = train(cfg, events.append)
     steps = [e for e in events if e["type"] == "step"]
@@ -111,6 +114,7 @@ def test_the_estimate_against_a_real_tiny_run(augmented, tmp_path, tiny_base_dir
     assert first_epoch == est.steps_per_epoch
     # rotate draws each epoch's variants anew: the epoch length in windows is fixed, its tokens nearly
     assert abs(meta["tokens_seen"] - cfg.epochs * est.tokens_per_epoch) <= cfg.epochs * 64
+    assert meta["time_calibration"]["seconds"] > 0  # the fit the estimate counted did run
     real = meta["timings"]["wall_seconds"]
     ratio = est.total_s / real
     with capsys.disabled():

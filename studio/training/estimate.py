@@ -32,8 +32,9 @@ from studio.config import DEFAULT_BASE, POCKET_NAME, SamplingConfig, TrainConfig
 from studio.model.data import collate, epoch_windows, prepare
 from studio.model.precision import resolve as resolve_precision
 from studio.training import loop
+from studio.training.calibrate import CALIBRATION_TOKENS
 
-PROBE_VERSION = 1  # bump when the training step changes enough that cached speeds no longer hold
+PROBE_VERSION = 2  # bump when the training step changes enough that cached speeds no longer hold
 PROBE_SECONDS = 2.0  # timed training steps for at least this long, after one warm-up step
 PROBE_MIN_STEPS, PROBE_MAX_STEPS = 3, 20
 # decoded twice: the first pays the one-time setup (weight packing, kernels), the second is timed
@@ -55,6 +56,7 @@ class Speed:
     load_s: float  # loading the base and wrapping it with LoRA
     steps: int  # timed training steps behind micro_s (their median: a busy machine's spikes do not count)
     measured_at: str = ""
+    calibrate_step_s: float = 0.0  # one decoding step of the bar-memory fit's batch (studio.training.calibrate)
 
 
 @dataclass
@@ -78,6 +80,7 @@ class Estimate:
     train_epoch_s: float
     validation_s: float  # one pass over the validation windows
     samples_s: float  # samples_per_epoch × sample_tokens decoded
+    calibration_s: float  # after the last epoch: the bar memory fitted to the album (calibrate_rows)
     saves_s: float  # adapters and checkpoints written each epoch
     startup_s: float  # tokenizer, data (token cache warm), base and LoRA
     samples_per_epoch: int = 0
@@ -102,7 +105,7 @@ class Estimate:
 
     @property
     def total_s(self) -> float:
-        return self.startup_s + self.loop_s
+        return self.startup_s + self.loop_s + self.calibration_s
 
     @property
     def epochs_in_limit(self) -> float | None:
@@ -140,6 +143,8 @@ class Estimate:
         else:
             lines.append(f"  in all: {_clock(self.total_s)} for {self.epochs} epochs with start-up "
                          f"{_clock(self.startup_s)} (early stopping may end it sooner)")
+        if self.calibration_s:
+            lines.append(f"  then the bar memory fitted to the album's groove: {_clock(self.calibration_s)}")
         how = (f"measured now ({self.speed.steps} training steps)" if self.probed
                else f"measured {self.speed.measured_at}, cached")
         lines.append(f"  speed: {how} in {self.cache_file}")
@@ -195,6 +200,7 @@ def estimate(cfg: TrainConfig, refresh: bool = False, probe_seconds: float = PRO
         val_windows=len(prepared.val_windows), train_epoch_s=train_s,
         validation_s=math.ceil(len(prepared.val_windows) / eval_bs) * speed.eval_batch_s,
         samples_s=cfg.samples_per_epoch * cfg.sample_tokens / max(speed.decode_tokens_per_s, 1e-9),
+        calibration_s=CALIBRATION_TOKENS * speed.calibrate_step_s if cfg.calibrate_rows else 0.0,
         saves_s=SAVES_PER_EPOCH * speed.save_s + (1 + mid_epoch_ckpts) * speed.checkpoint_s,
         startup_s=startup + speed.load_s, samples_per_epoch=cfg.samples_per_epoch, sample_tokens=cfg.sample_tokens,
         max_minutes=cfg.max_minutes, speed=speed, probed=probed, cache_file=str(path), notes=notes)
@@ -253,7 +259,8 @@ def probe_key(cfg: TrainConfig, name: str, shape: dict, seq_len: int, device: to
         machine() if device.type == "cpu" else device.type)
     return {"base": name, "shape": shape, "precision": resolve_precision(cfg.precision, device),
             "max_seq_len": seq_len, "lora_r": cfg.lora_r, "batch_size": cfg.batch_size,
-            "base_dropout": cfg.base_dropout, "device": where, "torch": torch.__version__, "probe": PROBE_VERSION}
+            "base_dropout": cfg.base_dropout, "calibrate_rows": cfg.calibrate_rows, "device": where,
+            "torch": torch.__version__, "probe": PROBE_VERSION}
 
 
 def _read(path: Path, key: dict) -> Speed | None:
@@ -322,10 +329,11 @@ def probe(cfg: TrainConfig, tok, device: torch.device, seq_len: int, windows, pr
     loop.evaluate(model, eval_rows, len(eval_rows), device)  # warm-up: a validation pass is many batches
     eval_s = _timed(lambda: loop.evaluate(model, eval_rows, len(eval_rows), device), device)
     tps, setup = _probe_decode(model, tok, device)
+    calibrate_s = _probe_calibration(model, tok, device, cfg.calibrate_rows)
     save_s, ckpt_s = _probe_saves(model, optimizer, scheduler, tok, info)
     return Speed(micro_s=statistics.median(micro_s), optimizer_s=statistics.median(step_s), eval_batch_s=eval_s,
                  decode_tokens_per_s=tps, decode_setup_s=setup, save_s=save_s, checkpoint_s=ckpt_s, load_s=load_s,
-                 steps=len(micro_s), measured_at=time.strftime("%Y-%m-%d %H:%M"))
+                 steps=len(micro_s), measured_at=time.strftime("%Y-%m-%d %H:%M"), calibrate_step_s=calibrate_s)
 
 
 def _probe_decode(model, tok, device) -> tuple[float, float]:
@@ -342,6 +350,25 @@ def _probe_decode(model, tok, device) -> tuple[float, float]:
         timed = _timed(lambda: run(PROBE_DECODE_TOKENS), device)
     model.train()
     return PROBE_DECODE_TOKENS / max(timed, 1e-9), max(0.0, first - timed)
+
+
+def _probe_calibration(model, tok, device, rows: int) -> float:
+    """Seconds a decoding step of the bar-memory fit's batch takes (every strength × ``rows``
+    rows at once, as studio.training.calibrate draws them); 0 when there is none to make."""
+    from studio.model import fast
+    from studio.model.beat import REPEAT_CHOICES
+    from studio.model.generate import sample_sides
+
+    if not rows or not fast.supports(model):
+        return 0.0
+    n = len(REPEAT_CHOICES) * rows
+    sampling = SamplingConfig(max_new_tokens=PROBE_DECODE_TOKENS, min_new_tokens=PROBE_DECODE_TOKENS)
+    model.eval()
+    with torch.random.fork_rng():
+        timed = _timed(lambda: sample_sides(model, tok, [tok["BOS_None"]], ["default"] * n, sampling,
+                                            seed=list(range(n))), device)
+    model.train()
+    return timed / PROBE_DECODE_TOKENS
 
 
 def _probe_saves(model, optimizer, scheduler, tok, info) -> tuple[float, float]:
