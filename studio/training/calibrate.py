@@ -26,6 +26,14 @@ from studio.model.beat import REPEAT_CHOICES
 # what the keep-time trials measured with (a sample locking into its first bars moves the groove of
 # fewer by several hundredths); all strengths decode as one batch.
 CALIBRATION_TOKENS = 512
+
+
+def calibration_tokens(n_positions: int) -> int:
+    """Tokens a calibration sample has: CALIBRATION_TOKENS, within half the model's window (a sample
+    that slides measures the slide as well; a tiny test model's window is 64 to 256 tokens)."""
+    return max(1, min(CALIBRATION_TOKENS, n_positions // 2))
+
+
 # A weaker bar memory wins unless a stronger one is nearer by more than this: eight samples of 512
 # tokens move the groove distance by 0.01-0.03 from one set of seeds to the next.
 TIE = 0.015
@@ -52,7 +60,8 @@ def calibrate_repeat(model, tok, time: dict, training_pieces: list, sampling: Sa
     albums = [{**time, "repeat": s} for s in choices for _ in range(rows)]
     seeds = [seed + k for _ in choices for k in range(rows)]
     drawn = sample_sides(model, tok, [tok["BOS_None"]], [adapter] * len(albums),
-                         replace(sampling, max_new_tokens=CALIBRATION_TOKENS, keep_time=True), seed=seeds,
+                         replace(sampling, max_new_tokens=calibration_tokens(int(model.config.n_positions)),
+                                 keep_time=True), seed=seeds,
                          albums=albums)
     tried = {}
     for i, strength in enumerate(choices):

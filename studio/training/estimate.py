@@ -32,7 +32,7 @@ from studio.config import DEFAULT_BASE, POCKET_NAME, SamplingConfig, TrainConfig
 from studio.model.data import collate, epoch_windows, prepare
 from studio.model.precision import resolve as resolve_precision
 from studio.training import loop
-from studio.training.calibrate import CALIBRATION_TOKENS
+from studio.training.calibrate import calibration_tokens
 
 PROBE_VERSION = 2  # bump when the training step changes enough that cached speeds no longer hold
 PROBE_SECONDS = 2.0  # timed training steps for at least this long, after one warm-up step
@@ -200,7 +200,8 @@ def estimate(cfg: TrainConfig, refresh: bool = False, probe_seconds: float = PRO
         val_windows=len(prepared.val_windows), train_epoch_s=train_s,
         validation_s=math.ceil(len(prepared.val_windows) / eval_bs) * speed.eval_batch_s,
         samples_s=cfg.samples_per_epoch * cfg.sample_tokens / max(speed.decode_tokens_per_s, 1e-9),
-        calibration_s=CALIBRATION_TOKENS * speed.calibrate_step_s if cfg.calibrate_rows else 0.0,
+        calibration_s=calibration_tokens(int(shape.get("n_positions") or seq_len)) * speed.calibrate_step_s
+        if cfg.calibrate_rows else 0.0,
         saves_s=SAVES_PER_EPOCH * speed.save_s + (1 + mid_epoch_ckpts) * speed.checkpoint_s,
         startup_s=startup + speed.load_s, samples_per_epoch=cfg.samples_per_epoch, sample_tokens=cfg.sample_tokens,
         max_minutes=cfg.max_minutes, speed=speed, probed=probed, cache_file=str(path), notes=notes)
