@@ -107,6 +107,7 @@ def band_adapter(tmp_path, tiny_base_dir):
     return pieces, meta, events
 
 
+@pytest.mark.slow
 def test_training_records_the_album_and_its_training_instruments(band_adapter):
     pieces, meta, events = band_adapter
     # said once, over the album as brought (one variant per piece, not the two augmented copies)
@@ -132,6 +133,7 @@ def test_training_records_the_album_and_its_training_instruments(band_adapter):
     assert saved["instruments"] == meta["instruments"] and saved["main_program"] == meta["main_program"]
 
 
+@pytest.mark.slow
 def test_training_fits_the_bar_memory_to_the_album_and_the_sampler_uses_it(band_adapter):
     """After training, adapter-best is sampled at every bar-memory strength; the one nearest the
     album's training pieces in groove is kept with the adapter and read back by the sampler."""
@@ -152,6 +154,7 @@ def test_training_fits_the_bar_memory_to_the_album_and_the_sampler_uses_it(band_
     assert clock.repeat.tolist() == [meta["time"]["repeat"], beat.REPEAT_STRENGTH]
 
 
+@pytest.mark.slow
 def test_an_adapter_side_plays_its_albums_instrument_and_the_base_piano(band_adapter, tiny_base_dir, tmp_path):
     _pieces, meta, _ = band_adapter
     main_program = meta["main_program"]

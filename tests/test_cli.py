@@ -62,6 +62,7 @@ def test_augment_train_generate_render_from_the_command_line(tmp_path, tiny_base
     (["generate", "--output", "/tmp/x.mid", "--top-p", "1.5"], r"top_p must be in (0, 1]"),
     (["render", "/nonexistent.mid", "--output", "/tmp/x.wav"], "nonexistent.mid"),
 ])
+@pytest.mark.slow
 def test_bad_input_gives_one_readable_line(args, message):
     r = studio(*args)
     assert r.returncode == 2
@@ -124,6 +125,7 @@ def _first_epoch_steps(run: Path) -> int:
     return data[0]["steps_per_epoch"] if data else 10**9
 
 
+@pytest.mark.slow
 def test_an_epoch_whose_samples_hold_no_notes_still_finishes_the_run(tmp_path, tiny_base_dir):
     """Samples of 2 tokens hold no note (a note takes 3: Pitch, Velocity, Duration): copy rate and
     texture gap are missing, the bar says n/a."""

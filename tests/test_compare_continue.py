@@ -28,6 +28,7 @@ def page_values(out: dict, pending, history=None) -> dict:
             "compare.blind_state": out.get("compare.blind_state"), **{i: cc.plain(out.get(i)) for i in cc.SHOWN}}
 
 
+@pytest.mark.slow
 def test_generate_offers_every_side_in_one_midi_file(settings, compare):
     out = last(compare_tab.make_generate(settings))(compare(side_a=compare_tab.BASE, side_b="alpha", variations=2,
                                                             max_new_tokens=24, seed=5))
@@ -45,6 +46,7 @@ def test_generate_offers_every_side_in_one_midi_file(settings, compare):
                                                    for k in range(2) for p in ("midi", "roll"))
 
 
+@pytest.mark.slow
 def test_continue_then_undo(settings, compare):
     values = compare(side_a=compare_tab.BASE, side_b="alpha", strength_b=0.5, max_new_tokens=24, seed=9)
     pending = cc.make_snapshot(settings, compare_tab.knobs_from, compare_tab.soundfont_path)(values)[cc.PENDING]
@@ -94,6 +96,7 @@ def test_public_limits_apply_to_continue(settings, compare):
         cc.make_continue(settings)(page_values(gen, pending))
 
 
+@pytest.mark.slow
 def test_api_continue_and_the_comparison_file_of_compare(settings, compare):
     """/continue and /compare's comparison_midi_base64, called in-process (tests/test_api.py calls
     them over HTTP on the live app)."""

@@ -36,6 +36,7 @@ def augmented(album, tmp_path):
     return tmp_path / "aug"
 
 
+@pytest.mark.slow
 def test_the_dry_run_prints_the_estimate_and_writes_nothing_into_the_output_dir(album, tmp_path, tiny_base_dir):
     out = tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # STUDIO_DATA_DIR: this test's (conftest), so its own cache

@@ -273,6 +273,7 @@ def _partial_run_checks(out, meta, events, tok) -> None:
     assert r.returncode == 0 and "notes" in r.stdout, r.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_time_limit_inside_the_first_epoch_leaves_a_validated_adapter_best(album, tmp_path, tiny_base_dir, tok):
     out = tmp_path / "run"
     events = []
@@ -286,6 +287,7 @@ def test_a_time_limit_inside_the_first_epoch_leaves_a_validated_adapter_best(alb
     assert not more["best_partial"] and more["written"]["epochs"] == "epochs 1-3"
 
 
+@pytest.mark.slow
 def test_the_stop_flag_inside_the_first_epoch_leaves_a_validated_adapter_best(album, tmp_path, tiny_base_dir, tok):
     from studio.service.runs import LOG, STOP, RunWriter
 
