@@ -161,6 +161,7 @@ class Clock:
         self.last_bar = torch.zeros(rows, slots)  # ... and in the bar before
         # the bar memory's strength per row: its adapter's own (``time.repeat``) or REPEAT_STRENGTH
         self.repeat = torch.tensor([float(x) if x is not None else REPEAT_STRENGTH for x in (repeats or [None] * rows)])
+        self.remembers = bool((self.repeat > 0).any())  # read once: bias() runs every token
 
     def feed(self, rows: list[list[int]]) -> None:
         """Follow tokens already in the rows (a prompt), one position at a time."""
@@ -214,11 +215,10 @@ class Clock:
         gain = torch.where(self.steered.unsqueeze(1), gain, torch.zeros_like(gain))  # (rows, phases)
         phase = ((self.t.unsqueeze(1) + tt.shift.unsqueeze(0)) % tt.tpq) // tt.step  # (rows, vocab)
         out = torch.gather(gain, 1, phase.clamp(max=tt.phases - 1))
-        strength = self.repeat
-        if bool((strength > 0).any()):
+        if self.remembers:
             slot = (((self.t % tt.bar).unsqueeze(1) + tt.shift.unsqueeze(0)) // tt.step).clamp(max=self.last_bar.shape[1] - 1)
             again = (torch.gather(self.last_bar, 1, slot) > 0) & self.steered.unsqueeze(1)
-            out = out + strength.unsqueeze(1) * again.float()
+            out = out + self.repeat.unsqueeze(1) * again.float()
         out = torch.where(tt.is_shift.unsqueeze(0), out, torch.zeros_like(out))
         # Bar starts the next bar on the beat: its notes land on position 0
         return torch.where(tt.is_bar.unsqueeze(0), gain[:, :1], out)

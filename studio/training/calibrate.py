@@ -52,10 +52,10 @@ def calibrate_repeat(model, tok, time: dict, training_pieces: list, sampling: Sa
     """{"repeat": the chosen strength, "tried": {strength: {"distance", "consistency", "score"}}}:
     ``rows`` samples a strength from ``model``'s LoRA ``adapter``, against ``training_pieces``
     (scores as the tokenizer writes them)."""
-    from studio.evaluation.groove import groove_distance, mean_groove, reference_groove
+    from studio.evaluation.groove import groove_distance, mean_groove
     from studio.model.generate import sample_sides
 
-    album = reference_groove(training_pieces)
+    album = mean_groove(training_pieces)
     choices = list(REPEAT_CHOICES)
     albums = [{**time, "repeat": s} for s in choices for _ in range(rows)]
     seeds = [seed + k for _ in choices for k in range(rows)]
