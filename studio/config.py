@@ -206,6 +206,12 @@ class SamplingConfig(_Job):
         return SamplingConfig(**{f.name: getattr(self, f.name) for f in fields(SamplingConfig)})
 
 
+RECIPE_EPOCHS = 6  # the guide's: a planned run's plan until its first epoch is timed
+# A planned run's cap: the band album of issue 31 early-stopped at epoch 13 of 40 (bench/RESULTS.md,
+# "epochs planned to the budget", has the evaluation albums)
+MAX_PLANNED_EPOCHS = 24
+
+
 @dataclass
 class TrainConfig(_Job):
     data_dir: str = _help("", "folder of (augmented) MIDI files to train on")
@@ -217,7 +223,13 @@ class TrainConfig(_Job):
     # 4, not the guide's 16: an album of 10-15 pieces makes a few dozen windows an epoch, and 16
     # of them per step leaves 3-8 steps an epoch; docs/RECIPE.md has the measurements
     grad_accum_steps: int = _help(4, "micro-batches summed per optimizer step: batch × this = effective batch")
-    epochs: int = _help(6, "4–10 for small datasets; stop early if samples start copying")
+    # 0 plans the epochs on this machine (studio/training/plan.py): six epochs are 1.5 minutes for a
+    # small album whose loss still falls, and 14 for a 16-movement one in fp32
+    epochs: int = _help(0, f"0 = as many as fit in --budget-minutes on this machine (the guide's {RECIPE_EPOCHS} "
+                        f"until the first epoch is timed, up to {MAX_PLANNED_EPOCHS} for a small album; early "
+                        "stopping still ends it); N = exactly N (the guide: 4–10 for small datasets)")
+    budget_minutes: float = _help(12.0, "with --epochs 0: the minutes of training the planned epochs fill; the "
+                                  "learning rate decays to zero at the plan's end, and the run stops there")
     num_workers: int = _help(0, "data-loader worker processes")
     lr: float = _help(2e-3, "AdamW learning rate (peak of the warm-up/decay schedule); the guide's 2e-4 "
                       "barely moves a small base's LoRA in the steps a CPU affords")
@@ -266,12 +278,18 @@ class TrainConfig(_Job):
     def __post_init__(self) -> None:
         if isinstance(self.sampling, dict):  # from a saved config.json
             self.sampling = SamplingConfig.from_dict(self.sampling)
-        for name in ("max_seq_len", "batch_size", "grad_accum_steps", "epochs", "lora_r", "lora_alpha"):
+        for name in ("max_seq_len", "batch_size", "grad_accum_steps", "lora_r", "lora_alpha"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ValueError(f"epochs must be 0 (planned to the budget) or a positive integer, got {self.epochs!r}")
+        if self.epochs == 0 and not self.budget_minutes > 0:
+            raise ValueError(f"epochs 0 plans the epochs to budget_minutes, which must be above 0, "
+                             f"got {self.budget_minutes!r}")
         if self.max_seq_len < 8:
             raise ValueError(f"max_seq_len must be at least 8 tokens, got {self.max_seq_len}")
+        _check_positive("budget_minutes", self.budget_minutes, allow_zero=True)
         _check_positive("lr", self.lr)
         _check_positive("weight_decay", self.weight_decay, allow_zero=True)
         _check_positive("max_grad_norm", self.max_grad_norm)

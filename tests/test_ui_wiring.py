@@ -180,7 +180,9 @@ def test_presets_follow_the_guide(uploads, settings, tmp_path):
     assert updates["train.blend"]["visible"] is False  # no blend slider for artist-only
     assert "train.device" not in updates and "train.resume" not in updates  # a recipe: not where, nor whether to resume
     flavor = train_tab.apply_preset({"train.preset": train_tab.FLAVOR})
-    assert flavor["train.lora_r"]["value"] == 16 and flavor["train.epochs"]["value"] > values["epochs"]
+    # more epochs than the artist's four: as many as fit the 12-minute budget (0 = planned)
+    assert flavor["train.lora_r"]["value"] == 16 and flavor["train.epochs"]["value"] == 0
+    assert flavor["train.budget_minutes"]["value"] == 12.0
     assert flavor["train.blend"]["visible"] is True
     named = knobs(lora_r=8)
     cfg, notes = train_tab.build_config("album", settings.base, "", train_tab.ARTIST, 0, named)
@@ -202,7 +204,7 @@ def test_presets_follow_the_guide(uploads, settings, tmp_path):
         train_tab.build_config("album", settings.base, "taken", train_tab.ARTIST, 0, named)
     with pytest.raises(ValueError, match="no interrupted run to resume"):
         train_tab.build_config("album", settings.base, "fresh", train_tab.ARTIST, 0, {**named, "resume": True})
-    with pytest.raises(ValueError, match="Epochs: empty"):
+    with pytest.raises(ValueError, match=r"Epochs \(0 = as many as fit the time budget\): empty"):
         train_tab.build_config("album", settings.base, "x", train_tab.ARTIST, 0, {**named, "epochs": None})
 
 

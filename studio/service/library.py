@@ -53,7 +53,7 @@ class AdapterEntry:
         """One line of the Adapters table."""
         m = self.meta
         hist = m.get("history") or []
-        planned = (m.get("config") or {}).get("epochs")
+        planned = m.get("planned_epochs") or (m.get("config") or {}).get("epochs")  # epochs 0: the run's plan
         data = (m.get("config") or {}).get("data_dir")
         best = m.get("best_val_loss")
         best_rec = next((h for h in hist if h.get("epoch") == m.get("best_epoch")), {})

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from studio.config import TrainConfig, datasets_dir
+from studio.config import RECIPE_EPOCHS, TrainConfig, datasets_dir
 
 ENV_SWITCH = "STUDIO_PUBLIC"
 SESSIONS = ".sessions"  # under datasets_dir(); dot-named so library.list_datasets() skips it
@@ -147,9 +147,11 @@ def clamp_training(cfg: TrainConfig, lim: Limits, n_files: int) -> tuple[TrainCo
         raise ValueError(f"dataset {Path(cfg.data_dir).name}: {n_files} MIDI files, the public limit is "
                          f"{lim.max_dataset_files}; use fewer files (or duplicate the Space for no limit)")
     notes, changes = [], {}
-    if lim.max_epochs and cfg.epochs > lim.max_epochs:
-        changes["epochs"] = lim.max_epochs
-        notes.append(f"epochs {cfg.epochs} → {lim.max_epochs} (public limit)")
+    if lim.max_epochs and not 0 < cfg.epochs <= lim.max_epochs:
+        # a planned run (epochs 0) could plan up to plan.MAX_EPOCHS: here it trains the guide's
+        # six, or the limit if that is fewer
+        changes["epochs"] = min(RECIPE_EPOCHS, lim.max_epochs) if cfg.epochs == 0 else lim.max_epochs
+        notes.append(f"epochs {cfg.epochs or 'planned to the budget'} → {changes['epochs']} (public limit)")
     if lim.max_minutes and not 0 < cfg.max_minutes <= lim.max_minutes:
         changes["max_minutes"] = _resume_budget(cfg, lim.max_minutes)
         notes.append(f"time limit {lim.max_minutes:g} minutes of training (public limit; Resume continues)")

@@ -33,6 +33,7 @@ from studio.model.data import collate, epoch_windows, prepare
 from studio.model.precision import resolve as resolve_precision
 from studio.training import loop
 from studio.training.calibrate import calibration_tokens
+from studio.training.plan import MAX_EPOCHS, epochs_that_fit
 
 PROBE_VERSION = 2  # bump when the training step changes enough that cached speeds no longer hold
 PROBE_SECONDS = 2.0  # timed training steps for at least this long, after one warm-up step
@@ -85,7 +86,8 @@ class Estimate:
     startup_s: float  # tokenizer, data (token cache warm), base and LoRA
     samples_per_epoch: int = 0
     sample_tokens: int = 0
-    max_minutes: float = 0.0
+    max_minutes: float = 0.0  # the time limit the run keeps (max_minutes, or the budget)
+    budget_minutes: float = 0.0  # > 0: ``epochs`` is the plan that fills it (TrainConfig.epochs 0)
     speed: Speed | None = None
     probed: bool = False  # True: measured by this call; False: read from the cache
     cache_file: str = ""
@@ -141,7 +143,10 @@ class Estimate:
             lines.append(f"  in all: {_clock(self.total_s)}: the time limit of {self.max_minutes:g} minutes stops it "
                          f"after about {limit:.1f} of {self.epochs} epochs (start-up {_clock(self.startup_s)})")
         else:
-            lines.append(f"  in all: {_clock(self.total_s)} for {self.epochs} epochs with start-up "
+            planned = (f", as many as fill the {self.budget_minutes:g}-minute budget"
+                       + (f" (at most {MAX_EPOCHS})" if self.epochs == MAX_EPOCHS else "")
+                       if self.budget_minutes else "")
+            lines.append(f"  in all: {_clock(self.total_s)} for {self.epochs} epochs{planned}, with start-up "
                          f"{_clock(self.startup_s)} (early stopping may end it sooner)")
         if self.calibration_s:
             lines.append(f"  then the bar memory fitted to the album's groove: {_clock(self.calibration_s)}")
@@ -192,9 +197,9 @@ def estimate(cfg: TrainConfig, refresh: bool = False, probe_seconds: float = PRO
     eval_bs = max(cfg.batch_size, 4)  # as loop.evaluate is called
     mid_epoch_ckpts = int(train_s // loop.CHECKPOINT_EVERY_S)
     notes = [f"max_seq_len clipped to the base's context, {seq_len}"] if seq_len < cfg.max_seq_len else []
-    return Estimate(
+    est = Estimate(
         base=name, device=key["device"], precision=key["precision"], max_seq_len=seq_len, batch_size=cfg.batch_size,
-        grad_accum_steps=cfg.grad_accum_steps, epochs=cfg.epochs, variants=cfg.variants,
+        grad_accum_steps=cfg.grad_accum_steps, epochs=lcfg.epochs, variants=cfg.variants,
         pieces={"train": len(prepared.split.train), "val": len(prepared.split.val)}, tokens_per_epoch=tokens,
         windows_per_epoch=len(windows), micro_batches_per_epoch=micro, steps_per_epoch=steps,
         val_windows=len(prepared.val_windows), train_epoch_s=train_s,
@@ -204,7 +209,11 @@ def estimate(cfg: TrainConfig, refresh: bool = False, probe_seconds: float = PRO
         if cfg.calibrate_rows else 0.0,
         saves_s=SAVES_PER_EPOCH * speed.save_s + (1 + mid_epoch_ckpts) * speed.checkpoint_s,
         startup_s=startup + speed.load_s, samples_per_epoch=cfg.samples_per_epoch, sample_tokens=cfg.sample_tokens,
-        max_minutes=cfg.max_minutes, speed=speed, probed=probed, cache_file=str(path), notes=notes)
+        max_minutes=lcfg.max_minutes, budget_minutes=lcfg.budget_minutes, speed=speed, probed=probed,
+        cache_file=str(path), notes=notes)
+    if est.budget_minutes:  # the plan the run makes after its first epochs (studio/training/plan.py)
+        est.epochs = epochs_that_fit(est.epoch_s, est.budget_minutes * 60)
+    return est
 
 
 def _loop_config(cfg: TrainConfig) -> loop.LoopConfig:

@@ -21,6 +21,7 @@ import torch
 from studio.model.data import WindowDataset, collate, epoch_windows
 from studio.training.distributed import Dist
 from studio.training.events import time_limit_reason
+from studio.training.plan import PlannedSchedule, epochs_that_fit
 from studio.model.precision import autocast as precision_autocast
 
 Event = dict
@@ -47,6 +48,9 @@ class LoopConfig:
     # steps it made and may save them as adapter-best: a long album under a short time limit still
     # leaves an adapter to generate with. LoRA training sets it; pretraining keeps its own rule.
     validate_partial: bool = False
+    # > 0: the epochs are planned to this many minutes (studio/training/plan.py); ``epochs`` is then
+    # the plan until the first epoch has been timed
+    budget_minutes: float = 0.0
 
 
 @dataclass
@@ -66,6 +70,8 @@ class LoopState:
     best_partial: bool = False  # adapter-best holds an epoch stopped before its end (validate_partial)
     tokens_seen: int = 0
     train_seconds: float = 0.0
+    planned_epochs: int = 0  # the epochs the run plans now (budget_minutes); 0: LoopConfig.epochs
+    first_epoch_s: float = 0.0  # train_seconds when the first epoch ended (its one-time costs stay out of the mean)
 
 
 class Hooks:
@@ -98,13 +104,11 @@ def autocast_for(device: torch.device, precision: str = "fp32"):
 
 
 def make_optimizer(model, cfg: LoopConfig, total_steps: int, device: torch.device):
-    from transformers import get_linear_schedule_with_warmup
-
     params = [p for p in model.parameters() if p.requires_grad]
     fused = device.type == "cuda"
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     warmup = min(cfg.warmup_steps, max(0, total_steps - 1))
-    return opt, get_linear_schedule_with_warmup(opt, warmup, max(total_steps, 1))
+    return opt, PlannedSchedule(opt, warmup, max(total_steps, 1))
 
 
 @torch.no_grad()
@@ -171,7 +175,9 @@ class _Run:
         self.hooks, self.on_event, self.should_stop = _MainOnly(hooks, self.dist), on_event, should_stop
         self.state = state or LoopState()
         self.per_epoch = steps_per_epoch(len(train_windows), cfg, self.dist.world)
-        self.total = self.per_epoch * cfg.epochs
+        self.epochs = self.state.planned_epochs or cfg.epochs  # budget_minutes: replanned after each epoch
+        self.state.planned_epochs = self.epochs
+        self.total = self.per_epoch * self.epochs
         if optimizer is None:
             optimizer, scheduler = make_optimizer(model, cfg, self.total, device)
         self.optimizer, self.scheduler = optimizer, scheduler
@@ -179,7 +185,8 @@ class _Run:
         self.last_ckpt = time.perf_counter()
 
     def all_epochs(self) -> LoopState:
-        for epoch in range(self.state.epoch, self.cfg.epochs):
+        epoch = self.state.epoch
+        while epoch < self.epochs:
             t0, losses = time.perf_counter(), self.train_epoch(epoch)
             if self.state.stop_reason:  # stopped (or out of time) inside the epoch
                 self.optimizer.zero_grad(set_to_none=True)
@@ -188,15 +195,41 @@ class _Run:
                                       epoch, losses, time.perf_counter() - t0, self.per_epoch, self.on_event)
                 return self.stop(epoch)
             _end_epoch(self.plain, self.val_windows, self.cfg, self.device, self.hooks, self.state, epoch, losses,
-                       time.perf_counter() - t0, self.on_event, self.dist)
+                       time.perf_counter() - t0, self.on_event, self.dist, self.epochs)
+            self.state.train_seconds = time.perf_counter() - self.started  # validation and samples count too
+            if epoch == 0:
+                self.state.first_epoch_s = self.state.train_seconds
+            if self.cfg.budget_minutes and not self.state.stop_reason:
+                self.replan(epoch + 1)
             late = bool(self.cfg.max_minutes) and self.state.train_seconds > self.cfg.max_minutes * 60
-            if late and not self.state.stop_reason and epoch + 1 < self.cfg.epochs:
+            if late and not self.state.stop_reason and epoch + 1 < self.epochs:
                 self.state.stop_reason = time_limit_reason(self.cfg.max_minutes)
             if self.state.stop_reason:
                 return self.stop(epoch)
             self.save()
-        self.state.stop_reason = self.state.stop_reason or f"completed {self.cfg.epochs} epochs"
+            epoch += 1
+        planned = f", planned to fill {self.cfg.budget_minutes:g} minutes" if self.cfg.budget_minutes else ""
+        self.state.stop_reason = self.state.stop_reason or f"completed {self.epochs} epochs{planned}"
         return self.state
+
+    def replan(self, done: int) -> None:
+        """After ``done`` epochs: the epochs that fit in the budget, from the mean epoch since the first
+        (the first alone while it is the only one), and the schedule's end moved to the new plan's."""
+        state = self.state
+        if done == 1:
+            epoch_s = state.train_seconds
+        else:
+            epoch_s = (state.train_seconds - state.first_epoch_s) / (done - 1)
+        # every process takes the same plan: the main one's (its clock also paid for the samples)
+        epochs = self.dist.broadcast(epochs_that_fit(epoch_s, self.cfg.budget_minutes * 60, done,
+                                                     state.train_seconds))
+        if epochs != self.epochs:
+            self.on_event({"type": "info", "message": (
+                f"plan: {epochs} epochs in the {self.cfg.budget_minutes:g}-minute budget "
+                f"(an epoch takes {epoch_s:.0f} s here; {done} done)")})
+        self.epochs = state.planned_epochs = epochs
+        self.total = self.per_epoch * epochs
+        self.scheduler.retarget(self.total)
 
     def train_epoch(self, epoch: int) -> list[float]:
         """The epoch's micro-batches (skipping those a resumed run already did); its losses."""
@@ -258,7 +291,7 @@ class _Run:
         rate = (state.tokens_seen - tokens0) / max(time.perf_counter() - t0, 1e-9)
         done_steps = epoch * self.per_epoch + state.step_in_epoch
         eta = (self.total - done_steps) * state.train_seconds / max(done_steps, 1)
-        self.on_event({"type": "step", "epoch": epoch + 1, "epochs": cfg.epochs, "step": state.global_step,
+        self.on_event({"type": "step", "epoch": epoch + 1, "epochs": self.epochs, "step": state.global_step,
                        "total_steps": self.total, "loss": float(np.mean(losses[-cfg.grad_accum_steps:])),
                        "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": rate, "eta_s": eta})
         return bool(over), bool(due)
@@ -302,7 +335,9 @@ def _validate_partial(model, val_windows, cfg, device, hooks, state, epoch, loss
 
 
 def _end_epoch(model, val_windows, cfg, device, hooks, state, epoch, losses, seconds, on_event,
-               dist: Dist | None = None) -> None:
+               dist: Dist | None = None, epochs: int = 0) -> None:
+    """Validate, sample (hooks), keep the best, and decide on early stopping; ``epochs``: the run's
+    planned epochs (LoopConfig.epochs when 0)."""
     dist = dist or Dist()
     val = evaluate(model, val_windows, max(cfg.batch_size, 4), device)  # every process: same weights, same value
     record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
@@ -327,7 +362,7 @@ def _end_epoch(model, val_windows, cfg, device, hooks, state, epoch, losses, sec
     state.history = [h for h in state.history if not (h.get("partial") and h["epoch"] == epoch + 1)]
     state.history.append(record)
     state.epoch, state.step_in_epoch = epoch + 1, 0
-    if not reason and cfg.patience and state.bad_epochs >= cfg.patience and epoch + 1 < cfg.epochs:
+    if not reason and cfg.patience and state.bad_epochs >= cfg.patience and epoch + 1 < (epochs or cfg.epochs):
         reason = (f"validation loss stayed above its best for {cfg.patience} epochs "
                   f"(best {state.best_val:.4f} at epoch {state.best_epoch})")
     state.stop_reason = reason

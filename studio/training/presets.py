@@ -22,7 +22,8 @@ TRAIN_PRESETS = {
     "artist": TrainPreset("Artist style only", False,
                           dict(epochs=4, lora_r=8, lora_alpha=16, lora_dropout=0.1, patience=2)),
     # flavor = augmentation (and optionally base-corpus pieces), more epochs, more capacity: the default
-    # recipe itself (6 epochs, not the guide's example of 8: 8 epochs of a 16-movement album take ~17 min
-    # on 2 cores, docs/RECIPE.md), so bench quality's default table is its measurement.
+    # recipe itself (epochs planned to the 12-minute budget, not the guide's example of 8: 8 epochs of a
+    # 16-movement album take ~17 min on 2 cores, docs/RECIPE.md), so bench quality's default table is
+    # its measurement.
     "flavor": TrainPreset("Style flavor", True, {}),
 }

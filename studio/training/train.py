@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import platform
 import time
 from dataclasses import replace
@@ -25,7 +26,7 @@ import torch
 
 from studio.layout import ADAPTER_BEST, ADAPTER_LAST, EPOCH_METRICS, EPOCHS, GENERATION_CONFIG, TRAINING_META
 from studio.training import checkpoint, loop
-from studio.config import DEFAULT_BASE, TrainConfig
+from studio.config import DEFAULT_BASE, RECIPE_EPOCHS, TrainConfig
 from studio.ingest.augment import VARIANT_SEP
 from studio.model.data import prepare
 from studio.training.album import album_meta, album_of, album_time
@@ -244,11 +245,16 @@ class LoraHooks(loop.Hooks):
 
 
 def loop_config(cfg: TrainConfig) -> loop.LoopConfig:
-    return loop.LoopConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, grad_accum_steps=cfg.grad_accum_steps,
-                           lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
-                           max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, num_workers=cfg.num_workers,
-                           max_minutes=cfg.max_minutes, patience=cfg.patience,
-                           stop_tolerance=cfg.stop_tolerance, precision=cfg.precision, validate_partial=True)
+    """The loop's settings; ``epochs`` 0 plans the epochs to ``budget_minutes`` (studio/training/plan.py),
+    which then also stops the run, as ``max_minutes`` does (the sooner of the two)."""
+    budget = cfg.budget_minutes if cfg.epochs == 0 else 0.0
+    limit = min(m for m in (cfg.max_minutes, budget, math.inf) if m > 0)
+    return loop.LoopConfig(epochs=cfg.epochs or RECIPE_EPOCHS, batch_size=cfg.batch_size,
+                           grad_accum_steps=cfg.grad_accum_steps, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                           warmup_steps=cfg.warmup_steps, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
+                           num_workers=cfg.num_workers, max_minutes=0.0 if limit == math.inf else limit,
+                           patience=cfg.patience, stop_tolerance=cfg.stop_tolerance, precision=cfg.precision,
+                           validate_partial=True, budget_minutes=budget)
 
 
 def _device_and_base(cfg: TrainConfig, tok, on_event, dist: Dist):
@@ -302,7 +308,7 @@ def train(cfg: TrainConfig, on_event: Callable[[dict], None] | None = None,
     hooks = LoraHooks(cfg, tok, info, prepared, meta, on_event)
     state, optimizer, scheduler = None, None, None
     if cfg.resume:
-        optimizer, scheduler = loop.make_optimizer(model, lcfg, per_epoch * cfg.epochs, device)
+        optimizer, scheduler = loop.make_optimizer(model, lcfg, per_epoch * lcfg.epochs, device)
         saved = checkpoint.load(out, model, optimizer, scheduler)
         state = loop.LoopState(**saved)
         state.stop_reason = ""
@@ -313,7 +319,7 @@ def train(cfg: TrainConfig, on_event: Callable[[dict], None] | None = None,
         fit_bar_memory(cfg, model, tok, list(hooks.references.values()), meta, out / ADAPTER_BEST, on_event)
     meta.update(history=state.history, stop_reason=state.stop_reason, best_epoch=state.best_epoch,
                 best_val_loss=state.best_val if state.best_epoch else None, tokens_seen=state.tokens_seen,
-                fallback_best_epoch=state.fallback_best or None, best_step=state.best_step or None,
+                planned_epochs=state.planned_epochs, fallback_best_epoch=state.fallback_best or None, best_step=state.best_step or None,
                 best_partial=state.best_partial, written=written_folders(out, state, per_epoch),
                 timings={"train_seconds": round(state.train_seconds, 2),
                          "wall_seconds": round(time.time() - started, 2),

@@ -15,7 +15,7 @@ import gradio as gr
 
 from studio.service import jobs, library, public
 from studio.ingest.augment import augment_dir, source_of
-from studio.config import AugmentConfig, TrainConfig, adapters_dir
+from studio.config import RECIPE_EPOCHS, AugmentConfig, TrainConfig, adapters_dir
 from studio.training.presets import TRAIN_PRESETS
 from studio.service.zerogpu import on_zerogpu
 from studio.ui.train_plots import loss_figure
@@ -35,7 +35,8 @@ PRESET_HELP = {
             "Use stronger sampling noise (temperature) when listening.",
     FLAVOR: "More variety and better generalisation, style a little less strict: the album is "
             "augmented (±2 semitones, 0.9–1.1× tempo) if it is not already, and can be blended "
-            "with pieces of the base's own corpus; rank 16, 6 epochs.",
+            "with pieces of the base's own corpus; rank 16, and as many epochs as fit the time budget "
+            "(the guide's 6 until the first epoch is timed; more for a small album, fewer for a long one).",
 }
 # The knobs: every TrainConfig field a person can set (a number, a switch or a choice), each a
 # control "train.<field>" whose default and help come from the field. Not knobs: what the tab
@@ -44,7 +45,8 @@ SET_BY_TAB = ("data_dir", "output_dir", "model_name", "extra_data_dirs")
 HIDDEN = ("tokenizer_name", "num_workers", "max_grad_norm")
 # Labels, in the order shown; a knob without one comes last, labelled from its name.
 LABELS = {
-    "epochs": "Epochs", "lora_r": "LoRA rank r", "lora_alpha": "LoRA alpha", "lora_dropout": "LoRA dropout",
+    "epochs": "Epochs (0 = as many as fit the time budget)",
+    "budget_minutes": "Time budget (minutes) the planned epochs fill", "lora_r": "LoRA rank r", "lora_alpha": "LoRA alpha", "lora_dropout": "LoRA dropout",
     "lr": "Learning rate", "batch_size": "Batch size", "grad_accum_steps": "Gradient accumulation steps",
     "max_seq_len": "Max sequence length (tokens)", "warmup_steps": "Warm-up steps", "weight_decay": "Weight decay",
     "val_split": "Validation share", "patience": "Early-stop patience (epochs)",
@@ -68,7 +70,7 @@ def knob_defaults(preset: str, limits: public.Limits = public.LOCAL) -> dict:
     d = TrainConfig("", "").to_dict()
     d.update(PRESETS.get(preset, {}))
     if limits.max_epochs:
-        d["epochs"] = min(d["epochs"], limits.max_epochs)
+        d["epochs"] = min(d["epochs"] or RECIPE_EPOCHS, limits.max_epochs)
     if limits.max_minutes:
         d["max_minutes"] = limits.max_minutes
     return d

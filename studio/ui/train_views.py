@@ -25,7 +25,8 @@ def estimate_md(est, notes: list[str] = ()) -> str:
     total = f"{minutes:.0f} minutes" if minutes >= 10 else f"{minutes:.1f} minutes"
     limit = est.epochs_in_limit
     epochs = (f"the time limit stops it after about {limit:.1f} of {est.epochs} epochs" if limit is not None
-              else f"{est.epochs} epoch{'s' * (est.epochs != 1)}")
+              else f"{est.epochs} epoch{'s' * (est.epochs != 1)}"
+              + (f" planned to fill the {est.budget_minutes:g}-minute budget" if est.budget_minutes else ""))
     head = (f"**About {total}** ({epochs}): {est.tokens_per_epoch:,} tokens per epoch, "
             f"{est.steps_per_epoch} optimizer steps per epoch.")
     lines = [line.strip().rstrip(":") for line in est.describe().splitlines()] + [f"prepared: {n}" for n in notes]
