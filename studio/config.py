@@ -207,9 +207,9 @@ class SamplingConfig(_Job):
 
 
 RECIPE_EPOCHS = 6  # the guide's: a planned run's plan until its first epoch is timed
-# A planned run's cap: the band album of issue 31 early-stopped at epoch 13 of 40 (bench/RESULTS.md,
-# "epochs planned to the budget", has the evaluation albums)
-MAX_PLANNED_EPOCHS = 24
+# A planned run's cap, as measured: twelve epochs at half the peak rate beat six on Haydn; twenty at
+# the full rate overfit Haydn and OpenMSX (bench/RESULTS.md, "Epochs planned to the budget")
+MAX_PLANNED_EPOCHS = 12
 
 
 @dataclass
@@ -225,11 +225,12 @@ class TrainConfig(_Job):
     grad_accum_steps: int = _help(4, "micro-batches summed per optimizer step: batch × this = effective batch")
     # 0 plans the epochs on this machine (studio/training/plan.py): six epochs are 1.5 minutes for a
     # small album whose loss still falls, and 14 for a 16-movement one in fp32
-    epochs: int = _help(0, f"0 = as many as fit in --budget-minutes on this machine (the guide's {RECIPE_EPOCHS} "
-                        f"until the first epoch is timed, up to {MAX_PLANNED_EPOCHS} for a small album; early "
-                        "stopping still ends it); N = exactly N (the guide: 4–10 for small datasets)")
-    budget_minutes: float = _help(12.0, "with --epochs 0: the minutes of training the planned epochs fill; the "
-                                  "learning rate decays to zero at the plan's end, and the run stops there")
+    epochs: int = _help(0, f"0 = as many as fit in --budget-minutes on this machine, up to {MAX_PLANNED_EPOCHS} "
+                        f"for a small album (at a peak rate of --lr × {RECIPE_EPOCHS} / epochs); early stopping "
+                        "still ends it; N = exactly N (the guide: 4–10 for small datasets)")
+    budget_minutes: float = _help(12.0, "with --epochs 0: the minutes of training the planned epochs fill (planned "
+                                  "from the speed estimate, corrected after each epoch); the learning rate decays "
+                                  "to zero at the plan's end, and the run stops there")
     num_workers: int = _help(0, "data-loader worker processes")
     lr: float = _help(2e-3, "AdamW learning rate (peak of the warm-up/decay schedule); the guide's 2e-4 "
                       "barely moves a small base's LoRA in the steps a CPU affords")

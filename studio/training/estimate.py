@@ -33,7 +33,7 @@ from studio.model.data import collate, epoch_windows, prepare
 from studio.model.precision import resolve as resolve_precision
 from studio.training import loop
 from studio.training.calibrate import calibration_tokens
-from studio.training.plan import MAX_EPOCHS, epochs_that_fit
+from studio.training.plan import MAX_EPOCHS, epochs_that_fit, peak_scale
 
 PROBE_VERSION = 2  # bump when the training step changes enough that cached speeds no longer hold
 PROBE_SECONDS = 2.0  # timed training steps for at least this long, after one warm-up step
@@ -145,6 +145,8 @@ class Estimate:
         else:
             planned = (f", as many as fill the {self.budget_minutes:g}-minute budget"
                        + (f" (at most {MAX_EPOCHS})" if self.epochs == MAX_EPOCHS else "")
+                       + (f" at {peak_scale(self.epochs):.2g} of the peak learning rate"
+                          if peak_scale(self.epochs) < 1 else "")
                        if self.budget_minutes else "")
             lines.append(f"  in all: {_clock(self.total_s)} for {self.epochs} epochs{planned}, with start-up "
                          f"{_clock(self.startup_s)} (early stopping may end it sooner)")

@@ -5,17 +5,26 @@ minutes for a 16-movement album in fp32, past the 12 a musician was promised. Wi
 run plans its epochs from what its own epochs take on this machine: after each epoch,
 ``replan`` sets the epochs that fit in the budget (the first epoch counts whole, one-time
 measurements included, so the first plan errs short; later ones use the mean of the epochs since).
+The first plan comes from the speed estimate before the first step (studio/training/estimate.py).
 The learning rate then decays linearly to zero at the planned end (``PlannedSchedule``): a long
 album cut to five epochs ends on a fully decayed rate instead of being stopped half-way down its
-slope, and a small album's extra epochs get a slope of their own. Early stopping (patience, copying
-samples) still ends a run whose validation stops improving.
+slope. A small album's extra epochs run at a lower peak, ``peak_scale``: the same learning spread
+over more steps. Measured (bench/RESULTS.md): twelve epochs at half the peak beat the six on Haydn,
+while twenty at the full peak overfit Haydn and OpenMSX. Early stopping (patience, copying samples)
+still ends a run whose validation stops improving.
 """
 
 from __future__ import annotations
 
 from torch.optim.lr_scheduler import LRScheduler
 
-from studio.config import MAX_PLANNED_EPOCHS as MAX_EPOCHS
+from studio.config import MAX_PLANNED_EPOCHS as MAX_EPOCHS, RECIPE_EPOCHS
+
+
+def peak_scale(epochs: int) -> float:
+    """The share of --lr a plan of ``epochs`` peaks at: the recipe's rate for six epochs or fewer,
+    ``6 / epochs`` of it beyond."""
+    return min(1.0, RECIPE_EPOCHS / max(epochs, 1))
 
 
 def epochs_that_fit(epoch_s: float, budget_s: float, done: int = 0, spent_s: float = 0.0) -> int:

@@ -27,6 +27,7 @@ import torch
 from studio.layout import ADAPTER_BEST, ADAPTER_LAST, EPOCH_METRICS, EPOCHS, GENERATION_CONFIG, TRAINING_META
 from studio.training import checkpoint, loop
 from studio.config import DEFAULT_BASE, RECIPE_EPOCHS, TrainConfig
+from studio.training.plan import peak_scale
 from studio.ingest.augment import VARIANT_SEP
 from studio.model.data import prepare
 from studio.training.album import album_meta, album_of, album_time
@@ -257,6 +258,24 @@ def loop_config(cfg: TrainConfig) -> loop.LoopConfig:
                            validate_partial=True, budget_minutes=budget)
 
 
+def first_plan(cfg: TrainConfig, lcfg: loop.LoopConfig, dist: Dist, meta: dict, on_event) -> loop.LoopConfig:
+    """epochs 0: the epochs the speed estimate fits in the budget (studio/training/plan.py), and the
+    peak rate for them; the loop corrects the plan after each epoch from what the epochs took. Under
+    several processes the plan starts at the recipe's six (no probe beside a running group)."""
+    if not lcfg.budget_minutes or dist.world > 1:
+        return lcfg
+    from studio.training.estimate import estimate
+
+    est = estimate(cfg)
+    lr = cfg.lr * peak_scale(est.epochs)
+    meta["plan"] = {"epochs": est.epochs, "lr": lr, "estimated_epoch_s": round(est.epoch_s, 1),
+                    "budget_minutes": lcfg.budget_minutes}
+    on_event({"type": "info", "message": (
+        f"plan: {est.epochs} epochs in the {lcfg.budget_minutes:g}-minute budget (an epoch takes about "
+        f"{est.epoch_s:.0f} s here, estimated), peak learning rate {lr:g}")})
+    return replace(lcfg, epochs=est.epochs, lr=lr)
+
+
 def _device_and_base(cfg: TrainConfig, tok, on_event, dist: Dist):
     device = dist.device or pick_device(cfg.device)  # under a launcher: this process's device
     base, info = load_base(cfg.model_name, tok, device, fallback=cfg.model_name == DEFAULT_BASE)
@@ -305,6 +324,8 @@ def train(cfg: TrainConfig, on_event: Callable[[dict], None] | None = None,
     meta["distributed"] = dist.describe()
     meta.update(album_meta(album, train_sources))
     meta["time"] = album_time(tok, prepared)
+    if not cfg.resume:  # a resumed run keeps its plan: the checkpoint holds it
+        lcfg = first_plan(cfg, lcfg, dist, meta, on_event)
     hooks = LoraHooks(cfg, tok, info, prepared, meta, on_event)
     state, optimizer, scheduler = None, None, None
     if cfg.resume:
