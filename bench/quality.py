@@ -42,9 +42,17 @@ HEADER = ["CPU", "recipe", "artist", "date", "pieces", "base loss", "adapter los
 HEADING = "Recipe quality per artist (`python -m bench quality`)"
 
 
-def section_name(preset: str | None) -> str:
-    """quality (the defaults) or quality-<preset>: the run file's section and the raw-results file."""
-    return f"quality-{preset}" if preset else "quality"
+def recipe_name(preset: str | None, sets: dict | None = None) -> str:
+    """The recipe column: default or preset <name>, with any --set overrides (an fp32 run keeps its
+    own rows beside the default's instead of replacing them)."""
+    name = f"preset {preset}" if preset else "default"
+    return name + "".join(f", {k}={v}" for k, v in (sets or {}).items())
+
+
+def section_name(preset: str | None, sets: dict | None = None) -> str:
+    """quality (the defaults) or quality-<preset>, -<field>=<value> per override: the run file's
+    section and the raw-results file."""
+    return "quality" + (f"-{preset}" if preset else "") + "".join(f"-{k}={v}" for k, v in (sets or {}).items())
 
 TARGETS = {"loss_ratio": 0.85, "texture_gap": 0.30, "copy_rate": 0.10, "train_minutes": 12.0,
            # groove (issue 31), each judged against the artist's held-out pieces with the artist's own
@@ -186,9 +194,9 @@ def verdict(r: dict) -> str:
     return "met" if not missed else "missed: " + ", ".join(missed)
 
 
-def rows(results: list[dict], preset: str | None, kind: str, date: str) -> list[list]:
-    """RESULTS.md's rows of this run: one per artist, keyed by CPU kind, recipe and artist."""
-    return [[kind, f"preset {preset}" if preset else "default", r["artist"], date, r["pieces"],
+def rows(results: list[dict], recipe: str, kind: str, date: str) -> list[list]:
+    """RESULTS.md's rows of this run: one per artist, keyed by CPU kind, recipe (recipe_name) and artist."""
+    return [[kind, recipe, r["artist"], date, r["pieces"],
              f"{r['base_loss']:.3f}", f"{r['adapter_loss']:.3f}", f"{r['loss_ratio']:.3f}",
              f"{r['base_texture_gap']:.2f} → {r['adapter_texture_gap']:.2f}", f"{r['adapter_copy_rate']:.3f}",
              f"{r['train_minutes']:.1f}", r["minutes_to_within_2pct"], r["best_epoch"], verdict(r),
@@ -198,22 +206,25 @@ def rows(results: list[dict], preset: str | None, kind: str, date: str) -> list[
              f"{_f((r.get('adapter_groove') or {}).get('empty_beats'), '.0%')}"] for r in results]
 
 
-def record(path: Path, results: list[dict], context: str, preset: str | None) -> Path:
+def record(path: Path, results: list[dict], context: str, preset: str | None, sets: dict | None = None) -> Path:
     """This CPU kind's rows into ``path``'s quality table, the whole section into its run file."""
     from bench.common import cpu_kind
     from bench.results import put_rows, write_run
 
     kind = cpu_kind()
-    put_rows(path, "quality", HEADING, HEADER, rows(results, preset, kind, time.strftime("%Y-%m-%d")), keys=3)
-    return write_run(path, kind, section_name(preset), table(results, context, preset))
+    put_rows(path, "quality", HEADING, HEADER,
+             rows(results, recipe_name(preset, sets), kind, time.strftime("%Y-%m-%d")), keys=3)
+    return write_run(path, kind, section_name(preset, sets), table(results, context, preset, sets))
 
 
-def table(results: list[dict], context: str, preset: str | None = None) -> list[str]:
+def table(results: list[dict], context: str, preset: str | None = None, sets: dict | None = None) -> list[str]:
     def tex(t: dict) -> str:
         return f"{t.get('notes_per_s', 0):.1f}/s, {t.get('voices', 0):.1f} v, span {t.get('pitch_span', 0):.0f}"
 
     title = (f"the app's preset \"{TRAIN_PRESETS[preset].label}\" (`python -m bench quality --preset {preset}`)"
              if preset else "the default recipe (`python -m bench quality`)")
+    if sets:
+        title += ", with " + ", ".join(f"{k}={v}" for k, v in sets.items())
     lines = [f"## Adapter quality with {title}", "", context, "",
              "| artist | pieces | base loss | adapter loss | ratio (≤ 0.85) | texture gap base → adapter (≤ 0.30, ≤ ½ base) "
              "| copy rate (< 0.10) | train min (≤ 12) | min to within 2 % of best | best epoch | verdict |",
@@ -322,7 +333,7 @@ def main(argv=None) -> int:
         results.append(run_artist(artist, export_set(artist), a.work, a.base, overrides, a.samples, a.new_tokens,
                                   augment=augment, each_epoch=a.each_epoch))
         a.work.mkdir(parents=True, exist_ok=True)
-        (a.work.parent / f"{section_name(a.preset)}.json").write_text(json.dumps(results, indent=1))
+        (a.work.parent / f"{section_name(a.preset, sets)}.json").write_text(json.dumps(results, indent=1))
         print(f"[quality] {artist}: {verdict(results[-1])}", flush=True)
     import torch
 
@@ -333,8 +344,8 @@ def main(argv=None) -> int:
                f"base `{a.base}`, overrides {overrides or 'none (the defaults)'}"
                f"{'' if augment else ', the album not augmented'}, {a.samples} samples of "
                f"{a.new_tokens} tokens per side; {time.strftime('%Y-%m-%d %H:%M')}.")
-    run_file = record(a.results, results, context, a.preset)
-    print("\n".join(table(results, context, a.preset)))
+    run_file = record(a.results, results, context, a.preset, sets)
+    print("\n".join(table(results, context, a.preset, sets)))
     print(f"[quality] wrote {a.results} (this CPU's rows) and {run_file} (the whole run)")
     return 0
 
@@ -359,8 +370,8 @@ def smoke(a, preset, sets: dict, augment: bool) -> int:
         r = run_artist("smoke", files, work, str(base), small, 2, 48, augment=augment, each_epoch=a.each_epoch)
         context = f"smoke run (tiny random base, pieces built in code){'' if augment else ', the album not augmented'}"
         out = a.results if a.results != ROOT / "bench" / "RESULTS.md" else work / "RESULTS.md"
-        run_file = record(out, [r], context, a.preset)
-        print("\n".join(table([r], context, a.preset)))
+        run_file = record(out, [r], context, a.preset, sets)
+        print("\n".join(table([r], context, a.preset, sets)))
         assert "<!-- table:quality:begin -->" in out.read_text() and r["base_loss"] > 0
         print(f"[quality] wrote {out} and {run_file}")
     return 0

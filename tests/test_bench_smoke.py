@@ -160,6 +160,23 @@ def test_quality_groove_targets_judge_against_the_artists_own_spread():
     assert verdict(old) == "met"  # a result from before groove was measured is judged as it was
 
 
+def test_a_recipe_tried_with_overrides_keeps_its_own_rows_beside_the_defaults(tmp_path):
+    from bench.quality import HEADER, HEADING, recipe_name, rows, section_name
+    from bench.results import put_rows
+
+    r = {"artist": "haydn", "pieces": 9, "base_loss": 1.4, "adapter_loss": 1.3, "loss_ratio": 0.93,
+         "base_texture_gap": 0.4, "adapter_texture_gap": 0.2, "adapter_copy_rate": 0.0, "train_minutes": 4.0,
+         "minutes_to_within_2pct": 1.0, "best_epoch": 6}
+    out = tmp_path / "RESULTS.md"
+    put_rows(out, "quality", HEADING, HEADER, rows([r], recipe_name(None), "AMX Xeon", "d"), keys=3)
+    fp32 = recipe_name(None, {"precision": "fp32"})
+    put_rows(out, "quality", HEADING, HEADER, rows([{**r, "adapter_loss": 1.31}], fp32, "AMX Xeon", "d"), keys=3)
+    text = out.read_text()
+    assert "| AMX Xeon | default | haydn |" in text and "| AMX Xeon | default, precision=fp32 | haydn |" in text
+    assert "| 1.300 |" in text and "| 1.310 |" in text  # neither replaced the other
+    assert section_name(None) == "quality" and section_name("artist", {"epochs": 4}) == "quality-artist-epochs=4"
+
+
 @pytest.mark.slow
 def test_quality_bench_smoke_trains_evaluates_and_writes_its_table(tmp_path):
     out, kind = tmp_path / "RESULTS.md", cpu_kind()
