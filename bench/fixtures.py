@@ -152,7 +152,7 @@ def make_adapters(base_dir: Path, folder: Path, tok) -> dict[str, Path]:
 
     from studio.config import TrainConfig
     from studio.model.models import BaseInfo, model_shape, save_adapter
-    from studio.training.train import lora_model
+    from studio.training.lora import lora_model
 
     for i, (name, path) in enumerate(out.items()):
         base = AutoModelForCausalLM.from_pretrained(base_dir, use_safetensors=True)

@@ -94,7 +94,7 @@ def _lora_params(base) -> int:
     import copy
 
     from studio.config import TrainConfig
-    from studio.training.train import lora_model
+    from studio.training.lora import lora_model
 
     m = lora_model(copy.deepcopy(base), TrainConfig("", ""))
     return sum(p.numel() for p in m.parameters() if p.requires_grad)

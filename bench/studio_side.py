@@ -20,7 +20,7 @@ import torch
 from studio.config import SamplingConfig, TrainConfig
 
 DECODING = SamplingConfig().precision  # what generate and the Compare tab use by default
-from studio.training.train import loop_config
+from studio.training.plan import loop_config
 
 
 def prepare(data_dir: Path, tok, max_seq_len: int, seed: int = 42):
@@ -57,7 +57,7 @@ def train_steps(base, prepared, variant: str, steps: int, seed: int = 42, epochs
     torch.compile (its compile time lands in the first step).
     """
     from studio.training import loop
-    from studio.training.train import lora_model
+    from studio.training.lora import lora_model
 
     micro, accum, base_dropout = _variant(variant)
     cfg = TrainConfig("", "", batch_size=micro, grad_accum_steps=accum, epochs=epochs, seed=seed,

@@ -206,10 +206,7 @@ class SamplingConfig(_Job):
         return SamplingConfig(**{f.name: getattr(self, f.name) for f in fields(SamplingConfig)})
 
 
-RECIPE_EPOCHS = 6  # the guide's: a planned run's plan until its first epoch is timed
-# A planned run's cap, as measured: twelve epochs at half the peak rate beat six on Haydn; twenty at
-# the full rate overfit Haydn and OpenMSX (bench/RESULTS.md, "Epochs planned to the budget")
-MAX_PLANNED_EPOCHS = 12
+RECIPE_EPOCHS, MAX_PLANNED_EPOCHS = 6, 12  # epochs 0 (plan.py); 20 overfit (RESULTS.md, "Epochs planned")
 
 
 @dataclass
@@ -223,14 +220,10 @@ class TrainConfig(_Job):
     # 4, not the guide's 16: an album of 10-15 pieces makes a few dozen windows an epoch, and 16
     # of them per step leaves 3-8 steps an epoch; docs/RECIPE.md has the measurements
     grad_accum_steps: int = _help(4, "micro-batches summed per optimizer step: batch × this = effective batch")
-    # 0 plans the epochs on this machine (studio/training/plan.py): six epochs are 1.5 minutes for a
-    # small album whose loss still falls, and 14 for a 16-movement one in fp32
-    epochs: int = _help(0, f"0 = as many as fit in --budget-minutes on this machine, up to {MAX_PLANNED_EPOCHS} "
-                        f"for a small album (at a peak rate of --lr × {RECIPE_EPOCHS} / epochs); early stopping "
-                        "still ends it; N = exactly N (the guide: 4–10 for small datasets)")
-    budget_minutes: float = _help(12.0, "with --epochs 0: the minutes of training the planned epochs fill (planned "
-                                  "from the speed estimate, corrected after each epoch); the learning rate decays "
-                                  "to zero at the plan's end, and the run stops there")
+    epochs: int = _help(0, f"0 = as many as fit in --budget-minutes here, at most {MAX_PLANNED_EPOCHS}, peaking at --lr × "
+                        f"{RECIPE_EPOCHS} / epochs beyond {RECIPE_EPOCHS}; N = exactly N (guide: 4–10 for small datasets)")
+    budget_minutes: float = _help(12.0, "with --epochs 0: minutes the planned epochs fill (from the speed estimate, "
+                                  "corrected each epoch); the learning rate reaches zero and the run stops there")
     num_workers: int = _help(0, "data-loader worker processes")
     lr: float = _help(2e-3, "AdamW learning rate (peak of the warm-up/decay schedule); the guide's 2e-4 "
                       "barely moves a small base's LoRA in the steps a CPU affords")
@@ -241,7 +234,7 @@ class TrainConfig(_Job):
     lora_alpha: int = _help(32, "scales the LoRA update; usually 2× the rank")
     lora_dropout: float = _help(0.05, "dropout on the LoRA input: regularises against overfitting small albums")
     # Keep the frozen base's own dropout during LoRA training (off by default: see
-    # studio.training.train.quiet_base_dropout; LoRA dropout above is the adapter's regulariser).
+    # studio.training.lora.quiet_base_dropout; LoRA dropout above is the adapter's regulariser).
     base_dropout: bool = _help(False, "keep the frozen base's own dropout while training (slower)")
     max_grad_norm: float = _help(1.0, "gradient clipping norm")
     seed: int = _help(42, "same seed, data and settings → the same adapter")
@@ -283,14 +276,11 @@ class TrainConfig(_Job):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if not isinstance(self.epochs, int) or self.epochs < 0:
-            raise ValueError(f"epochs must be 0 (planned to the budget) or a positive integer, got {self.epochs!r}")
-        if self.epochs == 0 and not self.budget_minutes > 0:
-            raise ValueError(f"epochs 0 plans the epochs to budget_minutes, which must be above 0, "
-                             f"got {self.budget_minutes!r}")
+        if not isinstance(self.epochs, int) or self.epochs < 0 or (self.epochs == 0 and not self.budget_minutes > 0):
+            raise ValueError(f"epochs must be 0 (planned to budget_minutes, above 0) or a positive integer, "
+                             f"got epochs {self.epochs!r}, budget_minutes {self.budget_minutes!r}")
         if self.max_seq_len < 8:
             raise ValueError(f"max_seq_len must be at least 8 tokens, got {self.max_seq_len}")
-        _check_positive("budget_minutes", self.budget_minutes, allow_zero=True)
         _check_positive("lr", self.lr)
         _check_positive("weight_decay", self.weight_decay, allow_zero=True)
         _check_positive("max_grad_norm", self.max_grad_norm)

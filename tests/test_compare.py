@@ -18,7 +18,7 @@ from studio.config import SamplingConfig, adapters_dir
 from studio.model.generate import sample
 from studio.model.models import BaseInfo, load_base, save_adapter
 from studio.audio.render import fluidsynth_status
-from studio.training.train import TARGET_MODULES
+from studio.training.lora import TARGET_MODULES
 
 AUDIO, _ = fluidsynth_status()
 

@@ -81,7 +81,7 @@ def test_a_second_estimate_reads_the_cache_and_probes_nothing(album, tmp_path, t
 def test_tokens_per_epoch_are_what_prepare_yields(augmented, tmp_path, tiny_base_dir, tok, variants):
     from studio.model.data import epoch_windows, prepare
     from studio.training.loop import steps_per_epoch
-    from studio.training.train import loop_config
+    from studio.training.plan import loop_config
 
     cfg = config(augmented, tmp_path / "run", tiny_base_dir, variants=variants)
     est = estimate(cfg, probe_seconds=QUICK)

@@ -12,7 +12,7 @@ from conftest import tiny_gpt2
 from studio.config import TrainConfig
 from studio.model.precision import autocast
 from studio.training.fused_lora import use_fused_lora
-from studio.training.train import lora_model
+from studio.training.lora import lora_model
 
 
 def _loss_and_grads(model, ids, precision: str, seed: int):

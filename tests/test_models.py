@@ -85,7 +85,7 @@ def test_unsafe_adapter_names_are_refused(name):
 
 def _adapter(tok, base_dir, out):
     from studio.model.models import save_adapter
-    from studio.training.train import lora_model
+    from studio.training.lora import lora_model
     from studio.config import TrainConfig
 
     base, info = load_base(str(base_dir), tok)

@@ -11,8 +11,9 @@ import torch
 from conftest import tiny_train_config, write_pieces
 from studio.config import MAX_PLANNED_EPOCHS, RECIPE_EPOCHS, TrainConfig
 from studio.training.estimate import estimate
-from studio.training.plan import PlannedSchedule, epochs_that_fit, peak_scale
-from studio.training.train import loop_config, train
+from studio.training.plan import loop_config
+from studio.training.schedule import PlannedSchedule, epochs_that_fit, peak_scale
+from studio.training.train import train
 
 
 def _optimizer(lr=1.0):

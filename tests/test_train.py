@@ -12,7 +12,8 @@ from studio.training import checkpoint
 from studio.config import SamplingConfig, TrainConfig
 from studio.training.dropout import LoraDropout
 from studio.model.models import attach_adapter, load_base
-from studio.training.train import TARGET_MODULES, train
+from studio.training.lora import TARGET_MODULES
+from studio.training.train import train
 
 
 config = tiny_train_config
@@ -50,7 +51,7 @@ def test_two_epochs_lower_the_loss_and_write_everything(album, tmp_path, tiny_ba
 
 
 def test_reloaded_adapter_gives_identical_logits(album, tmp_path, tiny_base_dir, tok):
-    from studio.training.train import lora_model
+    from studio.training.lora import lora_model
 
     cfg = config(album, tmp_path / "run", tiny_base_dir, epochs=1)
     train(cfg)
@@ -116,7 +117,7 @@ def _two_train_passes_differ(model, tok) -> bool:
 @pytest.mark.parametrize("base_dropout", [False, True])
 def test_frozen_base_dropout_is_off_unless_asked_for(tmp_path, tiny_base_dir, tok, base_dropout):
     """LoRA dropout 0 isolates the base: its own dropout is the only randomness left in train mode."""
-    from studio.training.train import lora_model
+    from studio.training.lora import lora_model
 
     base, _ = load_base(str(tiny_base_dir), tok)
     cfg = TrainConfig("d", "o", lora_dropout=0.0, base_dropout=base_dropout)

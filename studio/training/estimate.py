@@ -33,7 +33,8 @@ from studio.model.data import collate, epoch_windows, prepare
 from studio.model.precision import resolve as resolve_precision
 from studio.training import loop
 from studio.training.calibrate import calibration_tokens
-from studio.training.plan import MAX_EPOCHS, epochs_that_fit, peak_scale
+from studio.training.plan import loop_config
+from studio.training.schedule import MAX_EPOCHS, epochs_that_fit, peak_scale
 
 PROBE_VERSION = 2  # bump when the training step changes enough that cached speeds no longer hold
 PROBE_SECONDS = 2.0  # timed training steps for at least this long, after one warm-up step
@@ -181,7 +182,7 @@ def estimate(cfg: TrainConfig, refresh: bool = False, probe_seconds: float = PRO
     prepared = _prepare(cfg, tok, seq_len)
     startup = time.perf_counter() - t0
     windows = epoch_windows(prepared.train_windows, 0)
-    lcfg = _loop_config(cfg)
+    lcfg = loop_config(cfg)
     key = probe_key(cfg, name, shape, seq_len, device)
     path = cache_dir() / "speed" / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]}.json"
     speed = None if refresh else _read(path, key)
@@ -216,12 +217,6 @@ def estimate(cfg: TrainConfig, refresh: bool = False, probe_seconds: float = PRO
     if est.budget_minutes:  # the plan the run makes after its first epochs (studio/training/plan.py)
         est.epochs = epochs_that_fit(est.epoch_s, est.budget_minutes * 60)
     return est
-
-
-def _loop_config(cfg: TrainConfig) -> loop.LoopConfig:
-    from studio.training.train import loop_config
-
-    return loop_config(cfg)
 
 
 def _prepare(cfg: TrainConfig, tok, seq_len: int):
@@ -307,13 +302,13 @@ def probe(cfg: TrainConfig, tok, device: torch.device, seq_len: int, windows, pr
     """Measure this machine: real LoRA steps of the chosen base (one warm-up, then at least
     ``probe_seconds``), a validation batch, a short decode, an adapter and a checkpoint save."""
     from studio.model.models import load_base
-    from studio.training.train import lora_model
+    from studio.training.lora import lora_model
 
     load_s = time.perf_counter()
     base, info = load_base(cfg.model_name, tok, device, fallback=cfg.model_name == DEFAULT_BASE)
     model = lora_model(base, cfg)
     load_s = time.perf_counter() - load_s
-    lcfg = _loop_config(cfg)
+    lcfg = loop_config(cfg)
     optimizer, scheduler = loop.make_optimizer(model, lcfg, 100, device)
     params = [p for p in model.parameters() if p.requires_grad]
     batch = _probe_batch(windows, cfg.batch_size, seq_len, device)

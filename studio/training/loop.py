@@ -21,7 +21,7 @@ import torch
 from studio.model.data import WindowDataset, collate, epoch_windows
 from studio.training.distributed import Dist
 from studio.training.events import time_limit_reason
-from studio.training.plan import PlannedSchedule, epochs_that_fit
+from studio.training.schedule import PlannedSchedule, epochs_that_fit
 from studio.model.precision import autocast as precision_autocast
 
 Event = dict

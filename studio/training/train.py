@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import platform
 import time
 from dataclasses import replace
@@ -26,55 +25,20 @@ import torch
 
 from studio.layout import ADAPTER_BEST, ADAPTER_LAST, EPOCH_METRICS, EPOCHS, GENERATION_CONFIG, TRAINING_META
 from studio.training import checkpoint, loop
-from studio.config import DEFAULT_BASE, RECIPE_EPOCHS, TrainConfig
-from studio.training.plan import peak_scale
+from studio.config import DEFAULT_BASE, TrainConfig
 from studio.ingest.augment import VARIANT_SEP
 from studio.model.data import prepare
 from studio.training.album import album_meta, album_of, album_time
 from studio.training.calibrate import fit_bar_memory
 from studio.training.distributed import Dist
-from studio.training.fused_lora import use_fused_lora
-from studio.training.dropout import use_fast_lora_dropout
+from studio.training.estimate import estimate
+from studio.training.lora import lora_model
+from studio.training.plan import first_plan, loop_config
 from studio.model.models import load_base, pick_device, save_adapter
 from studio.model.tokenizer import fingerprint, load_tokenizer, save_tokenizer
 
 log = logging.getLogger(__name__)
-TARGET_MODULES = ["c_attn", "c_proj", "c_fc"]  # GPT-2: QKV, attention/MLP output, MLP input
 META = TRAINING_META
-
-
-def lora_model(base, cfg: TrainConfig):
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    lcfg = LoraConfig(
-        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-        target_modules=TARGET_MODULES, bias="none", task_type=TaskType.CAUSAL_LM, use_rslora=cfg.use_rslora,
-        fan_in_fan_out=True,  # GPT-2's Conv1D stores weights as (in, out)
-    )
-    model = get_peft_model(base, lcfg)
-    use_fast_lora_dropout(model)  # same masks in distribution, ~3x cheaper to draw on a CPU
-    use_fused_lora(model)  # one autograd node per LoRA layer on a CPU (studio/training/fused_lora.py)
-    if not cfg.base_dropout:
-        quiet_base_dropout(model)
-    return model
-
-
-def quiet_base_dropout(model) -> int:
-    """Turn off the frozen base's own dropout (GPT-2: 0.1 on attention, residuals, embeddings).
-
-    The base does not learn, so its dropout only adds noise to what the adapter is fitted
-    against (and at generation time the base runs without it); the adapter keeps its own
-    regulariser, LoRA dropout. It also lets PyTorch use its fused attention kernel: with
-    dropout on the attention probabilities it falls back to building every T x T score
-    matrix. Measured on this 2-core CPU: ~1.8x faster LoRA steps (bench/RESULTS.md).
-    Returns how many dropout layers were turned off.
-    """
-    n = 0
-    for name, module in model.named_modules():
-        if type(module) is torch.nn.Dropout and "lora_dropout" not in name and module.p > 0:
-            module.p = 0.0
-            n += 1
-    return n
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -245,37 +209,6 @@ class LoraHooks(loop.Hooks):
         return self._ref_texture
 
 
-def loop_config(cfg: TrainConfig) -> loop.LoopConfig:
-    """The loop's settings; ``epochs`` 0 plans the epochs to ``budget_minutes`` (studio/training/plan.py),
-    which then also stops the run, as ``max_minutes`` does (the sooner of the two)."""
-    budget = cfg.budget_minutes if cfg.epochs == 0 else 0.0
-    limit = min(m for m in (cfg.max_minutes, budget, math.inf) if m > 0)
-    return loop.LoopConfig(epochs=cfg.epochs or RECIPE_EPOCHS, batch_size=cfg.batch_size,
-                           grad_accum_steps=cfg.grad_accum_steps, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                           warmup_steps=cfg.warmup_steps, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
-                           num_workers=cfg.num_workers, max_minutes=0.0 if limit == math.inf else limit,
-                           patience=cfg.patience, stop_tolerance=cfg.stop_tolerance, precision=cfg.precision,
-                           validate_partial=True, budget_minutes=budget)
-
-
-def first_plan(cfg: TrainConfig, lcfg: loop.LoopConfig, dist: Dist, meta: dict, on_event) -> loop.LoopConfig:
-    """epochs 0: the epochs the speed estimate fits in the budget (studio/training/plan.py), and the
-    peak rate for them; the loop corrects the plan after each epoch from what the epochs took. Under
-    several processes the plan starts at the recipe's six (no probe beside a running group)."""
-    if not lcfg.budget_minutes or dist.world > 1:
-        return lcfg
-    from studio.training.estimate import estimate
-
-    est = estimate(cfg)
-    lr = cfg.lr * peak_scale(est.epochs)
-    meta["plan"] = {"epochs": est.epochs, "lr": lr, "estimated_epoch_s": round(est.epoch_s, 1),
-                    "budget_minutes": lcfg.budget_minutes}
-    on_event({"type": "info", "message": (
-        f"plan: {est.epochs} epochs in the {lcfg.budget_minutes:g}-minute budget (an epoch takes about "
-        f"{est.epoch_s:.0f} s here, estimated), peak learning rate {lr:g}")})
-    return replace(lcfg, epochs=est.epochs, lr=lr)
-
-
 def _device_and_base(cfg: TrainConfig, tok, on_event, dist: Dist):
     device = dist.device or pick_device(cfg.device)  # under a launcher: this process's device
     base, info = load_base(cfg.model_name, tok, device, fallback=cfg.model_name == DEFAULT_BASE)
@@ -325,7 +258,8 @@ def train(cfg: TrainConfig, on_event: Callable[[dict], None] | None = None,
     meta.update(album_meta(album, train_sources))
     meta["time"] = album_time(tok, prepared)
     if not cfg.resume:  # a resumed run keeps its plan: the checkpoint holds it
-        lcfg = first_plan(cfg, lcfg, dist, meta, on_event)
+        est = estimate(cfg) if lcfg.budget_minutes and dist.world == 1 else None
+        lcfg = first_plan(cfg, lcfg, est, meta, on_event)
     hooks = LoraHooks(cfg, tok, info, prepared, meta, on_event)
     state, optimizer, scheduler = None, None, None
     if cfg.resume:

@@ -36,7 +36,7 @@ def _args(**kw) -> argparse.Namespace:
 def lora_train_tok_s(model, seconds: float = 20.0, batch: int = 4, seq: int = 1024) -> float:
     """LoRA (the studio's defaults) training tokens/s on random windows, fp32, after one warm-up step."""
     from studio.config import TrainConfig
-    from studio.training.train import lora_model
+    from studio.training.lora import lora_model
 
     seq = min(seq, int(model.config.n_positions))
     peft_model = lora_model(model, TrainConfig(data_dir=".", output_dir=".", precision="fp32"))

@@ -57,7 +57,8 @@ def main(argv=None) -> int:
     from studio.model.models import fused_activation, load_base
     from studio.model.tokenizer import build_tokenizer
     from studio.training import loop
-    from studio.training.train import loop_config, lora_model
+    from studio.training.lora import lora_model
+    from studio.training.plan import loop_config
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", choices=("pocket", "hub"), default="pocket")

@@ -146,7 +146,7 @@ def run_full(data: Path, seed: int, movement: str, lr: float, epochs: int, textu
     from studio.model.models import load_base
     from studio.model.tokenizer import load_tokenizer
     from studio.training import loop
-    from studio.training.train import loop_config
+    from studio.training.plan import loop_config
 
     cfg = TrainConfig(str(data), "", model_name="pocket", seed=seed, lr=lr, epochs=epochs, patience=0)
     loop.seed_everything(seed)

@@ -1,0 +1,65 @@
+"""The arithmetic of a run planned to a time budget (``TrainConfig.epochs = 0``; the plan itself is
+studio/training/plan.py): the epochs that fit, the peak rate for them, and the schedule that follows.
+
+Why: six epochs are 1.5 minutes for a small album, while its validation loss still falls, and 14
+minutes for a 16-movement album in fp32, past the 12 a musician was promised. With ``epochs = 0`` the
+run plans its epochs from what its own epochs take on this machine: after each epoch,
+``replan`` sets the epochs that fit in the budget (the first epoch counts whole, one-time
+measurements included, so the first plan errs short; later ones use the mean of the epochs since).
+The first plan comes from the speed estimate before the first step (studio/training/estimate.py).
+The learning rate then decays linearly to zero at the planned end (``PlannedSchedule``): a long
+album cut to five epochs ends on a fully decayed rate instead of being stopped half-way down its
+slope. A small album's extra epochs run at a lower peak, ``peak_scale``: the same learning spread
+over more steps. Measured (bench/RESULTS.md): twelve epochs at half the peak beat the six on Haydn,
+while twenty at the full peak overfit Haydn and OpenMSX. Early stopping (patience, copying samples)
+still ends a run whose validation stops improving.
+"""
+
+from __future__ import annotations
+
+from torch.optim.lr_scheduler import LRScheduler
+
+from studio.config import MAX_PLANNED_EPOCHS as MAX_EPOCHS, RECIPE_EPOCHS
+
+
+def peak_scale(epochs: int) -> float:
+    """The share of --lr a plan of ``epochs`` peaks at: the recipe's rate for six epochs or fewer,
+    ``6 / epochs`` of it beyond."""
+    return min(1.0, RECIPE_EPOCHS / max(epochs, 1))
+
+
+def epochs_that_fit(epoch_s: float, budget_s: float, done: int = 0, spent_s: float = 0.0) -> int:
+    """Epochs in all: the ``done`` ones and as many more of ``epoch_s`` seconds as the budget's
+    remaining seconds hold, at least one in all and at most MAX_EPOCHS."""
+    more = int(max(budget_s - spent_s, 0.0) // max(epoch_s, 1e-9))
+    return max(1, done, min(MAX_EPOCHS, done + more))
+
+
+class PlannedSchedule(LRScheduler):
+    """Linear warm-up, then a linear decay that reaches zero at ``total`` optimizer steps.
+
+    ``retarget`` moves the end without a jump: the decay continues from the rate it has reached,
+    straight to zero at the new end. With no retarget it is transformers' linear schedule with
+    warm-up. Its fields are saved with the checkpoint (``state_dict``), so a resumed run keeps its plan.
+    """
+
+    def __init__(self, optimizer, warmup: int, total: int):
+        self.warmup, self.total = warmup, max(total, 1)
+        self.anchor_step, self.anchor_factor = warmup, 1.0  # the decay runs from here to (total, 0)
+        super().__init__(optimizer)
+
+    def factor(self, step: int) -> float:
+        if step < self.warmup:
+            return step / max(1, self.warmup)
+        span = max(self.total - self.anchor_step, 1)
+        return self.anchor_factor * max(0.0, (self.total - step) / span)
+
+    def get_lr(self) -> list[float]:
+        return [base * self.factor(self.last_epoch) for base in self.base_lrs]
+
+    def retarget(self, total: int) -> None:
+        """End the decay at ``total`` steps from now on (the warm-up, if still running, is kept)."""
+        step = self.last_epoch
+        if step >= self.warmup:
+            self.anchor_step, self.anchor_factor = step, self.factor(step)
+        self.total = max(total, step + 1)
