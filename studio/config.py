@@ -206,7 +206,7 @@ class SamplingConfig(_Job):
         return SamplingConfig(**{f.name: getattr(self, f.name) for f in fields(SamplingConfig)})
 
 
-RECIPE_EPOCHS, MAX_PLANNED_EPOCHS = 6, 12  # epochs 0 (plan.py); 20 overfit (RESULTS.md, "Epochs planned")
+RECIPE_EPOCHS, MAX_PLANNED_EPOCHS = 6, 12  # epochs 0: the plans of training/schedule.py
 
 
 @dataclass
@@ -220,8 +220,8 @@ class TrainConfig(_Job):
     # 4, not the guide's 16: an album of 10-15 pieces makes a few dozen windows an epoch, and 16
     # of them per step leaves 3-8 steps an epoch; docs/RECIPE.md has the measurements
     grad_accum_steps: int = _help(4, "micro-batches summed per optimizer step: batch × this = effective batch")
-    epochs: int = _help(0, f"0 = as many as fit in --budget-minutes here, at most {MAX_PLANNED_EPOCHS}, peaking at --lr × "
-                        f"{RECIPE_EPOCHS} / epochs beyond {RECIPE_EPOCHS}; N = exactly N (guide: 4–10 for small datasets)")
+    epochs: int = _help(0, f"0 = planned to --budget-minutes here: {MAX_PLANNED_EPOCHS} at half the peak --lr if they fit, "
+                        f"else {RECIPE_EPOCHS}, else as many as fit; N = exactly N (guide: 4–10 for small datasets)")
     budget_minutes: float = _help(12.0, "with --epochs 0: minutes the planned epochs fill (from the speed estimate, "
                                   "corrected each epoch); the learning rate reaches zero and the run stops there")
     num_workers: int = _help(0, "data-loader worker processes")

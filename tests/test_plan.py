@@ -12,7 +12,7 @@ from conftest import tiny_train_config, write_pieces
 from studio.config import MAX_PLANNED_EPOCHS, RECIPE_EPOCHS, TrainConfig
 from studio.training.estimate import estimate
 from studio.training.plan import loop_config
-from studio.training.schedule import PlannedSchedule, epochs_that_fit, peak_scale
+from studio.training.schedule import PlannedSchedule, epochs_that_fit, peak_scale, planned_epochs
 from studio.training.train import train
 
 
@@ -39,7 +39,10 @@ def test_the_epochs_that_fit_the_budget():
     assert epochs_that_fit(60, 12 * 60, done=5, spent_s=13 * 60) == 5  # past the budget: no more
 
 
-def test_more_epochs_than_the_recipe_peak_lower():
+def test_the_plan_is_one_of_the_measured_recipes_and_more_epochs_peak_lower():
+    assert planned_epochs(30) == planned_epochs(12) == MAX_PLANNED_EPOCHS  # a small album: all twelve
+    assert planned_epochs(11) == planned_epochs(6) == RECIPE_EPOCHS  # twelve do not fit: the guide's six
+    assert planned_epochs(5) == 5 and planned_epochs(1) == 1  # six do not fit
     assert peak_scale(3) == peak_scale(6) == 1.0 and peak_scale(12) == 0.5
 
 
@@ -121,5 +124,5 @@ def test_the_estimate_plans_the_epochs_as_the_run_will(tmp_path, tiny_base_dir):
     write_pieces(tmp_path / "album", 4, n_notes=60)
     cfg = tiny_train_config(tmp_path / "album", tmp_path / "run", tiny_base_dir, epochs=0, budget_minutes=0.5)
     est = estimate(cfg, probe_seconds=0.2)
-    assert est.epochs == epochs_that_fit(est.epoch_s, 30) and est.budget_minutes == 0.5
+    assert est.epochs == planned_epochs(epochs_that_fit(est.epoch_s, 30)) and est.budget_minutes == 0.5
     assert f"for {est.epochs} epochs, as many as fill the 0.5-minute budget" in est.describe()

@@ -34,7 +34,7 @@ from studio.model.precision import resolve as resolve_precision
 from studio.training import loop
 from studio.training.calibrate import calibration_tokens
 from studio.training.plan import loop_config
-from studio.training.schedule import MAX_EPOCHS, epochs_that_fit, peak_scale
+from studio.training.schedule import MAX_EPOCHS, epochs_that_fit, peak_scale, planned_epochs
 
 PROBE_VERSION = 2  # bump when the training step changes enough that cached speeds no longer hold
 PROBE_SECONDS = 2.0  # timed training steps for at least this long, after one warm-up step
@@ -215,7 +215,7 @@ def estimate(cfg: TrainConfig, refresh: bool = False, probe_seconds: float = PRO
         max_minutes=lcfg.max_minutes, budget_minutes=lcfg.budget_minutes, speed=speed, probed=probed,
         cache_file=str(path), notes=notes)
     if est.budget_minutes:  # the plan the run makes after its first epochs (studio/training/plan.py)
-        est.epochs = epochs_that_fit(est.epoch_s, est.budget_minutes * 60)
+        est.epochs = planned_epochs(epochs_that_fit(est.epoch_s, est.budget_minutes * 60))
     return est
 
 

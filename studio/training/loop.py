@@ -213,16 +213,17 @@ class _Run:
         return self.state
 
     def replan(self, done: int) -> None:
-        """After ``done`` epochs: the epochs that fit in the budget, from the mean epoch since the first
-        (the first alone while it is the only one), and the schedule's end moved to the new plan's."""
+        """After ``done`` epochs: the plan shrunk to the epochs that still fit in the budget, from the mean
+        epoch since the first (the first alone while it is the only one), and the schedule's end moved
+        to the new plan's. It never grows: the first plan (studio/training/plan.py) is a measured recipe."""
         state = self.state
         if done == 1:
             epoch_s = state.train_seconds
         else:
             epoch_s = (state.train_seconds - state.first_epoch_s) / (done - 1)
         # every process takes the same plan: the main one's (its clock also paid for the samples)
-        epochs = self.dist.broadcast(epochs_that_fit(epoch_s, self.cfg.budget_minutes * 60, done,
-                                                     state.train_seconds))
+        fit = epochs_that_fit(epoch_s, self.cfg.budget_minutes * 60, done, state.train_seconds)
+        epochs = self.dist.broadcast(max(done, min(self.epochs, fit)))
         if epochs != self.epochs:
             self.on_event({"type": "info", "message": (
                 f"plan: {epochs} epochs in the {self.cfg.budget_minutes:g}-minute budget "

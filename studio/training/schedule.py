@@ -2,17 +2,17 @@
 studio/training/plan.py): the epochs that fit, the peak rate for them, and the schedule that follows.
 
 Why: six epochs are 1.5 minutes for a small album, while its validation loss still falls, and 14
-minutes for a 16-movement album in fp32, past the 12 a musician was promised. With ``epochs = 0`` the
-run plans its epochs from what its own epochs take on this machine: after each epoch,
-``replan`` sets the epochs that fit in the budget (the first epoch counts whole, one-time
-measurements included, so the first plan errs short; later ones use the mean of the epochs since).
-The first plan comes from the speed estimate before the first step (studio/training/estimate.py).
-The learning rate then decays linearly to zero at the planned end (``PlannedSchedule``): a long
-album cut to five epochs ends on a fully decayed rate instead of being stopped half-way down its
-slope. A small album's extra epochs run at a lower peak, ``peak_scale``: the same learning spread
-over more steps. Measured (bench/RESULTS.md): twelve epochs at half the peak beat the six on Haydn,
-while twenty at the full peak overfit Haydn and OpenMSX. Early stopping (patience, copying samples)
-still ends a run whose validation stops improving.
+minutes for a 16-movement album in fp32, past the 12 a musician was promised. ``planned_epochs``
+picks one of three measured recipes from the epochs that fit (bench/RESULTS.md, "Epochs planned to
+the budget"): twelve epochs at half the peak rate for a small album where all twelve fit (Haydn
+1.316 held-out against six epochs' 1.323, OpenMSX 1.369 against 1.372; twenty at the full peak
+overfit both); the guide's six where they fit but twelve do not (nine at 6/9 of the peak lowered
+Beethoven's loss, 1.525 against 1.542, but moved its groove from its held-out movements, 0.22 →
+0.32 over 16 samples); fewer where six do not fit (a 16-movement album in fp32). After each epoch
+the loop shrinks the plan if the epochs run slower than planned (``replan``), never grows it. The
+learning rate decays linearly to zero at the planned end (``PlannedSchedule``), so a plan cut to
+five epochs ends on a fully decayed rate instead of being stopped half-way down its slope. Early
+stopping (patience, copying samples) still ends a run whose validation stops improving.
 """
 
 from __future__ import annotations
@@ -26,6 +26,12 @@ def peak_scale(epochs: int) -> float:
     """The share of --lr a plan of ``epochs`` peaks at: the recipe's rate for six epochs or fewer,
     ``6 / epochs`` of it beyond."""
     return min(1.0, RECIPE_EPOCHS / max(epochs, 1))
+
+
+def planned_epochs(fit: int) -> int:
+    """The plan for an album of which ``fit`` epochs fit in the budget (``epochs_that_fit``): all
+    MAX_EPOCHS where they fit, else the recipe's six, else as many as fit."""
+    return MAX_EPOCHS if fit >= MAX_EPOCHS else min(fit, RECIPE_EPOCHS)
 
 
 def epochs_that_fit(epoch_s: float, budget_s: float, done: int = 0, spent_s: float = 0.0) -> int:
