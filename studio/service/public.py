@@ -148,8 +148,8 @@ def clamp_training(cfg: TrainConfig, lim: Limits, n_files: int) -> tuple[TrainCo
                          f"{lim.max_dataset_files}; use fewer files (or duplicate the Space for no limit)")
     notes, changes = [], {}
     if lim.max_epochs and not 0 < cfg.epochs <= lim.max_epochs:
-        # a planned run (epochs 0) could plan up to plan.MAX_EPOCHS: here it trains the guide's
-        # six, or the limit if that is fewer
+        # a planned run (epochs 0) could plan up to MAX_PLANNED_EPOCHS: here it trains the
+        # guide's six, or the limit if that is fewer
         changes["epochs"] = min(RECIPE_EPOCHS, lim.max_epochs) if cfg.epochs == 0 else lim.max_epochs
         notes.append(f"epochs {cfg.epochs or 'planned to the budget'} → {changes['epochs']} (public limit)")
     if lim.max_minutes and not 0 < cfg.max_minutes <= lim.max_minutes:

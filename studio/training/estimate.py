@@ -214,7 +214,7 @@ def estimate(cfg: TrainConfig, refresh: bool = False, probe_seconds: float = PRO
         startup_s=startup + speed.load_s, samples_per_epoch=cfg.samples_per_epoch, sample_tokens=cfg.sample_tokens,
         max_minutes=lcfg.max_minutes, budget_minutes=lcfg.budget_minutes, speed=speed, probed=probed,
         cache_file=str(path), notes=notes)
-    if est.budget_minutes:  # the plan the run makes after its first epochs (studio/training/plan.py)
+    if est.budget_minutes:  # the run's first plan is this one (studio/training/plan.py, first_plan)
         est.epochs = planned_epochs(epochs_that_fit(est.epoch_s, est.budget_minutes * 60))
     return est
 

@@ -224,10 +224,11 @@ class _Run:
         # every process takes the same plan: the main one's (its clock also paid for the samples)
         fit = epochs_that_fit(epoch_s, self.cfg.budget_minutes * 60, done, state.train_seconds)
         epochs = self.dist.broadcast(max(done, min(self.epochs, fit)))
-        if epochs != self.epochs:
-            self.on_event({"type": "info", "message": (
-                f"plan: {epochs} epochs in the {self.cfg.budget_minutes:g}-minute budget "
-                f"(an epoch takes {epoch_s:.0f} s here; {done} done)")})
+        if epochs == self.epochs:
+            return
+        self.on_event({"type": "info", "message": (
+            f"plan: {epochs} epochs in the {self.cfg.budget_minutes:g}-minute budget "
+            f"(an epoch takes {epoch_s:.0f} s here; {done} done)")})
         self.epochs = state.planned_epochs = epochs
         self.total = self.per_epoch * epochs
         self.scheduler.retarget(self.total)

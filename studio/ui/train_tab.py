@@ -35,8 +35,8 @@ PRESET_HELP = {
             "Use stronger sampling noise (temperature) when listening.",
     FLAVOR: "More variety and better generalisation, style a little less strict: the album is "
             "augmented (±2 semitones, 0.9–1.1× tempo) if it is not already, and can be blended "
-            "with pieces of the base's own corpus; rank 16, and as many epochs as fit the time budget "
-            "(the guide's 6 until the first epoch is timed; more for a small album, fewer for a long one).",
+            "with pieces of the base's own corpus; rank 16, epochs planned to the time budget (12 at half the "
+            "learning rate for a small album, else the guide's 6, fewer where 6 do not fit).",
 }
 # The knobs: every TrainConfig field a person can set (a number, a switch or a choice), each a
 # control "train.<field>" whose default and help come from the field. Not knobs: what the tab
@@ -46,7 +46,8 @@ HIDDEN = ("tokenizer_name", "num_workers", "max_grad_norm")
 # Labels, in the order shown; a knob without one comes last, labelled from its name.
 LABELS = {
     "epochs": "Epochs (0 = as many as fit the time budget)",
-    "budget_minutes": "Time budget (minutes) the planned epochs fill", "lora_r": "LoRA rank r", "lora_alpha": "LoRA alpha", "lora_dropout": "LoRA dropout",
+    "budget_minutes": "Time budget (minutes) the planned epochs fill",
+    "lora_r": "LoRA rank r", "lora_alpha": "LoRA alpha", "lora_dropout": "LoRA dropout",
     "lr": "Learning rate", "batch_size": "Batch size", "grad_accum_steps": "Gradient accumulation steps",
     "max_seq_len": "Max sequence length (tokens)", "warmup_steps": "Warm-up steps", "weight_decay": "Weight decay",
     "val_split": "Validation share", "patience": "Early-stop patience (epochs)",
