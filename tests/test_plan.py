@@ -12,7 +12,7 @@ from conftest import tiny_train_config, write_pieces
 from studio.config import MAX_PLANNED_EPOCHS, RECIPE_EPOCHS, TrainConfig
 from studio.training.estimate import estimate
 from studio.training.plan import loop_config
-from studio.training.schedule import PlannedSchedule, epochs_that_fit, peak_scale, planned_epochs
+from studio.training.schedule import PlannedSchedule, epochs_that_fit, peak_scale, planned_epochs, replanned
 from studio.training.train import train
 
 
@@ -44,6 +44,16 @@ def test_the_plan_is_one_of_the_measured_recipes_and_more_epochs_peak_lower():
     assert planned_epochs(11) == planned_epochs(6) == RECIPE_EPOCHS  # twelve do not fit: the guide's six
     assert planned_epochs(5) == 5 and planned_epochs(1) == 1  # six do not fit
     assert peak_scale(3) == peak_scale(6) == 1.0 and peak_scale(12) == 0.5
+
+
+def test_a_plan_shrinks_to_what_fits_and_grows_back_to_six_at_most():
+    # Beethoven in fp32: estimated 120 s an epoch (5 planned), measured 110 s: the sixth fits after all
+    fit = epochs_that_fit(110, 12 * 60, done=2, spent_s=220)
+    assert fit == 6 and replanned(5, 2, fit) == 6
+    assert replanned(5, 2, 12) == RECIPE_EPOCHS  # faster still: six, the recipe's, no more
+    assert replanned(12, 3, 8) == 8  # slower than planned: shrunk
+    assert replanned(8, 5, 12) == 8  # a plan of more than six peaks lower: it keeps its length
+    assert replanned(6, 4, 2) == 4  # past the budget: the epochs done, no fewer
 
 
 def test_without_a_new_target_the_schedule_is_the_linear_one_with_warm_up():

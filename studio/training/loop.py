@@ -21,7 +21,7 @@ import torch
 from studio.model.data import WindowDataset, collate, epoch_windows
 from studio.training.distributed import Dist
 from studio.training.events import time_limit_reason
-from studio.training.schedule import PlannedSchedule, epochs_that_fit
+from studio.training.schedule import PlannedSchedule, epochs_that_fit, replanned
 from studio.model.precision import autocast as precision_autocast
 
 Event = dict
@@ -213,9 +213,9 @@ class _Run:
         return self.state
 
     def replan(self, done: int) -> None:
-        """After ``done`` epochs: the plan shrunk to the epochs that still fit in the budget, from the mean
-        epoch since the first (the first alone while it is the only one), and the schedule's end moved
-        to the new plan's. It never grows: the first plan (studio/training/plan.py) is a measured recipe."""
+        """After ``done`` epochs: the plan fitted to the epochs that still fit in the budget, from the mean
+        epoch since the first (the first alone while it is the only one), as ``replanned`` says, and the
+        schedule's end moved to the new plan's."""
         state = self.state
         if done == 1:
             epoch_s = state.train_seconds
@@ -223,7 +223,7 @@ class _Run:
             epoch_s = (state.train_seconds - state.first_epoch_s) / (done - 1)
         # every process takes the same plan: the main one's (its clock also paid for the samples)
         fit = epochs_that_fit(epoch_s, self.cfg.budget_minutes * 60, done, state.train_seconds)
-        epochs = self.dist.broadcast(max(done, min(self.epochs, fit)))
+        epochs = self.dist.broadcast(replanned(self.epochs, done, fit))
         if epochs == self.epochs:
             return
         self.on_event({"type": "info", "message": (

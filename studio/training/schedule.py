@@ -9,7 +9,9 @@ the budget"): twelve epochs at half the peak rate for a small album where all tw
 overfit both); the guide's six where they fit but twelve do not (nine at 6/9 of the peak lowered
 Beethoven's loss, 1.525 against 1.542, but moved its groove from its held-out movements, 0.22 →
 0.32 over 16 samples); fewer where six do not fit (a 16-movement album in fp32). After each epoch
-the loop shrinks the plan if the epochs run slower than planned (``replan``), never grows it. The
+the loop shrinks the plan if the epochs run slower than planned (``replanned``); a plan under six
+grows back towards six if they run faster (an estimate 10 % slow cost Beethoven in fp32 its sixth
+epoch), never past six, whose peak rate is the recipe's. The
 learning rate decays linearly to zero at the planned end (``PlannedSchedule``), so a plan cut to
 five epochs ends on a fully decayed rate instead of being stopped half-way down its slope. Early
 stopping (patience, copying samples) still ends a run whose validation stops improving.
@@ -39,6 +41,14 @@ def epochs_that_fit(epoch_s: float, budget_s: float, done: int = 0, spent_s: flo
     remaining seconds hold, at least one in all and at most MAX_EPOCHS."""
     more = int(max(budget_s - spent_s, 0.0) // max(epoch_s, 1e-9))
     return max(1, done, min(MAX_EPOCHS, done + more))
+
+
+def replanned(planned: int, done: int, fit: int) -> int:
+    """The plan after ``done`` epochs, of which ``fit`` fit in the budget in all: shrunk to what fits;
+    grown to what fits if it was under the recipe's six, up to six. A plan of more than six keeps its
+    length at most: it peaks at a lower rate (``peak_scale``), which a longer plan would not match."""
+    cap = planned if planned >= RECIPE_EPOCHS else RECIPE_EPOCHS
+    return max(done, min(cap, fit))
 
 
 class PlannedSchedule(LRScheduler):
