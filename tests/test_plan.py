@@ -43,7 +43,8 @@ def test_the_plan_is_one_of_the_measured_recipes_and_more_epochs_peak_lower():
     assert planned_epochs(30) == planned_epochs(12) == MAX_PLANNED_EPOCHS  # a small album: all twelve
     assert planned_epochs(11) == planned_epochs(6) == RECIPE_EPOCHS  # twelve do not fit: the guide's six
     assert planned_epochs(5) == 5 and planned_epochs(1) == 1  # six do not fit
-    assert peak_scale(3) == peak_scale(6) == 1.0 and peak_scale(12) == 0.5
+    assert peak_scale(6) == 1.0 and peak_scale(12) == 0.5  # the recipe's learning spread thinner
+    assert peak_scale(5) == pytest.approx(1.2) and peak_scale(4) == peak_scale(2) == 1.5  # denser, capped
 
 
 def test_a_plan_shrinks_to_what_fits_and_grows_back_to_six_at_most():
