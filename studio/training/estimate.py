@@ -146,7 +146,7 @@ class Estimate:
         else:
             planned = (f", as many as fill the {self.budget_minutes:g}-minute budget"
                        + (f" (at most {MAX_EPOCHS})" if self.epochs == MAX_EPOCHS else "")
-                       + (f" at {peak_scale(self.epochs):.2g} of the peak learning rate"
+                       + (f" at {peak_scale(self.epochs):.2g}× the learning rate"
                           if peak_scale(self.epochs) != 1 else "")
                        if self.budget_minutes else "")
             lines.append(f"  in all: {_clock(self.total_s)} for {self.epochs} epochs{planned}, with start-up "
