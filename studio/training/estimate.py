@@ -248,7 +248,8 @@ def base_identity(cfg: TrainConfig) -> tuple[str, dict]:
 
 
 def machine() -> str:
-    """The processor model and thread count on a CPU (what a cached speed belongs to)."""
+    """The processor model, the kernels torch picked for it and the thread count on a CPU (what a cached
+    speed belongs to: ATEN_CPU_CAPABILITY=avx2 on an AVX-512 CPU measured 1,435 against 1,711 tokens/s)."""
     model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -257,7 +258,7 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"cpu: {model}, {torch.get_num_threads()} threads"
+    return f"cpu: {model}, {torch.backends.cpu.get_cpu_capability()} kernels, {torch.get_num_threads()} threads"
 
 
 def probe_key(cfg: TrainConfig, name: str, shape: dict, seq_len: int, device: torch.device) -> dict:
