@@ -14,8 +14,8 @@ planned (``replanned``); a plan under six grows back towards six if they run fas
 can be 10-20 % slow: 120 s against 101-116 s measured for Beethoven in fp32 with 512-token
 windows), never past six. The learning rate decays linearly to zero at the planned end
 (``PlannedSchedule``), so a plan cut to five epochs ends on a fully decayed rate instead of being
-stopped half-way down its slope. Early
-stopping (patience, copying samples) still ends a run whose validation stops improving.
+stopped half-way down its slope. Early stopping (patience, copying samples) still ends a run whose
+validation stops improving.
 """
 
 from __future__ import annotations
