@@ -306,3 +306,36 @@ def test_the_stop_flag_inside_the_first_epoch_leaves_a_validated_adapter_best(al
     _partial_run_checks(out, meta, events, tok)
     log = (run / LOG).read_text()  # the run log (the Train tab's) says it in the same words
     assert "epoch 1 stopped after 2 of" in log and "wrote adapter-best (step 2, 2 of epoch 1's" in log
+
+
+@pytest.mark.parametrize("ratio", [1.0, 4.0])
+def test_lora_plus_moves_b_ratio_times_as_far_as_a_in_a_step(tiny_base_dir, tok, ratio):
+    """AdamW's first step moves every weight with a gradient by about its rate (g / |g|): the B
+    matrices, zero at the start, end it at lr × ratio; A has no gradient while B is zero, and its
+    next step moves it by less than lr, whatever the ratio."""
+    from studio.training import loop
+    from studio.training.lora import lora_model
+    from studio.training.plan import loop_config
+
+    cfg = TrainConfig("d", "o", model_name=str(tiny_base_dir), lr=1e-3, warmup_steps=0, weight_decay=0.0,
+                      lora_dropout=0.0, lora_plus_ratio=ratio)
+    torch.manual_seed(0)
+    model = lora_model(load_base(str(tiny_base_dir), tok)[0], cfg)
+    named = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    a_before = {n: p.detach().clone() for n, p in named.items() if "lora_A" in n}
+    opt, sched = loop.make_optimizer(model, loop_config(cfg), 10, torch.device("cpu"))
+    assert [g["lr"] for g in opt.param_groups] == ([1e-3] if ratio == 1 else [1e-3, 1e-3 * ratio])
+    ids = torch.randint(0, len(tok.vocab), (2, 32))
+
+    def step():
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        return max(float((named[n] - a_before[n]).abs().max()) for n in a_before)
+
+    assert step() == 0.0
+    assert max(float(p.abs().max()) for n, p in named.items() if "lora_B" in n) == pytest.approx(1e-3 * ratio, rel=0.02)
+    assert 0 < step() < 1e-3
+    lrs = sched.get_last_lr()  # the schedule scales both groups alike: the ratio holds at every step
+    assert lrs[-1] / lrs[0] == pytest.approx(ratio)

@@ -51,6 +51,7 @@ class LoopConfig:
     # > 0: the epochs are planned to this many minutes (studio/training/plan.py); ``epochs`` is then
     # the plan until the first epoch has been timed
     budget_minutes: float = 0.0
+    lora_plus_ratio: float = 1.0  # LoRA+: lora_B's learning rate over lora_A's (TrainConfig.lora_plus_ratio)
 
 
 @dataclass
@@ -104,9 +105,12 @@ def autocast_for(device: torch.device, precision: str = "fp32"):
 
 
 def make_optimizer(model, cfg: LoopConfig, total_steps: int, device: torch.device):
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     fused = device.type == "cuda"
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+    fast = [p for n, p in named if "lora_B" in n] if cfg.lora_plus_ratio != 1.0 else []
+    rest = [p for n, p in named if not (fast and "lora_B" in n)]
+    groups = [{"params": rest}] + ([{"params": fast, "lr": cfg.lr * cfg.lora_plus_ratio}] if fast else [])
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     warmup = min(cfg.warmup_steps, max(0, total_steps - 1))
     return opt, PlannedSchedule(opt, warmup, max(total_steps, 1))
 

@@ -27,7 +27,8 @@ def loop_config(cfg: TrainConfig) -> loop.LoopConfig:
                            warmup_steps=cfg.warmup_steps, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
                            num_workers=cfg.num_workers, max_minutes=0.0 if limit == math.inf else limit,
                            patience=cfg.patience, stop_tolerance=cfg.stop_tolerance, precision=cfg.precision,
-                           validate_partial=True, budget_minutes=budget)
+                           validate_partial=True, budget_minutes=budget,
+                           lora_plus_ratio=cfg.lora_plus_ratio)
 
 
 def first_plan(cfg: TrainConfig, lcfg: loop.LoopConfig, est, meta: dict, on_event) -> loop.LoopConfig:
