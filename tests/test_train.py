@@ -81,6 +81,9 @@ def test_stop_flag_saves_adapter_last_and_resume_finishes(album, tmp_path, tiny_
     assert checkpoint.exists(out)
     state = json.loads((out / "checkpoint" / "state.json").read_text())
     assert state["global_step"] == 3
+    other = 1.0 if cfg.lora_plus_ratio != 1.0 else 4.0  # LoRA+ on or off: one optimizer group or two
+    with pytest.raises(ValueError, match=r"optim\.pt: saved with \d parameter group"):
+        train(TrainConfig.from_dict({**cfg.to_dict(), "resume": True, "lora_plus_ratio": other}))
     events = []
     meta = train(TrainConfig.from_dict({**cfg.to_dict(), "resume": True}), events.append)
     first_step = next(e for e in events if e["type"] == "step")["step"]
