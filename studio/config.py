@@ -228,8 +228,9 @@ class TrainConfig(_Job):
     lr: float = _help(2e-3, "AdamW learning rate (peak of the warm-up/decay schedule); the guide's 2e-4 "
                       "barely moves a small base's LoRA in the steps a CPU affords")
     weight_decay: float = _help(0.01, "AdamW weight decay")
-    lora_plus_ratio: float = _help(1.0, "LoRA+: the B matrices learn this many times faster than A "
-                                   "(1 = plain LoRA, as the guide trains)")
+    lora_plus_ratio: float = _help(0.0, "LoRA+: the B matrices learn this many times faster than A; 1 = "
+                                   "plain LoRA, as the guide trains; 0 = planned: 4 once a planned run "
+                                   "(--epochs 0) holds fewer than six epochs, else 1")
     warmup_steps: int = _help(20, "optimizer steps of linear learning-rate warm-up")
     val_split: float = _help(0.1, "share of source pieces held out; augmented variants stay with their piece")
     lora_r: int = _help(16, "LoRA rank: 8–16 for small datasets (higher = more capacity, more overfit)")
@@ -284,7 +285,7 @@ class TrainConfig(_Job):
         if self.max_seq_len < 8:
             raise ValueError(f"max_seq_len must be at least 8 tokens, got {self.max_seq_len}")
         _check_positive("lr", self.lr)
-        _check_positive("lora_plus_ratio", self.lora_plus_ratio)
+        _check_positive("lora_plus_ratio", self.lora_plus_ratio, allow_zero=True)
         _check_positive("weight_decay", self.weight_decay, allow_zero=True)
         _check_positive("max_grad_norm", self.max_grad_norm)
         if not 0 <= self.lora_dropout < 1:

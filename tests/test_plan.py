@@ -12,7 +12,9 @@ from conftest import tiny_train_config, write_pieces
 from studio.config import MAX_PLANNED_EPOCHS, RECIPE_EPOCHS, TrainConfig
 from studio.training.estimate import estimate
 from studio.training.plan import loop_config
-from studio.training.schedule import PlannedSchedule, epochs_that_fit, peak_scale, planned_epochs, replanned
+from studio.training import loop
+from studio.training.schedule import (PlannedSchedule, epochs_that_fit, lora_plus, peak_scale, planned_epochs,
+                                      replanned)
 from studio.training.train import train
 
 
@@ -44,7 +46,35 @@ def test_the_plan_is_one_of_the_measured_recipes_and_more_epochs_peak_lower():
     assert planned_epochs(11) == planned_epochs(6) == RECIPE_EPOCHS  # twelve do not fit: the guide's six
     assert planned_epochs(5) == 5 and planned_epochs(1) == 1  # six do not fit
     assert peak_scale(6) == 1.0 and peak_scale(12) == 0.5  # the recipe's learning spread thinner
-    assert peak_scale(5) == pytest.approx(1.2) and peak_scale(4) == peak_scale(2) == 1.5  # denser, capped
+    assert peak_scale(5) == peak_scale(2) == 1.0  # fewer: the recipe's peak, and LoRA+ instead
+    assert lora_plus(5) == lora_plus(1) == 4.0 and lora_plus(6) == lora_plus(12) == 1.0
+
+
+def test_lora_plus_follows_the_plan_unless_a_ratio_is_asked_for():
+    def cfg(ratio, budget):
+        return loop.LoopConfig(epochs=6, batch_size=1, grad_accum_steps=4, lr=2e-3, weight_decay=0.01, warmup_steps=0,
+                               max_grad_norm=1.0, seed=0, budget_minutes=budget, lora_plus_ratio=ratio)
+
+    assert loop.lora_plus_ratio(cfg(0.0, 12.0)) == 1.0  # the guide's six: plain LoRA
+    assert loop.lora_plus_ratio(cfg(0.0, 12.0), epochs=5) == 4.0  # a plan under six
+    assert loop.lora_plus_ratio(cfg(0.0, 0.0), epochs=5) == 1.0  # --epochs 5 means the guide's LoRA
+    assert loop.lora_plus_ratio(cfg(2.0, 12.0), epochs=5) == loop.lora_plus_ratio(cfg(2.0, 0.0)) == 2.0
+
+
+def test_a_group_rate_set_mid_run_holds_from_the_next_step_and_is_saved():
+    params = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
+    opt = torch.optim.SGD([{"params": params[:1]}, {"params": params[1:]}], lr=1.0)
+    sched = PlannedSchedule(opt, warmup=0, total=10)
+    opt.step()
+    sched.step()
+    sched.set_group_rate(1, 4.0)  # LoRA+ turned on after a step
+    opt.step()
+    sched.step()
+    first, second = sched.get_last_lr()
+    assert second == pytest.approx(4 * first) and first == pytest.approx(0.8)
+    again = PlannedSchedule(torch.optim.SGD([{"params": params[:1]}, {"params": params[1:]}], lr=1.0), 0, 10)
+    again.load_state_dict(sched.state_dict())
+    assert again.base_lrs == [1.0, 4.0]
 
 
 def test_a_plan_shrinks_to_what_fits_and_grows_back_to_six_at_most():
@@ -123,6 +153,7 @@ def test_a_planned_run_fills_its_budget_and_ends_on_a_decayed_rate(tmp_path, tin
         assert f"plan: {done} epochs in the 0.5-minute budget" in plans[-1]
     first = meta["plan"]  # from the speed estimate, before the first step
     assert 1 <= first["epochs"] <= MAX_PLANNED_EPOCHS and first["lr"] == pytest.approx(cfg.lr * peak_scale(first["epochs"]))
+    assert first["lora_plus_ratio"] == lora_plus(first["epochs"])  # LoRA+ where fewer than six fit
     assert max(e["lr"] for e in steps) <= first["lr"] * (1 + 1e-6)  # more epochs, a lower peak
     assert steps[-1]["total_steps"] == steps[-1]["step"]  # the schedule's end is the run's end
     assert steps[-1]["lr"] < 0.2 * cfg.lr  # decayed to (nearly) zero at the plan's end, not cut on its slope

@@ -49,9 +49,10 @@ def load(output_dir: Path, model, optimizer, scheduler) -> dict:
     # weights_only: the file holds tensors and plain containers only, never code
     blob = torch.load(folder / "optim.pt", map_location="cpu", weights_only=True)
     saved = len(blob["optimizer"]["param_groups"])
-    if saved != len(optimizer.param_groups):  # one group for plain LoRA, two with LoRA+ (lora_plus_ratio)
+    if saved != len(optimizer.param_groups):  # LoRA's B matrices have had a group of their own since LoRA+
         raise ValueError(f"{folder / 'optim.pt'}: saved with {saved} parameter group(s), this run has "
-                         f"{len(optimizer.param_groups)}: resume with the run's own --lora-plus-ratio")
+                         f"{len(optimizer.param_groups)} (a checkpoint from an older studio): train again "
+                         f"without --resume")
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
     torch.set_rng_state(blob["torch_rng"])

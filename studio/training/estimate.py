@@ -34,7 +34,7 @@ from studio.model.precision import resolve as resolve_precision
 from studio.training import loop
 from studio.training.calibrate import calibration_tokens
 from studio.training.plan import loop_config
-from studio.training.schedule import MAX_EPOCHS, epochs_that_fit, peak_scale, planned_epochs
+from studio.training.schedule import MAX_EPOCHS, epochs_that_fit, lora_plus, peak_scale, planned_epochs
 
 PROBE_VERSION = 2  # bump when the training step changes enough that cached speeds no longer hold
 PROBE_SECONDS = 2.0  # timed training steps for at least this long, after one warm-up step
@@ -89,6 +89,7 @@ class Estimate:
     sample_tokens: int = 0
     max_minutes: float = 0.0  # the time limit the run keeps (max_minutes, or the budget)
     budget_minutes: float = 0.0  # > 0: ``epochs`` is the plan that fills it (TrainConfig.epochs 0)
+    lora_plus_ratio: float = 0.0  # TrainConfig's: 0 lets a plan under six train with LoRA+
     speed: Speed | None = None
     probed: bool = False  # True: measured by this call; False: read from the cache
     cache_file: str = ""
@@ -148,6 +149,8 @@ class Estimate:
                        + (f" (at most {MAX_EPOCHS})" if self.epochs == MAX_EPOCHS else "")
                        + (f" at {peak_scale(self.epochs):.2g}× the learning rate"
                           if peak_scale(self.epochs) != 1 else "")
+                       + (f", the B matrices {lora_plus(self.epochs):g}× as fast (LoRA+)"
+                          if lora_plus(self.epochs) != 1 and not self.lora_plus_ratio else "")
                        if self.budget_minutes else "")
             lines.append(f"  in all: {_clock(self.total_s)} for {self.epochs} epochs{planned}, with start-up "
                          f"{_clock(self.startup_s)} (early stopping may end it sooner)")
@@ -212,7 +215,8 @@ def estimate(cfg: TrainConfig, refresh: bool = False, probe_seconds: float = PRO
         if cfg.calibrate_rows else 0.0,
         saves_s=SAVES_PER_EPOCH * speed.save_s + (1 + mid_epoch_ckpts) * speed.checkpoint_s,
         startup_s=startup + speed.load_s, samples_per_epoch=cfg.samples_per_epoch, sample_tokens=cfg.sample_tokens,
-        max_minutes=lcfg.max_minutes, budget_minutes=lcfg.budget_minutes, speed=speed, probed=probed,
+        max_minutes=lcfg.max_minutes, budget_minutes=lcfg.budget_minutes, lora_plus_ratio=lcfg.lora_plus_ratio,
+        speed=speed, probed=probed,
         cache_file=str(path), notes=notes)
     if est.budget_minutes:  # the run's first plan is this one (studio/training/plan.py, first_plan)
         est.epochs = planned_epochs(epochs_that_fit(est.epoch_s, est.budget_minutes * 60))

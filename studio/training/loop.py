@@ -21,7 +21,7 @@ import torch
 from studio.model.data import WindowDataset, collate, epoch_windows
 from studio.training.distributed import Dist
 from studio.training.events import time_limit_reason
-from studio.training.schedule import PlannedSchedule, epochs_that_fit, replanned
+from studio.training.schedule import PlannedSchedule, epochs_that_fit, lora_plus, replanned
 from studio.model.precision import autocast as precision_autocast
 
 Event = dict
@@ -51,7 +51,9 @@ class LoopConfig:
     # > 0: the epochs are planned to this many minutes (studio/training/plan.py); ``epochs`` is then
     # the plan until the first epoch has been timed
     budget_minutes: float = 0.0
-    lora_plus_ratio: float = 1.0  # LoRA+: lora_B's learning rate over lora_A's (TrainConfig.lora_plus_ratio)
+    # LoRA+: lora_B's learning rate over the others' (TrainConfig.lora_plus_ratio); 0 = the plan's
+    # (schedule.lora_plus: on for a planned run under six epochs), 1 with no budget
+    lora_plus_ratio: float = 1.0
 
 
 @dataclass
@@ -105,14 +107,24 @@ def autocast_for(device: torch.device, precision: str = "fp32"):
 
 
 def make_optimizer(model, cfg: LoopConfig, total_steps: int, device: torch.device):
+    """AdamW and the planned schedule. LoRA's B matrices get a group of their own (even at ratio 1), so
+    a plan that falls under six epochs can turn LoRA+ on mid-run (``_Run.replan``)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     fused = device.type == "cuda"
-    fast = [p for n, p in named if "lora_B" in n] if cfg.lora_plus_ratio != 1.0 else []
-    rest = [p for n, p in named if not (fast and "lora_B" in n)]
-    groups = [{"params": rest}] + ([{"params": fast, "lr": cfg.lr * cfg.lora_plus_ratio}] if fast else [])
+    fast = [p for n, p in named if "lora_B" in n]
+    rest = [p for n, p in named if "lora_B" not in n]
+    groups = [{"params": rest}] + ([{"params": fast, "lr": cfg.lr * lora_plus_ratio(cfg)}] if fast else [])
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     warmup = min(cfg.warmup_steps, max(0, total_steps - 1))
     return opt, PlannedSchedule(opt, warmup, max(total_steps, 1))
+
+
+def lora_plus_ratio(cfg: LoopConfig, epochs: int | None = None) -> float:
+    """lora_B's rate over the others' for a run of ``epochs`` (cfg.epochs): the ratio asked for, or with
+    0 the plan's (``schedule.lora_plus``) when the epochs are planned to a budget, else plain LoRA."""
+    if cfg.lora_plus_ratio:
+        return cfg.lora_plus_ratio
+    return lora_plus(epochs or cfg.epochs) if cfg.budget_minutes else 1.0
 
 
 @torch.no_grad()
@@ -236,6 +248,11 @@ class _Run:
         self.epochs = state.planned_epochs = epochs
         self.total = self.per_epoch * epochs
         self.scheduler.retarget(self.total)
+        rates, ratio = self.scheduler.base_lrs, lora_plus_ratio(self.cfg, epochs)
+        if len(rates) == 2 and ratio > rates[1] / rates[0] * (1 + 1e-9):  # on, never back off mid-run
+            self.scheduler.set_group_rate(1, rates[0] * ratio)
+            self.on_event({"type": "info", "message": (
+                f"LoRA+ from now on: under six epochs the B matrices learn {ratio:g}× as fast")})
 
     def train_epoch(self, epoch: int) -> list[float]:
         """The epoch's micro-batches (skipping those a resumed run already did); its losses."""

@@ -38,9 +38,11 @@ def first_plan(cfg: TrainConfig, lcfg: loop.LoopConfig, est, meta: dict, on_even
     if not lcfg.budget_minutes or est is None:
         return lcfg
     lr = cfg.lr * peak_scale(est.epochs)
-    meta["plan"] = {"epochs": est.epochs, "lr": lr, "estimated_epoch_s": round(est.epoch_s, 1),
-                    "budget_minutes": lcfg.budget_minutes}
+    ratio = loop.lora_plus_ratio(lcfg, est.epochs)
+    meta["plan"] = {"epochs": est.epochs, "lr": lr, "lora_plus_ratio": ratio,
+                    "estimated_epoch_s": round(est.epoch_s, 1), "budget_minutes": lcfg.budget_minutes}
+    plus = f", the B matrices {ratio:g}× as fast (LoRA+)" if ratio != 1 else ""
     on_event({"type": "info", "message": (
         f"plan: {est.epochs} epochs in the {lcfg.budget_minutes:g}-minute budget (an epoch takes about "
-        f"{est.epoch_s:.0f} s here, estimated), peak learning rate {lr:g}")})
+        f"{est.epoch_s:.0f} s here, estimated), peak learning rate {lr:g}{plus}")})
     return replace(lcfg, epochs=est.epochs, lr=lr)

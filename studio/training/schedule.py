@@ -8,11 +8,12 @@ the budget"): twelve epochs at half the peak rate for a small album where all tw
 1.316 held-out against six epochs' 1.323, OpenMSX 1.369 against 1.372; twenty at the full peak
 overfit both); the guide's six where they fit but twelve do not (nine at 6/9 of the peak lowered
 Beethoven's loss, 1.525 against 1.542, but moved its groove from its held-out movements, 0.22 →
-0.32 over 16 samples); fewer where six do not fit (a 16-movement album in fp32), at a higher
-peak (``peak_scale``). After each epoch the loop shrinks the plan if the epochs run slower than
+0.32 over 16 samples); fewer where six do not fit (a 16-movement album in fp32), with LoRA+
+(``lora_plus``). After each epoch the loop shrinks the plan if the epochs run slower than
 planned (``replanned``); a plan under six grows back towards six if they run faster (the estimate
 can be 10-20 % slow: 120 s against 101-116 s measured for Beethoven in fp32 with 512-token
-windows), never past six. The learning rate decays linearly to zero at the planned end
+windows), never past six. A plan under six trains its B matrices with LoRA+ (``lora_plus``), from
+the first step or from the epoch the plan fell under six, and keeps it. The learning rate decays linearly to zero at the planned end
 (``PlannedSchedule``), so a plan cut to five epochs ends on a fully decayed rate instead of being
 stopped half-way down its slope. Early stopping (patience, copying samples) still ends a run whose
 validation stops improving.
@@ -25,17 +26,26 @@ from torch.optim.lr_scheduler import LRScheduler
 from studio.config import MAX_PLANNED_EPOCHS as MAX_EPOCHS, RECIPE_EPOCHS
 
 
-# A plan under six (a long album, or fp32 on a slow CPU) peaks higher, 6 / epochs of --lr, at most
-# this much. Beethoven in fp32, five epochs (bench/RESULTS.md, "Epochs planned to the budget"):
-# held-out 1.557 at the recipe's peak, 1.552 at 1.2× and 1.546 at 1.5×, with the groove over 16
-# samples 0.25 at both against 0.37 over 8. Above 1.5× was not measured.
-SHORT_PLAN_PEAK = 1.5
+# A plan under six (a long album, or fp32 on a slow CPU) has fewer steps than the recipe: its B
+# matrices learn this many times faster than A (LoRA+, ``TrainConfig.lora_plus_ratio`` 0). Beethoven
+# in fp32, five epochs (bench/RESULTS.md, "Epochs planned to the budget"): held-out 1.557 at the
+# recipe's peak, 1.546 at 1.5× of it, 1.539 with LoRA+ at 4 (groove 0.25 over 16 samples, texture
+# gap 0.20), the only lever that met every target. At 16 it diverged (bf16 screen: 2.09 after an
+# epoch); at 4 on the six-epoch plan it lowered the loss but moved Beethoven's groove off its
+# held-out movements (1.521, 0.30 over 8 samples) and on Haydn's twelve it overfit by epoch 4.
+SHORT_PLAN_LORA_PLUS = 4.0
 
 
 def peak_scale(epochs: int) -> float:
-    """The share of --lr a plan of ``epochs`` peaks at: ``6 / epochs`` of it, the recipe's learning
-    spread over the planned epochs; at most SHORT_PLAN_PEAK for a plan under six."""
-    return min(SHORT_PLAN_PEAK, RECIPE_EPOCHS / max(epochs, 1))
+    """The share of --lr a plan of ``epochs`` peaks at: ``6 / epochs`` of it for a plan longer than the
+    recipe's six (its learning spread over more epochs); the full rate for six or fewer."""
+    return min(1.0, RECIPE_EPOCHS / max(epochs, 1))
+
+
+def lora_plus(epochs: int) -> float:
+    """The LoRA+ ratio a plan of ``epochs`` trains with (``lora_plus_ratio`` 0): SHORT_PLAN_LORA_PLUS
+    under the recipe's six, else 1 (plain LoRA)."""
+    return SHORT_PLAN_LORA_PLUS if epochs < RECIPE_EPOCHS else 1.0
 
 
 def planned_epochs(fit: int) -> int:
@@ -80,6 +90,11 @@ class PlannedSchedule(LRScheduler):
 
     def get_lr(self) -> list[float]:
         return [base * self.factor(self.last_epoch) for base in self.base_lrs]
+
+    def set_group_rate(self, group: int, rate: float) -> None:
+        """The peak rate of one parameter group from the next step on (LoRA+ turned on mid-run); kept
+        with the checkpoint as the other fields are."""
+        self.base_lrs[group] = rate
 
     def retarget(self, total: int) -> None:
         """End the decay at ``total`` steps from now on (the warm-up, if still running, is kept)."""
