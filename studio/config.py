@@ -221,7 +221,8 @@ class TrainConfig(_Job):
     # of them per step leaves 3-8 steps an epoch; docs/RECIPE.md has the measurements
     grad_accum_steps: int = _help(4, "micro-batches summed per optimizer step: batch × this = effective batch")
     epochs: int = _help(0, f"0 = planned to --budget-minutes here: {MAX_PLANNED_EPOCHS} at half the peak --lr if they fit, "
-                        f"else {RECIPE_EPOCHS}, else as many as fit; N = exactly N (guide: 4–10 for small datasets)")
+                        f"else {RECIPE_EPOCHS}, else as many as fit (with LoRA+); N = exactly N (guide: 4–10 for small "
+                        "datasets)")
     budget_minutes: float = _help(12.0, "with --epochs 0: minutes the planned epochs fill (from the speed estimate, "
                                   "corrected each epoch); the learning rate reaches zero and the run stops there")
     num_workers: int = _help(0, "data-loader worker processes")

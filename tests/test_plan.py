@@ -13,8 +13,8 @@ from studio.config import MAX_PLANNED_EPOCHS, RECIPE_EPOCHS, TrainConfig
 from studio.training.estimate import estimate
 from studio.training.plan import loop_config
 from studio.training import loop
-from studio.training.schedule import (PlannedSchedule, epochs_that_fit, lora_plus, peak_scale, planned_epochs,
-                                      replanned)
+from studio.training.schedule import (PlannedSchedule, epochs_that_fit, first_lora_plus, lora_plus, peak_scale,
+                                      planned_epochs, replanned)
 from studio.training.train import train
 
 
@@ -48,6 +48,10 @@ def test_the_plan_is_one_of_the_measured_recipes_and_more_epochs_peak_lower():
     assert peak_scale(6) == 1.0 and peak_scale(12) == 0.5  # the recipe's learning spread thinner
     assert peak_scale(5) == peak_scale(2) == 1.0  # fewer: the recipe's peak, and LoRA+ instead
     assert lora_plus(5) == lora_plus(1) == 4.0 and lora_plus(6) == lora_plus(12) == 1.0
+    # LoRA+ from the first step where six fit with under a tenth to spare (Beethoven in fp32: 117 s
+    # estimated, 126 s run); a six-epoch plan with room to spare starts plain
+    assert planned_epochs(epochs_that_fit(117, 720)) == 6 and first_lora_plus(117, 720) == 4.0
+    assert first_lora_plus(100, 720) == 1.0 and first_lora_plus(50, 720) == 1.0 and first_lora_plus(150, 720) == 4.0
 
 
 def test_lora_plus_follows_the_plan_unless_a_ratio_is_asked_for():
@@ -153,7 +157,8 @@ def test_a_planned_run_fills_its_budget_and_ends_on_a_decayed_rate(tmp_path, tin
         assert f"plan: {done} epochs in the 0.5-minute budget" in plans[-1]
     first = meta["plan"]  # from the speed estimate, before the first step
     assert 1 <= first["epochs"] <= MAX_PLANNED_EPOCHS and first["lr"] == pytest.approx(cfg.lr * peak_scale(first["epochs"]))
-    assert first["lora_plus_ratio"] == lora_plus(first["epochs"])  # LoRA+ where fewer than six fit
+    assert first["lora_plus_ratio"] == (4.0 if first["epochs"] < RECIPE_EPOCHS else first["lora_plus_ratio"])
+    assert first["lora_plus_ratio"] in (1.0, 4.0)  # LoRA+ where fewer than six fit, or barely six
     assert max(e["lr"] for e in steps) <= first["lr"] * (1 + 1e-6)  # more epochs, a lower peak
     assert steps[-1]["total_steps"] == steps[-1]["step"]  # the schedule's end is the run's end
     assert steps[-1]["lr"] < 0.2 * cfg.lr  # decayed to (nearly) zero at the plan's end, not cut on its slope

@@ -34,7 +34,7 @@ from studio.model.precision import resolve as resolve_precision
 from studio.training import loop
 from studio.training.calibrate import calibration_tokens
 from studio.training.plan import loop_config
-from studio.training.schedule import MAX_EPOCHS, epochs_that_fit, lora_plus, peak_scale, planned_epochs
+from studio.training.schedule import MAX_EPOCHS, epochs_that_fit, first_lora_plus, peak_scale, planned_epochs
 
 PROBE_VERSION = 2  # bump when the training step changes enough that cached speeds no longer hold
 PROBE_SECONDS = 2.0  # timed training steps for at least this long, after one warm-up step
@@ -96,6 +96,11 @@ class Estimate:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def planned_lora_plus(self) -> float:
+        """The LoRA+ ratio the run's first plan starts with (``lora_plus_ratio`` 0)."""
+        return first_lora_plus(self.epoch_s, self.budget_minutes * 60) if self.budget_minutes else 1.0
+
+    @property
     def epoch_s(self) -> float:
         return self.train_epoch_s + self.validation_s + self.samples_s + self.saves_s
 
@@ -149,8 +154,8 @@ class Estimate:
                        + (f" (at most {MAX_EPOCHS})" if self.epochs == MAX_EPOCHS else "")
                        + (f" at {peak_scale(self.epochs):.2g}× the learning rate"
                           if peak_scale(self.epochs) != 1 else "")
-                       + (f", the B matrices {lora_plus(self.epochs):g}× as fast (LoRA+)"
-                          if lora_plus(self.epochs) != 1 and not self.lora_plus_ratio else "")
+                       + (f", the B matrices {self.planned_lora_plus:g}× as fast (LoRA+)"
+                          if self.planned_lora_plus != 1 and not self.lora_plus_ratio else "")
                        if self.budget_minutes else "")
             lines.append(f"  in all: {_clock(self.total_s)} for {self.epochs} epochs{planned}, with start-up "
                          f"{_clock(self.startup_s)} (early stopping may end it sooner)")

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from studio.config import RECIPE_EPOCHS, TrainConfig
 from studio.training import loop
-from studio.training.schedule import peak_scale
+from studio.training.schedule import first_lora_plus, peak_scale
 
 
 def loop_config(cfg: TrainConfig) -> loop.LoopConfig:
@@ -38,11 +38,12 @@ def first_plan(cfg: TrainConfig, lcfg: loop.LoopConfig, est, meta: dict, on_even
     if not lcfg.budget_minutes or est is None:
         return lcfg
     lr = cfg.lr * peak_scale(est.epochs)
-    ratio = loop.lora_plus_ratio(lcfg, est.epochs)
+    ratio = cfg.lora_plus_ratio or first_lora_plus(est.epoch_s, lcfg.budget_minutes * 60)
     meta["plan"] = {"epochs": est.epochs, "lr": lr, "lora_plus_ratio": ratio,
                     "estimated_epoch_s": round(est.epoch_s, 1), "budget_minutes": lcfg.budget_minutes}
     plus = f", the B matrices {ratio:g}× as fast (LoRA+)" if ratio != 1 else ""
     on_event({"type": "info", "message": (
         f"plan: {est.epochs} epochs in the {lcfg.budget_minutes:g}-minute budget (an epoch takes about "
         f"{est.epoch_s:.0f} s here, estimated), peak learning rate {lr:g}{plus}")})
-    return replace(lcfg, epochs=est.epochs, lr=lr)
+    # LoRA+ from the first step is kept as asked; plain LoRA keeps 0, so a plan falling under six turns it on
+    return replace(lcfg, epochs=est.epochs, lr=lr, lora_plus_ratio=ratio if ratio != 1 else lcfg.lora_plus_ratio)

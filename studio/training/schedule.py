@@ -13,7 +13,8 @@ Beethoven's loss, 1.525 against 1.542, but moved its groove from its held-out mo
 planned (``replanned``); a plan under six grows back towards six if they run faster (the estimate
 can be 10-20 % slow: 120 s against 101-116 s measured for Beethoven in fp32 with 512-token
 windows), never past six. A plan under six trains its B matrices with LoRA+ (``lora_plus``), from
-the first step or from the epoch the plan fell under six, and keeps it. The learning rate decays linearly to zero at the planned end
+the first step where the estimate leaves under a tenth to spare (``first_lora_plus``), else from the
+epoch the plan fell under six, and keeps it. The learning rate decays linearly to zero at the planned end
 (``PlannedSchedule``), so a plan cut to five epochs ends on a fully decayed rate instead of being
 stopped half-way down its slope. Early stopping (patience, copying samples) still ends a run whose
 validation stops improving.
@@ -46,6 +47,20 @@ def lora_plus(epochs: int) -> float:
     """The LoRA+ ratio a plan of ``epochs`` trains with (``lora_plus_ratio`` 0): SHORT_PLAN_LORA_PLUS
     under the recipe's six, else 1 (plain LoRA)."""
     return SHORT_PLAN_LORA_PLUS if epochs < RECIPE_EPOCHS else 1.0
+
+
+# LoRA+ turned on mid-run, when a plan of six fell to five after its first epoch, jolted the run:
+# Beethoven in fp32 ended at 1.548 held-out with its groove 0.34 from the held-out movements (16
+# samples), against 1.539 and 0.25 with LoRA+ from the first step (bench/RESULTS.md). The speed
+# estimate has run 0.92-1.07x of the real epochs, so a plan is taken as under six from the start
+# when it is under six with its epochs this much longer than estimated.
+ESTIMATE_MARGIN = 1.1
+
+
+def first_lora_plus(epoch_s: float, budget_s: float) -> float:
+    """The LoRA+ ratio a planned run starts with: ``lora_plus`` of the plan that fits in ``budget_s``
+    if each epoch takes ESTIMATE_MARGIN × ``epoch_s``."""
+    return lora_plus(planned_epochs(epochs_that_fit(epoch_s * ESTIMATE_MARGIN, budget_s)))
 
 
 def planned_epochs(fit: int) -> int:

@@ -36,7 +36,7 @@ PRESET_HELP = {
     FLAVOR: "More variety and better generalisation, style a little less strict: the album is "
             "augmented (±2 semitones, 0.9–1.1× tempo) if it is not already, and can be blended "
             "with pieces of the base's own corpus; rank 16, epochs planned to the time budget (12 at half the "
-            "learning rate for a small album, else the guide's 6, fewer where 6 do not fit).",
+            "learning rate for a small album, else the guide's 6, fewer with LoRA+ where 6 do not fit).",
 }
 # The knobs: every TrainConfig field a person can set (a number, a switch or a choice), each a
 # control "train.<field>" whose default and help come from the field. Not knobs: what the tab
@@ -57,6 +57,7 @@ LABELS = {
     "max_minutes": "Time limit (minutes)", "device": "Device", "resume": "Resume an interrupted run of this adapter name",
     "base_dropout": "Keep the base model's own dropout (about 2x slower)", "variants": "Augmented variants",
     "precision": "Precision", "use_rslora": "Rank-stabilised LoRA scaling",
+    "lora_plus_ratio": "LoRA+ ratio: B's learning rate over A's (0 = planned)",
 }
 _knobs = fields.knob_names(TrainConfig, skip=SET_BY_TAB + HIDDEN)
 KNOB_FIELDS = [k for k in LABELS if k in _knobs] + [k for k in _knobs if k not in LABELS]
