@@ -230,8 +230,8 @@ class TrainConfig(_Job):
                       "barely moves a small base's LoRA in the steps a CPU affords")
     weight_decay: float = _help(0.01, "AdamW weight decay")
     lora_plus_ratio: float = _help(0.0, "LoRA+: the B matrices learn this many times faster than A; 1 = "
-                                   "plain LoRA, as the guide trains; 0 = planned: 4 once a planned run "
-                                   "(--epochs 0) holds fewer than six epochs, else 1")
+                                   "plain LoRA, as the guide trains; 0 = planned: 4 where a planned run "
+                                   "(--epochs 0) holds fewer than six epochs, or barely six, else 1")
     warmup_steps: int = _help(20, "optimizer steps of linear learning-rate warm-up")
     val_split: float = _help(0.1, "share of source pieces held out; augmented variants stay with their piece")
     lora_r: int = _help(16, "LoRA rank: 8–16 for small datasets (higher = more capacity, more overfit)")
