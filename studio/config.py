@@ -220,30 +220,26 @@ class TrainConfig(_Job):
     # 4, not the guide's 16: an album of 10-15 pieces makes a few dozen windows an epoch, and 16
     # of them per step leaves 3-8 steps an epoch; docs/RECIPE.md has the measurements
     grad_accum_steps: int = _help(4, "micro-batches summed per optimizer step: batch × this = effective batch")
-    epochs: int = _help(0, f"0 = planned to --budget-minutes here: {MAX_PLANNED_EPOCHS} at half the peak --lr if they fit, "
-                        f"else {RECIPE_EPOCHS}, else as many as fit (with LoRA+); N = exactly N (guide: 4–10 for small "
-                        "datasets)")
+    epochs: int = _help(0, f"0 = planned to --budget-minutes here: {MAX_PLANNED_EPOCHS} at half the peak --lr if they "
+                        f"fit, else {RECIPE_EPOCHS}, else fewer with LoRA+; N = exactly N (guide: 4–10 for small albums)")
     budget_minutes: float = _help(12.0, "with --epochs 0: minutes the planned epochs fill (from the speed estimate, "
                                   "corrected each epoch); the learning rate reaches zero and the run stops there")
     num_workers: int = _help(0, "data-loader worker processes")
     lr: float = _help(2e-3, "AdamW learning rate (peak of the warm-up/decay schedule); the guide's 2e-4 "
                       "barely moves a small base's LoRA in the steps a CPU affords")
     weight_decay: float = _help(0.01, "AdamW weight decay")
-    lora_plus_ratio: float = _help(0.0, "LoRA+: the B matrices learn this many times faster than A; 1 = "
-                                   "plain LoRA, as the guide trains; 0 = planned: 4 where a planned run "
-                                   "(--epochs 0) holds fewer than six epochs, or barely six, else 1")
+    lora_plus_ratio: float = _help(0.0, "LoRA+: B learns this many times faster than A; 1 = plain LoRA (the guide); "
+                                   "0 = planned: 4 where --epochs 0 plans under six epochs, or barely six, else 1")
     warmup_steps: int = _help(20, "optimizer steps of linear learning-rate warm-up")
     val_split: float = _help(0.1, "share of source pieces held out; augmented variants stay with their piece")
     lora_r: int = _help(16, "LoRA rank: 8–16 for small datasets (higher = more capacity, more overfit)")
     lora_alpha: int = _help(32, "scales the LoRA update; usually 2× the rank")
     lora_dropout: float = _help(0.05, "dropout on the LoRA input: regularises against overfitting small albums")
-    # Keep the frozen base's own dropout during LoRA training (off by default: see
-    # studio.training.lora.quiet_base_dropout; LoRA dropout above is the adapter's regulariser).
+    # off by default: LoRA dropout is the adapter's regulariser (studio.training.lora.quiet_base_dropout)
     base_dropout: bool = _help(False, "keep the frozen base's own dropout while training (slower)")
     max_grad_norm: float = _help(1.0, "gradient clipping norm")
     seed: int = _help(42, "same seed, data and settings → the same adapter")
     resume: bool = _help(False, "continue an interrupted run from its checkpoint")
-    # Early stopping (see studio/evaluation/metrics.py)
     patience: int = _help(2, "stop after this many epochs whose validation loss is clearly above its best "
                           "(more than --stop-tolerance); 0 = off")
     # An album holds out one or two pieces, a few windows: Haydn's one movement swung by up to 2 % from
@@ -255,8 +251,7 @@ class TrainConfig(_Job):
     sample_tokens: int = _help(256, "tokens per epoch sample")
     calibrate_rows: int = _help(8, "after training, samples per bar-memory strength tried to fit the sampler's "
                                 "bar memory to the album's groove (studio/training/calibrate.py); 0 = the fixed one")
-    # The epoch samples are drawn like any other (the train command's --sample-* flags); their
-    # length and seeds are sample_tokens and seed, seed+1, ... so runs stay comparable.
+    # drawn as any sample is (the --sample-* flags), at seeds seed, seed+1, ... so runs stay comparable
     sampling: SamplingConfig = _help(text="how the epoch samples are drawn (max_new_tokens and seed: "
                                      "sample_tokens and seed)", factory=SamplingConfig)
     device: str = _help("auto", "where it runs: auto picks cuda, then mps, then cpu", choices=DEVICES)

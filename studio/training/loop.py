@@ -21,7 +21,7 @@ import torch
 from studio.model.data import WindowDataset, collate, epoch_windows
 from studio.training.distributed import Dist
 from studio.training.events import time_limit_reason
-from studio.training.schedule import PlannedSchedule, epochs_that_fit, lora_plus, replanned
+from studio.training.schedule import epochs_that_fit, lora_plus_ratio, make_optimizer, replanned
 from studio.model.precision import autocast as precision_autocast
 
 Event = dict
@@ -104,27 +104,6 @@ def autocast_for(device: torch.device, precision: str = "fp32"):
     if device.type == "cpu":
         return precision_autocast(precision, device)
     return contextlib.nullcontext()
-
-
-def make_optimizer(model, cfg: LoopConfig, total_steps: int, device: torch.device):
-    """AdamW and the planned schedule. LoRA's B matrices get a group of their own (even at ratio 1), so
-    a plan that falls under six epochs can turn LoRA+ on mid-run (``_Run.replan``)."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    fused = device.type == "cuda"
-    fast = [p for n, p in named if "lora_B" in n]
-    rest = [p for n, p in named if "lora_B" not in n]
-    groups = [{"params": rest}] + ([{"params": fast, "lr": cfg.lr * lora_plus_ratio(cfg)}] if fast else [])
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
-    warmup = min(cfg.warmup_steps, max(0, total_steps - 1))
-    return opt, PlannedSchedule(opt, warmup, max(total_steps, 1))
-
-
-def lora_plus_ratio(cfg: LoopConfig, epochs: int | None = None) -> float:
-    """lora_B's rate over the others' for a run of ``epochs`` (cfg.epochs): the ratio asked for, or with
-    0 the plan's (``schedule.lora_plus``) when the epochs are planned to a budget, else plain LoRA."""
-    if cfg.lora_plus_ratio:
-        return cfg.lora_plus_ratio
-    return lora_plus(epochs or cfg.epochs) if cfg.budget_minutes else 1.0
 
 
 @torch.no_grad()

@@ -22,6 +22,7 @@ validation stops improving.
 
 from __future__ import annotations
 
+import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from studio.config import MAX_PLANNED_EPOCHS as MAX_EPOCHS, RECIPE_EPOCHS
@@ -117,3 +118,24 @@ class PlannedSchedule(LRScheduler):
         if step >= self.warmup:
             self.anchor_step, self.anchor_factor = step, self.factor(step)
         self.total = max(total, step + 1)
+
+
+def make_optimizer(model, cfg, total_steps: int, device: torch.device):
+    """AdamW and the planned schedule. LoRA's B matrices get a group of their own (even at ratio 1), so
+    a plan that falls under six epochs can turn LoRA+ on mid-run (``_Run.replan``)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    fused = device.type == "cuda"
+    fast = [p for n, p in named if "lora_B" in n]
+    rest = [p for n, p in named if "lora_B" not in n]
+    groups = [{"params": rest}] + ([{"params": fast, "lr": cfg.lr * lora_plus_ratio(cfg)}] if fast else [])
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+    warmup = min(cfg.warmup_steps, max(0, total_steps - 1))
+    return opt, PlannedSchedule(opt, warmup, max(total_steps, 1))
+
+
+def lora_plus_ratio(cfg, epochs: int | None = None) -> float:
+    """lora_B's rate over the others' for a run of ``epochs`` (cfg.epochs): the ratio asked for, or with
+    0 the plan's (``schedule.lora_plus``) when the epochs are planned to a budget, else plain LoRA."""
+    if cfg.lora_plus_ratio:
+        return cfg.lora_plus_ratio
+    return lora_plus(epochs or cfg.epochs) if cfg.budget_minutes else 1.0
