@@ -321,7 +321,7 @@ def test_lora_plus_moves_b_ratio_times_as_far_as_a_in_a_step(tiny_base_dir, tok,
     """AdamW's first step moves every weight with a gradient by about its rate (g / |g|): the B
     matrices, zero at the start, end it at lr × ratio; A has no gradient while B is zero, and its
     next step moves it by less than lr, whatever the ratio."""
-    from studio.training import loop
+    from studio.training import schedule
     from studio.training.lora import lora_model
     from studio.training.plan import loop_config
 
@@ -331,7 +331,7 @@ def test_lora_plus_moves_b_ratio_times_as_far_as_a_in_a_step(tiny_base_dir, tok,
     model = lora_model(load_base(str(tiny_base_dir), tok)[0], cfg)
     named = {n: p for n, p in model.named_parameters() if p.requires_grad}
     a_before = {n: p.detach().clone() for n, p in named.items() if "lora_A" in n}
-    opt, sched = loop.make_optimizer(model, loop_config(cfg), 10, torch.device("cpu"))
+    opt, sched = schedule.make_optimizer(model, loop_config(cfg), 10, torch.device("cpu"))
     assert [g["lr"] for g in opt.param_groups] == [1e-3, 1e-3 * ratio]  # B's group even at 1: LoRA+ may start
     ids = torch.randint(0, len(tok.vocab), (2, 32))
 

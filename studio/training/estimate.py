@@ -31,7 +31,7 @@ import torch
 from studio.config import DEFAULT_BASE, POCKET_NAME, SamplingConfig, TrainConfig, cache_dir
 from studio.model.data import collate, epoch_windows, prepare
 from studio.model.precision import resolve as resolve_precision
-from studio.training import loop
+from studio.training import loop, schedule
 from studio.training.calibrate import calibration_tokens
 from studio.training.plan import loop_config
 from studio.training.schedule import MAX_EPOCHS, epochs_that_fit, first_lora_plus, peak_scale, planned_epochs
@@ -319,7 +319,7 @@ def probe(cfg: TrainConfig, tok, device: torch.device, seq_len: int, windows, pr
     model = lora_model(base, cfg)
     load_s = time.perf_counter() - load_s
     lcfg = loop_config(cfg)
-    optimizer, scheduler = loop.make_optimizer(model, lcfg, 100, device)
+    optimizer, scheduler = schedule.make_optimizer(model, lcfg, 100, device)
     params = [p for p in model.parameters() if p.requires_grad]
     batch = _probe_batch(windows, cfg.batch_size, seq_len, device)
     model.train()

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from studio.config import RECIPE_EPOCHS, TrainConfig
 from studio.training import loop
-from studio.training.schedule import first_lora_plus, peak_scale
+from studio.training.schedule import peak_scale
 
 
 def loop_config(cfg: TrainConfig) -> loop.LoopConfig:
@@ -38,7 +38,7 @@ def first_plan(cfg: TrainConfig, lcfg: loop.LoopConfig, est, meta: dict, on_even
     if not lcfg.budget_minutes or est is None:
         return lcfg
     lr = cfg.lr * peak_scale(est.epochs)
-    ratio = cfg.lora_plus_ratio or first_lora_plus(est.epoch_s, lcfg.budget_minutes * 60)
+    ratio = cfg.lora_plus_ratio or est.planned_lora_plus
     meta["plan"] = {"epochs": est.epochs, "lr": lr, "lora_plus_ratio": ratio,
                     "estimated_epoch_s": round(est.epoch_s, 1), "budget_minutes": lcfg.budget_minutes}
     plus = f", the B matrices {ratio:g}× as fast (LoRA+)" if ratio != 1 else ""

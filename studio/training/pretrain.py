@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from studio.layout import GENERATION_CONFIG
-from studio.training import loop
+from studio.training import loop, schedule
 from studio.config import DEVICES, POCKET_DIR, TRAIN_PRECISIONS, TrainConfig, cache_dir
 from studio.ingest.corpus import COLLECTIONS, MANIFEST, PRETRAIN_CAPS, RESERVED, export_collections, plan_tasks
 from studio.model.data import Piece, pack_windows, split_by_source, tokenize_pieces
@@ -261,7 +261,7 @@ def pretrain(args, on_event=print) -> dict:
     state = optimizer = scheduler = None
     if args.resume:
         total = loop.steps_per_epoch(len(train_w), cfg, dist.world) * cfg.epochs
-        optimizer, scheduler = loop.make_optimizer(model, cfg, total, device)
+        optimizer, scheduler = schedule.make_optimizer(model, cfg, total, device)
         state = _load_checkpoint(hooks.checkpoint_dir, model, optimizer, scheduler)
         on_event(f"resumed at epoch {state.epoch + 1}, step {state.global_step}, {state.tokens_seen} tokens seen")
 

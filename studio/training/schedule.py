@@ -8,8 +8,7 @@ the budget"): twelve epochs at half the peak rate for a small album where all tw
 1.316 held-out against six epochs' 1.323, OpenMSX 1.369 against 1.372; twenty at the full peak
 overfit both); the guide's six where they fit but twelve do not (nine at 6/9 of the peak lowered
 Beethoven's loss, 1.525 against 1.542, but moved its groove from its held-out movements, 0.22 →
-0.32 over 16 samples); fewer where six do not fit (a 16-movement album in fp32), with LoRA+
-(``lora_plus``). After each epoch the loop shrinks the plan if the epochs run slower than
+0.32 over 16 samples); fewer where six do not fit (a 16-movement album in fp32). After each epoch the loop shrinks the plan if the epochs run slower than
 planned (``replanned``); a plan under six grows back towards six if they run faster (the estimate
 can be 10-20 % slow: 120 s against 101-116 s measured for Beethoven in fp32 with 512-token
 windows), never past six. A plan under six trains its B matrices with LoRA+ (``lora_plus``), from

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 
 from studio.layout import ADAPTER_BEST, ADAPTER_LAST, EPOCH_METRICS, EPOCHS, GENERATION_CONFIG, TRAINING_META
-from studio.training import checkpoint, loop
+from studio.training import checkpoint, loop, schedule
 from studio.config import DEFAULT_BASE, TrainConfig
 from studio.ingest.augment import VARIANT_SEP
 from studio.model.data import prepare
@@ -263,7 +263,7 @@ def train(cfg: TrainConfig, on_event: Callable[[dict], None] | None = None,
     hooks = LoraHooks(cfg, tok, info, prepared, meta, on_event)
     state, optimizer, scheduler = None, None, None
     if cfg.resume:
-        optimizer, scheduler = loop.make_optimizer(model, lcfg, per_epoch * lcfg.epochs, device)
+        optimizer, scheduler = schedule.make_optimizer(model, lcfg, per_epoch * lcfg.epochs, device)
         saved = checkpoint.load(out, model, optimizer, scheduler)
         state = loop.LoopState(**saved)
         state.stop_reason = ""

@@ -76,7 +76,7 @@ def folder_mib(model, tmp: Path) -> float:
 
 
 def run_shape(shape, data, minutes: float, every: float, args, val_windows: int) -> dict:
-    from studio.training import loop
+    from studio.training import loop, schedule
     from studio.model.data import collate
     from studio.training.pretrain import gpt2
     from studio.model.tokenizer import build_tokenizer
@@ -93,7 +93,7 @@ def run_shape(shape, data, minutes: float, every: float, args, val_windows: int)
     g = torch.Generator().manual_seed(args.seed)
     order = torch.randperm(len(train_w), generator=g).tolist()
     device = torch.device("cpu")
-    opt, _ = loop.make_optimizer(model, cfg, 10**6, device)
+    opt, _ = schedule.make_optimizer(model, cfg, 10**6, device)
     curve, step, t_train, i = [], 0, 0.0, 0
     est_total = None
     next_eval = 0.0

@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     from studio.config import TrainConfig
     from studio.model.models import fused_activation, load_base
     from studio.model.tokenizer import build_tokenizer
-    from studio.training import loop
+    from studio.training import loop, schedule
     from studio.training.lora import lora_model
     from studio.training.plan import loop_config
 
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     lcfg = loop_config(cfg)
     ids = torch.randint(0, len(tok.vocab), (cfg.batch_size, seq))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
-    optimizer, scheduler = loop.make_optimizer(model, lcfg, 100, torch.device("cpu"))
+    optimizer, scheduler = schedule.make_optimizer(model, lcfg, 100, torch.device("cpu"))
     params = [q for q in model.parameters() if q.requires_grad]
     model.train()
 
